@@ -1,0 +1,42 @@
+"""Checkpoints: weights as safetensors plus ``model.json`` saying how to rebuild the model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from benchmark.errors import BenchmarkError
+from benchmark.registry import build_model
+
+
+def save_checkpoint(model: torch.nn.Module, out_dir: Path, method: str, preset: str, context: dict) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored_context = dict(context)
+    if context.get("tokenizer"):  # keep the checkpoint self-contained
+        shutil.copyfile(context["tokenizer"], out_dir / "tokenizer.json")
+        stored_context["tokenizer"] = "tokenizer.json"
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tmp = out_dir / "model.safetensors.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(out_dir / "model.safetensors")
+    (out_dir / "model.json").write_text(json.dumps(
+        {"method": method, "preset": preset, "context": stored_context}, indent=2, sort_keys=True) + "\n")
+
+
+def load_checkpoint(ckpt_dir: Path) -> torch.nn.Module:
+    ckpt_dir = Path(ckpt_dir)
+    spec_file = ckpt_dir / "model.json"
+    if not spec_file.is_file():
+        raise BenchmarkError(f"{ckpt_dir}: not a checkpoint (no model.json)")
+    spec = json.loads(spec_file.read_text())
+    context = dict(spec["context"])
+    if context.get("tokenizer"):
+        context["tokenizer"] = str(ckpt_dir / context["tokenizer"])
+    model = build_model(spec["method"], spec["preset"], **context)
+    model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
+    return model.eval()

@@ -1,0 +1,306 @@
+"""``python -m benchmark <command>``: every workflow step is also a plain command.
+
+Each command takes the config file and explicit input and output paths, and exits
+non-zero with a one-line reason on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+
+
+def _manifest(path: str):
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "exam_id": str, "breast_id": str},
+                       keep_default_na=True)
+
+
+def cmd_synth(args, config):
+    from benchmark.data.synth import write_embed, write_rsna
+
+    spec = config["data"][args.dataset].get("synthetic")
+    if spec is None:
+        raise BenchmarkError(f"config: data.{args.dataset}.synthetic: not set, nothing to generate")
+    writer = {"embed": write_embed, "rsna": write_rsna}[args.dataset]
+    summary = writer(Path(args.out), spec["patients"], spec.get("seed", 0),
+                     shape=(spec.get("rows", 512), spec.get("cols", 416)), workers=args.threads)
+    print(f"synth {args.dataset}: {summary['images']} images of {summary['patients']} patients in {args.out}")
+
+
+def cmd_preprocess(args, config):
+    import pandas as pd
+
+    from benchmark.data.embed import load_embed
+    from benchmark.data.preprocess import PreprocessSettings, preprocess
+    from benchmark.data.rsna import load_rsna
+    from benchmark.data.tables import MANIFEST_COLUMNS
+
+    entry = config["data"][args.dataset]
+    root = Path(entry["root"])
+    if args.dataset == "embed":
+        records, excluded = load_embed(root, entry["metadata"], entry["clinical"], entry["path_prefix"])
+        rows_in = sum(1 for _ in open(root / entry["metadata"])) - 1
+    else:
+        records, excluded = load_rsna(root, entry["table"], entry["images"])
+        rows_in = sum(1 for _ in open(root / entry["table"])) - 1
+    opts = {k: v for k, v in config["preprocess"].items() if k != "workers"}
+    manifest, failed = preprocess(records, root, Path(args.out_dir), PreprocessSettings(**opts),
+                                  workers=config["preprocess"]["workers"])
+    exclusions = pd.concat([excluded, failed], ignore_index=True).reindex(
+        columns=["dataset", "image_id", "source", "scope", "reason"])
+    dropped = int((exclusions["scope"] == "all").sum())
+    if rows_in != len(manifest) + dropped:
+        raise BenchmarkError(f"preprocess: {rows_in} rows in but {len(manifest)} kept + {dropped} excluded")
+    extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    manifest = manifest.reindex(columns=MANIFEST_COLUMNS + extra)
+    for col in ("density", "birads", "cancer"):
+        manifest[col] = manifest[col].astype("Int64")
+    manifest.to_csv(Path(args.out_dir) / "manifest.csv", index=False)
+    exclusions.to_csv(Path(args.out_dir) / "exclusions.csv", index=False)
+    print(f"preprocess {args.dataset}: {rows_in} rows in, {len(manifest)} images kept, {dropped} excluded "
+          f"({len(exclusions) - dropped} task-level exclusions); see {args.out_dir}/exclusions.csv")
+
+
+def cmd_split(args, config):
+    from benchmark.data.split import make_split, write_split
+
+    split_cfg = config["split"]
+    table = make_split(_manifest(args.manifest), split_cfg["stratify"][args.dataset], split_cfg["seed"],
+                       split_cfg["ratios"], split_cfg["fractions"])
+    digest = write_split(table, Path(args.out))
+    counts = table["split"].value_counts().to_dict()
+    print(f"split {args.dataset}: {counts} patients; sha256 {digest[:12]}")
+
+
+def cmd_tokenizer(args, config):
+    from benchmark.data.captions import embed_sentences, join_sentences
+    from benchmark.data.split import read_split
+    from benchmark.data.tokenizer import train_tokenizer
+    from benchmark.train import training_records
+
+    records, _ = training_records(_manifest(args.manifest), read_split(args.split))
+    texts = []
+    for rec in records.to_dict("records"):
+        texts.append(join_sentences(embed_sentences(rec)))
+        texts.append(join_sentences(embed_sentences(rec | {k: "" for k in ("age", "race", "ethnicity", "view")})))
+    tok = train_tokenizer(texts, config["tokenizer"]["vocab_size"], Path(args.out))
+    print(f"tokenizer: {tok.get_vocab_size()} tokens from {len(records)} training captions -> {args.out}")
+
+
+def _model_entry(config, name):
+    if name not in config["models"]:
+        raise BenchmarkError(f"config: models.{name}: no such model entry")
+    return config["models"][name]
+
+
+def cmd_pretrain(args, config):
+    from benchmark.data.split import read_split, split_hash
+    from benchmark.train import pretrain
+
+    entry = _model_entry(config, args.model)
+    context = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    if entry.get("weights"):
+        context["weights"] = entry["weights"]
+    budget = config["pretrain"]["samples_seen"] if entry.get("pretrain", True) else 0
+    ledger = pretrain(method=entry["method"], preset=entry["preset"], context=context,
+                      manifest=_manifest(args.manifest), split=read_split(args.split),
+                      cache_dir=Path(args.manifest).parent, samples_seen=budget, seed=args.seed,
+                      out_dir=Path(args.out_dir), threads=args.threads,
+                      mask_prob=config["pretrain"]["caption_mask_prob"], split_sha256=split_hash(args.split))
+    print(f"pretrain {args.model}: {ledger['samples_seen']} samples, {ledger['optimizer_steps']} steps, "
+          f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")
+
+
+def cmd_features(args, config):
+    import numpy as np
+    import torch
+
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.data.split import read_split
+    from benchmark.evaluate.encode import encode_images, split_records
+
+    torch.set_num_threads(args.threads)
+    model = load_checkpoint(Path(args.checkpoint))
+    records = split_records(_manifest(args.manifest), read_split(args.split), ("train", "val", "test"))
+    cache = Path(args.manifest).parent
+    features = encode_images(model, cache, records["png"].tolist(), "image_features", desc="features")
+    embeddings = encode_images(model, cache, records["png"].tolist(), "encode_image", desc="embeddings")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, image_id=records["image_id"].to_numpy(str), features=features.astype(np.float32),
+             embeddings=embeddings.astype(np.float32))
+    print(f"features: {features.shape} -> {args.out}")
+
+
+def _task_records(args, config, splits):
+    from benchmark.data.split import read_split
+    from benchmark.evaluate.encode import split_records
+    from benchmark.evaluate.predictions import labelled
+    from benchmark.tasks import get_task
+
+    dataset, name = args.task.split("/")
+    task = get_task(dataset, name)
+    return task, labelled(split_records(_manifest(args.manifest), read_split(args.split), splits), task)
+
+
+def _load_features(path, records):
+    import numpy as np
+
+    data = np.load(path)
+    index = {image_id: i for i, image_id in enumerate(data["image_id"])}
+    missing = [i for i in records["image_id"] if i not in index]
+    if missing:
+        raise BenchmarkError(f"{path}: no features for {len(missing)} image(s), e.g. {missing[0]}")
+    rows = [index[i] for i in records["image_id"]]
+    return data["features"][rows], data["embeddings"][rows]
+
+
+def cmd_zeroshot(args, config):
+    import torch
+
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.evaluate.predictions import write_predictions
+    from benchmark.evaluate.zeroshot import load_prompts, zeroshot_scores
+
+    torch.set_num_threads(args.threads)
+    task, records = _task_records(args, config, ("test",))
+    model = load_checkpoint(Path(args.checkpoint))
+    _, embeddings = _load_features(args.features, records)
+    scores = zeroshot_scores(model, embeddings, load_prompts(Path(config["zeroshot"]["prompts"]), task))
+    write_predictions(Path(args.out), records, scores, task=task, protocol="zeroshot", fraction=None,
+                      model=args.model, seed=args.seed)
+    print(f"zeroshot {args.model} {task.key}: {len(records)} test images -> {args.out}")
+
+
+def cmd_probe(args, config):
+    import json
+
+    from benchmark.data.split import fraction_column, read_split
+    from benchmark.evaluate.predictions import write_predictions
+    from benchmark.evaluate.probe import fit_probe, predict_probe
+
+    task, records = _task_records(args, config, ("train", "val", "test"))
+    split = read_split(args.split)
+    column = fraction_column(args.fraction)
+    if column not in split.columns:
+        raise BenchmarkError(f"{args.split}: no column {column} (fraction {args.fraction} not in split.fractions)")
+    in_fraction = set(split.loc[(split["split"] == "train") & (split[column] == 1), "patient_id"])
+    train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
+    features = {name: _load_features(args.features, part)[0] for name, part in
+                (("train", train), ("val", val), ("test", test))}
+    probe_cfg = config["linear_probe"]
+    try:
+        scaler, clf, chosen_c, sweep = fit_probe(features["train"], train["label"].to_numpy(), features["val"],
+                                                 val["label"].to_numpy(), task.n_classes, probe_cfg["C"],
+                                                 probe_cfg["max_iter"], args.seed)
+    except ValueError as exc:
+        raise BenchmarkError(f"probe {args.model} {task.key} fraction {args.fraction}: {exc}") from None
+    scores = predict_probe(scaler, clf, features["test"], task.n_classes)
+    write_predictions(Path(args.out), test, scores, task=task, protocol="linear_probe", fraction=args.fraction,
+                      model=args.model, seed=args.seed)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(
+        {"chosen_C": chosen_c, "train_images": len(train), "train_patients": train["patient_id"].nunique(),
+         "sweep": sweep}, indent=2) + "\n")
+    print(f"probe {args.model} {task.key} @ {args.fraction:g}: {len(train)} training images, C={chosen_c}")
+
+
+def cmd_table(args, config):
+    from benchmark.tables import build_budget, build_table
+
+    stats = config["stats"]
+    table = build_table([Path(p) for p in args.predictions], stats["n_boot"], stats["seed"], stats["ci"],
+                        stats.get("reference_model"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    if args.ledgers:
+        build_budget([Path(p) for p in args.ledgers]).to_csv(args.budget_out, index=False)
+    print(f"table: {len(table)} rows -> {args.out}")
+
+
+def cmd_models(args, config):
+    from benchmark.registry import available_models, build_model, model_class
+
+    for name in available_models():
+        cls = model_class(name)
+        sizes = []
+        for preset in sorted(cls.presets):
+            try:
+                model = build_model(name, preset, **({"tokenizer": args.tokenizer} if args.tokenizer else {}))
+                sizes.append(f"{preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params")
+            except BenchmarkError as exc:
+                sizes.append(f"{preset}: ({exc})")
+        print(f"{name:12s} {'; '.join(sizes)}")
+
+
+def cmd_check_config(args, config):
+    print(f"config {args.config}: ok ({len(config['models'])} models, {len(config['tasks'])} tasks)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_, *arguments):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", default="config/config.yaml", help="config file (YAML)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: config threads)")
+        for flags, kwargs in arguments:
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(fn=fn)
+
+    req = {"required": True}
+    dataset = (["--dataset"], {"required": True, "choices": ["embed", "rsna"]})
+    manifest = (["--manifest"], {**req, "help": "manifest.csv written by preprocess"})
+    split = (["--split"], {**req, "help": "split CSV written by split"})
+    model = (["--model"], {**req, "help": "model entry name in the config"})
+    seed = (["--seed"], {"type": int, "default": 0})
+    task = (["--task"], {**req, "help": "dataset/task, e.g. embed/density"})
+    add("synth", cmd_synth, "write synthetic EMBED- or RSNA-format data", dataset, (["--out"], req))
+    add("preprocess", cmd_preprocess, "DICOM tables to PNG cache + manifest.csv + exclusions.csv", dataset,
+        (["--out-dir"], req))
+    add("split", cmd_split, "patient-level train/val/test split with nested fractions", dataset, manifest,
+        (["--out"], req))
+    add("tokenizer", cmd_tokenizer, "train a BPE tokenizer on the training captions", manifest, split,
+        (["--out"], req))
+    add("pretrain", cmd_pretrain, "pretrain a model for the configured samples-seen budget", model, seed,
+        manifest, split, (["--tokenizer"], {"default": None}), (["--out-dir"], req))
+    add("features", cmd_features, "extract image features and embeddings for every split",
+        (["--checkpoint"], req), manifest, split, (["--out"], req))
+    add("zeroshot", cmd_zeroshot, "zero-shot predictions on the test split", model, seed, task, manifest, split,
+        (["--checkpoint"], req), (["--features"], req), (["--out"], req))
+    add("probe", cmd_probe, "linear-probe predictions on the test split", model, seed, task, manifest, split,
+        (["--features"], req), (["--fraction"], {"type": float, **req}), (["--out"], req))
+    add("table", cmd_table, "bootstrap statistics: predictions to table.csv (and budget.csv)",
+        (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),
+        (["--out"], req), (["--budget-out"], {"default": "results/budget.csv"}))
+    add("models", cmd_models, "list registered models and their presets' parameter counts",
+        (["--tokenizer"], {"default": None, "help": "tokenizer.json for tiny presets"}))
+    add("check-config", cmd_check_config, "validate a config file")
+    return parser
+
+
+# Commands that build models from config entries check them against the registry.
+MODEL_COMMANDS = {"pretrain", "models", "check-config"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        from benchmark.config import load_config
+
+        config = load_config(args.config, models=args.command in MODEL_COMMANDS)
+        if args.threads is None:
+            args.threads = config.get("threads", 2)
+        args.fn(args, config)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

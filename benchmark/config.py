@@ -1,0 +1,106 @@
+"""Load and check a benchmark config: the JSON schema, then what a schema cannot say.
+
+Every failure is a ``BenchmarkError`` whose one-line message names the key, e.g.
+``config: models.foo.method: unknown model 'foo' (registered: clip)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from benchmark.errors import BenchmarkError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that also fills in ``default`` values (as snakemake.utils.validate does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = sub["default"]
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def check_schema(config: dict) -> dict:
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        path = list(err.absolute_path)
+        if err.validator == "pattern" and err.validator_value.startswith("^[A-Za-z]") and not path:
+            raise BenchmarkError(f"config: {err.message}")
+        if err.validator == "propertyNames":  # a model name with shell or path characters
+            raise BenchmarkError(f"config: {_key(path)}: invalid name {err.instance!r}: {err.message}")
+        raise BenchmarkError(f"config: {_key(path)}: {err.message}")
+    return config
+
+
+def check_models(config: dict) -> None:
+    """Every model entry names a registered method and one of its presets (imports ``models``)."""
+    from benchmark.registry import available_models, preset_names
+
+    registered = available_models()
+    for name, entry in config["models"].items():
+        if entry["method"] not in registered:
+            raise BenchmarkError(f"config: models.{name}.method: unknown model {entry['method']!r} "
+                                 f"(registered: {', '.join(registered)})")
+        if entry["preset"] not in preset_names(entry["method"]):
+            raise BenchmarkError(f"config: models.{name}.preset: {entry['method']} has no preset "
+                                 f"{entry['preset']!r} (presets: {', '.join(preset_names(entry['method']))})")
+
+
+def check_semantics(config: dict) -> None:
+    ref = config["stats"].get("reference_model")
+    if ref is not None and ref not in config["models"]:
+        raise BenchmarkError(f"config: stats.reference_model: {ref!r} is not in models")
+    datasets = {t.split("/")[0] for t in config["tasks"]} | {config["pretrain"]["dataset"]}
+    for dataset in sorted(datasets):
+        if dataset not in config["data"]:
+            raise BenchmarkError(f"config: data.{dataset}: missing, but tasks or pretrain use it")
+        entry = config["data"][dataset]
+        if "synthetic" not in entry and not Path(entry["root"]).is_dir():
+            raise BenchmarkError(f"config: data.{dataset}.root: {entry['root']} does not exist")
+    if config["tokenizer"]["dataset"] not in config["data"]:
+        raise BenchmarkError(f"config: tokenizer.dataset: {config['tokenizer']['dataset']!r} is not in data")
+    if 1.0 not in config["split"]["fractions"]:
+        raise BenchmarkError("config: split.fractions: must include 1.0 (the full training set)")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, models: bool = True) -> dict:
+    """Read and check a config; ``models=False`` skips the registry check (and its imports)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(f"config: {path} not found")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BenchmarkError(f"config: {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    config.update(overrides or {})
+    return validate_config(config, models=models)
+
+
+def validate_config(config: dict, models: bool = True) -> dict:
+    check_schema(config)
+    check_semantics(config)
+    if models:
+        check_models(config)
+    return config

@@ -1,0 +1,1 @@
+"""Data layer: synthetic generator, real-table loaders, DICOM preprocessing, splits, captions."""

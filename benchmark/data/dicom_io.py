@@ -1,0 +1,76 @@
+"""Writing and reading mammography DICOM files with pydicom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+# Digital Mammography X-Ray Image Storage - For Presentation
+MAMMO_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.2"
+UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
+
+
+def stable_uid(*parts: object) -> str:
+    """A DICOM UID that depends only on ``parts`` (reruns write identical files)."""
+    return generate_uid(prefix=UID_ROOT, entropy_srcs=[str(p) for p in parts])
+
+
+def write_mammogram(
+    path: Path,
+    stored: np.ndarray,
+    *,
+    bits_stored: int,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    laterality: str,
+    view: str,
+    photometric: str = "MONOCHROME2",
+    rescale: tuple[float, float] = (1.0, 0.0),
+    window: tuple[float, float] | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Write a single-frame 16-bit-allocated mammogram, uncompressed little endian."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MAMMO_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID_ROOT + "1"
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MAMMO_SOP_CLASS
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = "MG"
+    ds.PatientID = patient_id
+    ds.ImageLaterality = laterality
+    ds.ViewPosition = view
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = f"{rescale[0]:g}"
+    ds.RescaleIntercept = f"{rescale[1]:g}"
+    if window is not None:
+        ds.WindowCenter = f"{window[0]:g}"
+        ds.WindowWidth = f"{window[1]:g}"
+    for key, value in (extra or {}).items():
+        setattr(ds, key, value)
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def read_dicom(path: Path) -> Dataset:
+    return pydicom.dcmread(path)

@@ -1,0 +1,132 @@
+"""DICOM to PNG cache: modality LUT, MONOCHROME1 inversion, optional VOI LUT, breast
+crop, long-side area resize, 8- or 16-bit PNG (METHODS.md section 1).
+
+The cache is resumable: a PNG written with the same settings (``settings.json`` in the
+cache folder) is kept. A file that cannot be read becomes an exclusion with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+from PIL import Image
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from scipy import ndimage
+from tqdm import tqdm
+
+from benchmark.data.tables import exclusion, resolve_under_root
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    long_side: int = 256
+    bits: int = 8
+    voi_lut: bool = False
+    crop: bool = True
+    flip_to_left: bool = False  # optional canonical orientation (chest wall on the left)
+
+
+def to_display(ds: pydicom.Dataset, voi_lut: bool) -> np.ndarray:
+    """Pixel values as float32 where bright means dense tissue."""
+    pixels = ds.pixel_array
+    values = apply_modality_lut(pixels, ds).astype(np.float32)
+    if voi_lut and ("WindowCenter" in ds or "VOILUTSequence" in ds):
+        values = apply_voi_lut(values, ds).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
+        values = values.max() - values
+    return values
+
+
+def breast_box(image: np.ndarray, step: int = 8) -> tuple[slice, slice]:
+    """Bounding box of the largest bright component, found on a subsampled copy."""
+    small = image[::step, ::step]
+    lo, hi = float(small.min()), float(small.max())
+    mask = small > lo + 0.1 * (hi - lo)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return slice(0, image.shape[0]), slice(0, image.shape[1])
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    rows, cols = ndimage.find_objects((labels == 1 + int(np.argmax(sizes))).astype(np.int8))[0]
+    return (slice(max(0, rows.start * step - step), min(image.shape[0], rows.stop * step + step)),
+            slice(max(0, cols.start * step - step), min(image.shape[1], cols.stop * step + step)))
+
+
+def convert(dicom_path: Path, png_path: Path, settings: PreprocessSettings, laterality: str) -> tuple[int, int]:
+    ds = pydicom.dcmread(dicom_path)
+    image = to_display(ds, settings.voi_lut)
+    if settings.crop:
+        image = image[breast_box(image)]
+    if settings.flip_to_left and laterality == "R":
+        image = image[:, ::-1]
+    lo, hi = float(image.min()), float(image.max())
+    image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    h, w = image.shape
+    scale = settings.long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+                         .resize(size, Image.Resampling.BOX))
+    top = 2**settings.bits - 1
+    out = np.clip(np.round(resized * top), 0, top).astype(np.uint8 if settings.bits == 8 else np.uint16)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png_path.with_suffix(".tmp.png")
+    Image.fromarray(out).save(tmp)
+    tmp.replace(png_path)  # atomic: an interrupted run never leaves half a PNG
+    return out.shape
+
+
+def _convert_one(args) -> str | None:
+    dicom_path, png_path, settings, laterality = args
+    if png_path.exists():
+        return None
+    try:
+        convert(dicom_path, png_path, settings, laterality)
+    except Exception as exc:  # any unreadable file is recorded, never fatal
+        return f"unreadable DICOM: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return None
+
+
+def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings: PreprocessSettings,
+               workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Convert every record's DICOM; return (manifest, exclusions) for this stage."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = cache_dir / "settings.json"
+    wanted = json.dumps(asdict(settings), sort_keys=True)
+    if settings_file.exists() and settings_file.read_text() != wanted:
+        for old in (cache_dir / "images").glob("*.png"):  # other settings: start over
+            old.unlink()
+    settings_file.write_text(wanted)
+
+    jobs, excluded, keep = [], [], []
+    for row in records.itertuples(index=False):
+        dicom = resolve_under_root(data_root, row.dicom_path)
+        if dicom is None:
+            excluded.append(exclusion(row.dataset, row.image_id, row.dicom_path, "all", "path escapes the data root"))
+            continue
+        if not dicom.is_file():
+            excluded.append(exclusion(row.dataset, row.image_id, row.dicom_path, "all", "DICOM file not found"))
+            continue
+        if dicom.stat().st_size == 0:
+            excluded.append(exclusion(row.dataset, row.image_id, row.dicom_path, "all", "zero-byte DICOM file"))
+            continue
+        png = cache_dir / "images" / f"{row.image_id}.png"
+        jobs.append((dicom, png, settings, row.laterality))
+        keep.append(row)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            errors = list(tqdm(pool.map(_convert_one, jobs, chunksize=8), total=len(jobs), desc="preprocess"))
+    else:
+        errors = [_convert_one(job) for job in tqdm(jobs, desc="preprocess")]
+    rows = []
+    for row, error in zip(keep, errors):
+        if error:
+            excluded.append(exclusion(row.dataset, row.image_id, row.dicom_path, "all", error))
+        else:
+            rows.append(row._asdict() | {"png": f"images/{row.image_id}.png"})
+    return pd.DataFrame(rows), pd.DataFrame(excluded)

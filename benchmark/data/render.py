@@ -1,0 +1,188 @@
+"""Render synthetic mammograms: breast shape, fibroglandular texture, lesions, detector.
+
+Pixel values are in "attenuation" units (0 = air, about 1 = densest tissue) until
+``to_stored_values`` applies a machine's gain, offset, noise and bit depth.
+
+What a model can learn, and why it is not a one-pixel shortcut:
+- density sets the fraction of the breast covered by fibroglandular texture and its
+  contrast, with jitter so neighbouring density grades overlap;
+- lesions (masses with round / oval / irregular / spiculated outlines, calcification
+  clusters, asymmetries, a biopsy clip) follow the breast's BI-RADS level and appear in
+  both views of that breast at consistent positions;
+- breast size and shape, pectoral muscle (MLO), machine gain / offset / noise and bit
+  depth vary from image to image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+# Fraction of the breast covered by dense tissue for density grades 1..4 (mean, sd).
+DENSE_FRACTION = {1: (0.10, 0.05), 2: (0.28, 0.07), 3: (0.50, 0.08), 4: (0.72, 0.07)}
+DENSE_CONTRAST = {1: 0.10, 2: 0.14, 3: 0.18, 4: 0.21}
+
+
+@dataclass
+class Lesion:
+    """A lesion of one breast, shared by that breast's views.
+
+    ``depth`` is the distance from the chest wall as a fraction of breast depth,
+    ``height`` the vertical position in [-1, 1] of the breast's half-height.
+    """
+
+    kind: str  # "mass", "calc", "mass+calc", "asymmetry", "none"
+    radius: float = 0.0  # fraction of image height
+    shape: str = "round"  # round, oval, irregular
+    margin: str = "circumscribed"  # circumscribed, indistinct, spiculated
+    amplitude: float = 0.0
+    n_calcs: int = 0
+    calc_size: float = 1.0  # pixels at 512 rows; coarse benign calcs are bigger
+    calc_spread: float = 0.04  # cluster radius, fraction of image height
+    clip: bool = False  # biopsy clip marker (BI-RADS 6)
+    depth: float = 0.5
+    height: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class Machine:
+    gain: float
+    offset: float
+    noise: float
+    bits: int = 12
+    name: str = "m0"
+    extra: dict = field(default_factory=dict)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Band-limited noise in [0, 1] at roughly ``scale`` pixels, generated at low resolution."""
+    factor = max(1, int(scale // 2))
+    small = (max(4, shape[0] // factor), max(4, shape[1] // factor))
+    noise = ndimage.gaussian_filter(rng.standard_normal(small), sigma=2.0)
+    noise = ndimage.zoom(noise, (shape[0] / small[0], shape[1] / small[1]), order=1)
+    noise = noise[: shape[0], : shape[1]]
+    lo, hi = np.percentile(noise, [1, 99])
+    return np.clip((noise - lo) / (hi - lo + 1e-9), 0, 1)
+
+
+def breast_mask(rng: np.random.Generator, shape: tuple[int, int], view: str):
+    """Soft breast mask (chest wall at column 0), plus coordinates used to place lesions."""
+    rows, cols = shape
+    depth = rng.uniform(0.55, 0.85) * cols
+    half_height = rng.uniform(0.34, 0.46) * rows
+    centre = rows / 2 + rng.uniform(-0.06, 0.06) * rows
+    if view == "MLO":
+        half_height *= 1.1
+        centre += 0.05 * rows
+    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    # Slightly asymmetric ellipse: the nipple sits a bit off the mid line.
+    skew = rng.uniform(-0.15, 0.15)
+    yy = (y - centre) / half_height + skew * (x / depth) ** 2
+    r = np.sqrt((x / depth) ** 2 + yy**2)
+    # Thickness falls off towards the skin line, so intensity does too.
+    mask = np.clip((1.0 - r) / 0.08, 0, 1) ** 0.7
+    if view == "MLO":
+        # Pectoral muscle: a bright triangle in the upper chest-wall corner.
+        pec_w = rng.uniform(0.25, 0.4) * cols
+        pec_h = rng.uniform(0.45, 0.7) * rows
+        pec = np.clip((1 - x / pec_w - y / pec_h) / 0.03, 0, 1)
+        mask = np.maximum(mask, pec * 1.0)
+    else:
+        pec = np.zeros_like(mask)
+    geometry = {"depth": depth, "half_height": half_height, "centre": centre}
+    return mask.astype(np.float32), pec.astype(np.float32), geometry
+
+
+def _lesion_profile(lesion: Lesion, shape, cy: float, cx: float, rng: np.random.Generator):
+    rows, cols = shape
+    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    radius = lesion.radius * rows
+    dy, dx = (y - cy), (x - cx)
+    angle = np.arctan2(dy, dx)
+    if lesion.shape == "oval":
+        dist = np.sqrt((dx / 1.5) ** 2 + dy**2)
+    elif lesion.shape == "irregular":
+        wobble = 1 + 0.25 * np.sin(3 * angle + rng.uniform(0, 6)) + 0.15 * np.sin(5 * angle + rng.uniform(0, 6))
+        dist = np.sqrt(dx**2 + dy**2) / wobble
+    else:
+        dist = np.sqrt(dx**2 + dy**2)
+    edge = {"circumscribed": 0.08, "indistinct": 0.35, "spiculated": 0.2}[lesion.margin]
+    body = np.clip((1 - dist / radius) / edge, 0, 1) * 1.5
+    if lesion.margin == "spiculated":
+        n_spic = rng.integers(8, 14)
+        spikes = np.zeros_like(body)
+        for theta in rng.uniform(0, 2 * np.pi, size=n_spic):
+            along = dx * np.cos(theta) + dy * np.sin(theta)
+            across = np.abs(-dx * np.sin(theta) + dy * np.cos(theta))
+            length = radius * rng.uniform(1.8, 2.8)
+            line = (along > 0) & (along < length)
+            spikes = np.maximum(spikes, line * np.clip(1 - across / 1.5, 0, 1) * (1 - along / length))
+        body = np.maximum(body, 0.6 * spikes)
+    return body * lesion.amplitude
+
+
+def render_breast(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    view: str,
+    laterality: str,
+    density: int,
+    lesion: Lesion,
+    density_fraction: float | None = None,
+) -> np.ndarray:
+    """One view of one breast in attenuation units, chest wall on the side of ``laterality``."""
+    rows, cols = shape
+    mask, pec, geo = breast_mask(rng, shape, view)
+    fraction = density_fraction
+    if fraction is None:
+        mean, sd = DENSE_FRACTION[density]
+        fraction = float(np.clip(rng.normal(mean, sd), 0.02, 0.95))
+    contrast = DENSE_CONTRAST[density] * rng.uniform(0.8, 1.2)
+    texture = 0.6 * _smooth_noise(rng, shape, 24) + 0.4 * _smooth_noise(rng, shape, 6)
+    # Dense tissue concentrates behind the nipple, away from the skin line.
+    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    prior = np.exp(-(((y - geo["centre"]) / (0.8 * geo["half_height"])) ** 2)) * np.clip(
+        1.2 - x / geo["depth"], 0, 1
+    )
+    field_ = texture * (0.5 + 0.5 * prior)
+    inside = mask > 0.5
+    threshold = np.quantile(field_[inside], 1 - fraction) if inside.any() else 1.0
+    dense = np.clip((field_ - threshold) / 0.2 + 0.3, 0, 1) ** 1.5 * mask
+    image = mask * 0.34 + contrast * dense + 0.08 * pec
+    # Fine parenchymal texture everywhere in the breast (hides simple intensity cues).
+    image += 0.03 * (_smooth_noise(rng, shape, 3) - 0.5) * mask
+
+    if lesion.kind != "none":
+        lrng = np.random.default_rng(lesion.seed)  # the same lesion in every view of a breast
+        cx = 0.15 * cols + lesion.depth * (geo["depth"] * 0.8 - 0.15 * cols)
+        cy = geo["centre"] + lesion.height * geo["half_height"] * 0.6
+        if view == "MLO":
+            cy -= 0.08 * rows  # projected higher in the oblique view
+        if "mass" in lesion.kind or lesion.kind == "asymmetry":
+            image += _lesion_profile(lesion, shape, cy, cx, lrng) * (mask > 0.2)
+        if "calc" in lesion.kind:
+            spread = lesion.calc_spread * rows
+            for _ in range(lesion.n_calcs):
+                py = int(np.clip(cy + lrng.normal(0, spread), 0, rows - 1))
+                px = int(np.clip(cx + lrng.normal(0, spread), 0, cols - 1))
+                size = max(1, int(round(lesion.calc_size * rows / 512 * lrng.uniform(0.7, 1.3))))
+                image[max(0, py - size): py + size + 1, max(0, px - size): px + size + 1] += 0.35
+        if lesion.clip:
+            cy2, cx2 = int(cy), int(cx + lesion.radius * rows * 0.5)
+            s = max(2, rows // 128)
+            image[cy2 - s: cy2 + s, cx2 - s: cx2 + s] = 1.0
+    image = np.clip(image, 0, 1)
+    if laterality == "R":
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def to_stored_values(rng: np.random.Generator, image: np.ndarray, machine: Machine) -> np.ndarray:
+    """Detector model: gain, offset, quantum noise and quantisation to ``bits`` bits."""
+    top = 2**machine.bits - 1
+    signal = machine.offset + machine.gain * image
+    signal = signal + rng.normal(0, machine.noise, size=image.shape) * np.sqrt(0.2 + image)
+    return np.clip(np.round(signal * top), 0, top).astype(np.uint16)

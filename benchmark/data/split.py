@@ -1,0 +1,81 @@
+"""Patient-level, stratified, seeded train/val/test split with nested label fractions.
+
+A patient's stratum is the largest value of the dataset's stratification column over
+their images (e.g. the worst BI-RADS, or cancer). Within each stratum patients are
+shuffled with the split seed and cut by the ratios. Label fractions of the training
+patients are nested: one seeded order per stratum, and fraction f takes the first
+ceil(f * n) patients of every stratum (at least one), so 1 % is inside 10 % inside 100 %.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+
+
+def fraction_column(fraction: float) -> str:
+    return f"frac_{fraction:g}"
+
+
+def patient_strata(manifest: pd.DataFrame, column: str) -> pd.Series:
+    values = pd.to_numeric(manifest[column], errors="coerce")
+    strata = values.groupby(manifest["patient_id"]).max()
+    return strata.fillna(-1).astype(int).rename("stratum")
+
+
+def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[str, float],
+               fractions: list[float]) -> pd.DataFrame:
+    if abs(sum(ratios.values()) - 1) > 1e-6:
+        raise BenchmarkError(f"split.ratios must sum to 1, got {ratios}")
+    if stratify not in manifest.columns:
+        raise BenchmarkError(f"split.stratify: manifest has no column {stratify!r}")
+    strata = patient_strata(manifest, stratify)
+    rng = np.random.default_rng([seed, 1])
+    rows = []
+    for stratum in sorted(strata.unique()):
+        patients = np.array(sorted(strata.index[strata == stratum]))
+        patients = patients[rng.permutation(len(patients))]
+        n = len(patients)
+        n_train = round(ratios["train"] * n)
+        n_val = round(ratios["val"] * n)
+        if n >= 3:  # keep a stratum represented in val and test where it can be
+            n_val = max(n_val, 1)
+            n_train = min(n_train, n - n_val - 1)
+        for k, patient in enumerate(patients):
+            split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
+            rows.append({"patient_id": patient, "split": split, "stratum": int(stratum)})
+    table = pd.DataFrame(rows)
+
+    frac_rng = np.random.default_rng([seed, 2])
+    for fraction in fractions:
+        table[fraction_column(fraction)] = 0
+    for _, group in table[table["split"] == "train"].groupby("stratum", sort=True):
+        order = group.index.to_numpy()[frac_rng.permutation(len(group))]
+        for fraction in fractions:
+            take = max(1, math.ceil(fraction * len(order)))
+            table.loc[order[:take], fraction_column(fraction)] = 1
+    return table.sort_values(["split", "patient_id"]).reset_index(drop=True)
+
+
+def write_split(table: pd.DataFrame, path: Path) -> str:
+    """Write the split and ``<path>.sha256``; return the hash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".sha256").write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def read_split(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"patient_id": str})
+
+
+def split_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,283 @@
+"""Deterministic synthetic data in the real EMBED and RSNA-Mammo file formats.
+
+``write_embed`` writes ``EMBED_OpenData_metadata.csv``, ``EMBED_OpenData_clinical.csv``
+and DICOM files under ``images/cohort_<k>/<empi>/<study uid>/<series uid>/<sop>.dcm``;
+the metadata's ``anon_dicom_path`` carries the real dataset's absolute prefix
+(``EMBED_PATH_PREFIX``), which the config remaps, exactly as a user of the real data
+must. ``write_rsna`` writes ``train.csv`` and ``train_images/<patient_id>/<image_id>.dcm``.
+
+Every random draw comes from a generator seeded by (seed, dataset, patient, ...), so
+the output does not depend on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.data.dicom_io import stable_uid, write_mammogram
+from benchmark.data.render import Lesion, Machine, render_breast, to_stored_values
+
+EMBED_PATH_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
+BIRADS_LETTER = {0: "A", 1: "N", 2: "B", 3: "P", 4: "S", 5: "M", 6: "K"}
+RACES = [
+    ("Caucasian or White", 0.5),
+    ("African American  or Black", 0.35),  # the real table's double space
+    ("Asian", 0.07),
+    ("Native Hawaiian or Other Pacific Islander", 0.02),
+    ("Unknown, Unavailable or Unreported", 0.06),
+]
+ETHNICITIES = [("Non-Hispanic or Latino", 0.85), ("Hispanic or Latino", 0.08), ("Unreported", 0.07)]
+SCREENING_DESCS = [
+    "MG Screening Bilateral",
+    "MG Screen Bilat w/Tomo/CAD Stnd Protocol",
+    "MG Screening Bilateral  w/CAD",
+]
+DIAGNOSTIC_DESCS = ["MG Diagnostic Bilateral", "MG Diag Bilat w/Tomo/CAD Stnd Protocol"]
+# Screening exams end in BI-RADS 0-2, diagnostic work-ups in 3-6 (as in the real data).
+SCREENING_BIRADS = {0: 0.18, 1: 0.5, 2: 0.32}
+DIAGNOSTIC_BIRADS = {3: 0.25, 4: 0.3, 5: 0.22, 6: 0.23}
+DENSITY_P = {1: 0.12, 2: 0.38, 3: 0.38, 4: 0.12}
+RSNA_MACHINES = [21, 29, 48, 49, 93, 170, 190, 216]
+
+
+def _rng(*keys: object) -> np.random.Generator:
+    entropy = [abs(hash_str(str(k))) for k in keys]
+    return np.random.default_rng(entropy)
+
+
+def hash_str(text: str) -> int:
+    """A stable 32-bit hash (Python's ``hash`` is salted per process)."""
+    import zlib
+
+    return zlib.crc32(text.encode())
+
+
+def _choice(rng: np.random.Generator, table: dict | list):
+    items = list(table.items()) if isinstance(table, dict) else table
+    values = [k for k, _ in items]
+    p = np.array([w for _, w in items], dtype=float)
+    return values[rng.choice(len(values), p=p / p.sum())]
+
+
+def lesion_for_birads(rng: np.random.Generator, birads: int, seed: int) -> tuple[Lesion, dict]:
+    """A lesion whose look follows the BI-RADS level, with the EMBED finding codes."""
+    depth, height = rng.uniform(0.2, 0.8), rng.uniform(-0.7, 0.7)
+    common = dict(depth=depth, height=height, seed=seed)
+    if birads == 1:
+        return Lesion("none", **common), {}
+    if birads == 0:
+        return (
+            Lesion("asymmetry", radius=rng.uniform(0.05, 0.08), shape="oval", margin="indistinct",
+                   amplitude=rng.uniform(0.04, 0.07), **common),
+            {"massshape": "F"},
+        )
+    if birads == 2:
+        if rng.random() < 0.5:
+            return (
+                Lesion("mass", radius=rng.uniform(0.015, 0.035), shape="round", margin="circumscribed",
+                       amplitude=rng.uniform(0.06, 0.12), **common),
+                {"massshape": "R", "massmargin": "D", "massdens": "="},
+            )
+        return (
+            Lesion("calc", n_calcs=int(rng.integers(3, 7)), calc_size=3.0, calc_spread=0.08, **common),
+            {"calcfind": "C", "calcdistri": "D", "calcnumber": 4},
+        )
+    if birads == 3:
+        return (
+            Lesion("mass", radius=rng.uniform(0.02, 0.04), shape="oval", margin="circumscribed",
+                   amplitude=rng.uniform(0.07, 0.13), **common),
+            {"massshape": "O", "massmargin": "D", "massdens": "="},
+        )
+    if birads == 4:
+        calcs = rng.random() < 0.4
+        return (
+            Lesion("mass+calc" if calcs else "mass", radius=rng.uniform(0.025, 0.05), shape="irregular",
+                   margin="indistinct", amplitude=rng.uniform(0.08, 0.15),
+                   n_calcs=int(rng.integers(5, 12)) if calcs else 0, calc_size=1.5, **common),
+            {"massshape": "X", "massmargin": "I", "massdens": "+"}
+            | ({"calcfind": "I", "calcdistri": "G", "calcnumber": 8} if calcs else {}),
+        )
+    large = birads == 6
+    return (
+        Lesion("mass+calc", radius=rng.uniform(0.05, 0.08) if large else rng.uniform(0.035, 0.06),
+               shape="irregular", margin="spiculated", amplitude=rng.uniform(0.1, 0.18),
+               n_calcs=int(rng.integers(8, 16)), calc_size=1.5, calc_spread=0.06, clip=large, **common),
+        {"massshape": "X", "massmargin": "S", "massdens": "+", "calcfind": "B", "calcdistri": "L",
+         "calcnumber": 12},
+    )
+
+
+def _machine(rng: np.random.Generator, name: str) -> Machine:
+    return Machine(gain=rng.uniform(0.7, 0.95), offset=rng.uniform(0.01, 0.06),
+                   noise=rng.uniform(0.006, 0.015), bits=12, name=name)
+
+
+@dataclass
+class ImageJob:
+    """Everything needed to render and write one DICOM file (picklable)."""
+
+    path: str
+    seed: tuple
+    shape: tuple[int, int]
+    view: str
+    laterality: str
+    density: int
+    lesion: Lesion
+    machine: Machine
+    dicom: dict
+
+
+def _render_and_write(job: ImageJob) -> None:
+    rng = np.random.default_rng(list(job.seed))
+    image = render_breast(rng, job.shape, job.view, job.laterality, job.density, job.lesion)
+    stored = to_stored_values(rng, image, job.machine)
+    write_mammogram(Path(job.path), stored, bits_stored=job.machine.bits,
+                    laterality=job.laterality, view=job.view, **job.dicom)
+
+
+def _run_jobs(jobs: list[ImageJob], workers: int) -> None:
+    if workers <= 1:
+        for job in jobs:
+            _render_and_write(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_render_and_write, jobs, chunksize=16))
+
+
+def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), workers: int = 1) -> dict:
+    root = Path(root)
+    meta_rows, clin_rows, jobs = [], [], []
+    for p in range(n_patients):
+        prng = _rng(seed, "embed", "patient", p)
+        empi = str(10_000_000 + int(prng.integers(0, 89_999_999)))
+        race, ethnicity = _choice(prng, RACES), _choice(prng, ETHNICITIES)
+        age = float(np.round(prng.uniform(40, 80), 2))
+        patient_density = _choice(prng, DENSITY_P)
+        n_exams = 1 if prng.random() < 0.7 else 2
+        for e in range(n_exams):
+            erng = _rng(seed, "embed", "exam", p, e)
+            acc = str(1_000_000_000_000_000 + int(erng.integers(0, 8_999_999_999_999_999)))
+            screening = erng.random() < 0.6
+            desc = str(erng.choice(SCREENING_DESCS if screening else DIAGNOSTIC_DESCS))
+            density = int(np.clip(patient_density + erng.choice([-1, 0, 0, 0, 0, 1]), 1, 4))
+            # One breast carries the exam's assessment, the other is negative or benign.
+            exam_birads = _choice(erng, SCREENING_BIRADS if screening else DIAGNOSTIC_BIRADS)
+            lead = str(erng.choice(["L", "R"]))
+            other_birads = 1 if exam_birads in (0, 1) or erng.random() < 0.75 else 2
+            breast_birads = {lead: exam_birads, ("R" if lead == "L" else "L"): other_birads}
+            study_uid = stable_uid(seed, "embed", acc)
+            date = (pd.Timestamp("2014-01-01") + pd.Timedelta(days=int(erng.integers(0, 2500)))).date()
+            age_exam = float(np.round(age + e * 1.1, 2))
+            machine = _machine(erng, f"embed-{int(erng.integers(0, 4))}")
+            base = dict(empi_anon=empi, acc_anon=acc, study_date_anon=str(date), desc=desc,
+                        tissueden=float(density), age_at_study=age_exam, RACE_DESC=race,
+                        ETHNIC_GROUP_DESC=ethnicity)
+            findings = []
+            for side in ("L", "R"):
+                lesion, codes = lesion_for_birads(erng, breast_birads[side], seed=hash_str(f"{acc}{side}"))
+                findings.append((side, breast_birads[side], lesion, codes))
+            if all(b == 1 for _, b, _, _ in findings):
+                clin_rows.append(base | {"side": str(erng.choice(["B", ""])), "asses": "N", "numfind": 1})
+            else:
+                for k, (side, b, _, codes) in enumerate(findings, start=1):
+                    path_sev = ""
+                    if b >= 4:
+                        malignant = b >= 5 or erng.random() < 0.4
+                        path_sev = float(erng.choice([0, 1])) if malignant else 4.0
+                    clin_rows.append(base | {"side": side, "asses": BIRADS_LETTER[b], "numfind": k,
+                                             "path_severity": path_sev} | codes)
+            cohort = 1 + int(erng.integers(0, 2))
+            for side, _, lesion, _ in findings:
+                for view in ("CC", "MLO"):
+                    series_uid = stable_uid(seed, acc, side, view, "series")
+                    sop_uid = stable_uid(seed, acc, side, view, "sop")
+                    rel = f"cohort_{cohort}/{empi}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+                    meta_rows.append(dict(
+                        empi_anon=empi, acc_anon=acc, anon_dicom_path=EMBED_PATH_PREFIX + rel,
+                        cohort_num=cohort, ImageLateralityFinal=side, ViewPosition=view,
+                        FinalImageType="2D", spot_mag="", StudyDescription=desc,
+                        SeriesDescription=f"{side} {view}",
+                        num_roi=0 if lesion.kind == "none" else 1, ROI_coords="",
+                    ))
+                    jobs.append(ImageJob(
+                        path=str(root / "images" / rel), seed=(seed, hash_str(sop_uid)), shape=tuple(shape),
+                        view=view, laterality=side, density=density, lesion=lesion, machine=machine,
+                        dicom=dict(patient_id=empi, study_uid=study_uid, series_uid=series_uid,
+                                   sop_uid=sop_uid),
+                    ))
+    root.mkdir(parents=True, exist_ok=True)
+    _run_jobs(jobs, workers)
+    clin_cols = ["empi_anon", "acc_anon", "study_date_anon", "desc", "side", "asses", "tissueden",
+                 "numfind", "massshape", "massmargin", "massdens", "calcfind", "calcdistri",
+                 "calcnumber", "path_severity", "age_at_study", "RACE_DESC", "ETHNIC_GROUP_DESC"]
+    pd.DataFrame(meta_rows).to_csv(root / "EMBED_OpenData_metadata.csv", index=False)
+    pd.DataFrame(clin_rows).reindex(columns=clin_cols).to_csv(root / "EMBED_OpenData_clinical.csv", index=False)
+    summary = {"dataset": "embed", "seed": seed, "patients": n_patients, "exams": len({r["acc_anon"] for r in meta_rows}),
+               "images": len(meta_rows), "finding_rows": len(clin_rows), "shape": list(shape)}
+    (root / "SYNTHETIC.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers: int = 1,
+               cancer_rate: float = 0.2) -> dict:
+    root = Path(root)
+    rows, jobs = [], []
+    used_ids: set[int] = set()
+    for p in range(n_patients):
+        prng = _rng(seed, "rsna", "patient", p)
+        patient_id = 10_000 + p * 7 + int(prng.integers(0, 7))
+        site = int(prng.choice([1, 2]))
+        machine_id = int(prng.choice(RSNA_MACHINES))
+        machine = _machine(_rng(seed, "rsna", "machine", machine_id), f"rsna-{machine_id}")
+        density = _choice(prng, DENSITY_P)
+        age = float(prng.integers(40, 85))
+        cancer_side = str(prng.choice(["L", "R"])) if prng.random() < cancer_rate else None
+        difficult = cancer_side is None and prng.random() < 0.2
+        for side in ("L", "R"):
+            cancer = int(side == cancer_side)
+            lesion_seed = hash_str(f"r{patient_id}{side}")
+            if cancer or (difficult and side == "L"):
+                # Screening-detected cancers are small; biopsied benign look-alikes share their look.
+                lesion, _ = lesion_for_birads(prng, int(prng.choice([4, 4, 5])), seed=lesion_seed)
+                lesion = replace(lesion, amplitude=lesion.amplitude * 0.6, radius=lesion.radius * 0.7)
+            else:
+                lesion, _ = lesion_for_birads(prng, 2 if prng.random() < 0.3 else 1, seed=lesion_seed)
+            for view in ("CC", "MLO"):
+                image_id = int(prng.integers(1, 2**31 - 1))
+                while image_id in used_ids:
+                    image_id = int(prng.integers(1, 2**31 - 1))
+                used_ids.add(image_id)
+                rows.append(dict(
+                    site_id=site, patient_id=patient_id, image_id=image_id, laterality=side, view=view,
+                    age=age, cancer=cancer, biopsy=int(bool(cancer) or (difficult and side == "L")),
+                    invasive=int(cancer and prng.random() < 0.7),
+                    BIRADS="" if site == 2 else (0 if cancer or (difficult and side == "L") else 1),
+                    implant=0, density="" if site == 2 else "ABCD"[density - 1], machine_id=machine_id,
+                    difficult_negative_case=bool(difficult),
+                ))
+                study_uid = stable_uid(seed, "rsna", patient_id)
+                jobs.append(ImageJob(
+                    path=str(root / "train_images" / str(patient_id) / f"{image_id}.dcm"),
+                    seed=(seed, hash_str(f"rsna{image_id}")), shape=tuple(shape), view=view, laterality=side,
+                    density=density, lesion=lesion, machine=machine,
+                    dicom=dict(patient_id=str(patient_id), study_uid=study_uid,
+                               series_uid=stable_uid(seed, "rsna", image_id, "series"),
+                               sop_uid=stable_uid(seed, "rsna", image_id, "sop")),
+                ))
+    root.mkdir(parents=True, exist_ok=True)
+    _run_jobs(jobs, workers)
+    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
+    summary = {"dataset": "rsna", "seed": seed, "patients": n_patients, "images": len(rows),
+               "cancer_breasts": int(sum(r["cancer"] for r in rows) // 2), "shape": list(shape)}
+    (root / "SYNTHETIC.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def lesion_as_dict(lesion: Lesion) -> dict:
+    return asdict(lesion)

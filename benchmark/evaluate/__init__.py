@@ -1,0 +1,1 @@
+"""Evaluation protocols; each writes per-image predictions (see ``predictions.py``)."""

@@ -1,0 +1,64 @@
+"""Per-image predictions, the unit of record: every table number is recomputed from them.
+
+Columns: dataset, task, protocol, fraction, model, seed, image_id, patient_id,
+breast_id, split, label (class index), score_0 .. score_{K-1} (probabilities).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.tasks import Task
+
+ID_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "seed"]
+
+
+def label_indices(records: pd.DataFrame, task: Task) -> pd.Series:
+    """Class index per record, NaN where the record has no label for this task."""
+    raw = pd.to_numeric(records[task.column], errors="coerce")
+    lookup = {float(c): i for i, c in enumerate(task.classes)}
+    return raw.map(lookup)
+
+
+def labelled(records: pd.DataFrame, task: Task) -> pd.DataFrame:
+    out = records.assign(label=label_indices(records, task))
+    return out[out["label"].notna()].assign(label=lambda d: d["label"].astype(int))
+
+
+def write_predictions(path: Path, records: pd.DataFrame, scores: np.ndarray, *, task: Task, protocol: str,
+                      fraction: float | None, model: str, seed: int) -> pd.DataFrame:
+    scores = np.asarray(scores, dtype=np.float64)
+    table = pd.DataFrame({
+        "dataset": task.dataset, "task": task.name, "protocol": protocol,
+        "fraction": "" if fraction is None else f"{fraction:g}", "model": model, "seed": seed,
+        "image_id": records["image_id"].to_numpy(), "patient_id": records["patient_id"].to_numpy(),
+        "breast_id": records["breast_id"].to_numpy(), "split": records["split"].to_numpy(),
+        "label": records["label"].to_numpy(),
+    })
+    for k, column in enumerate(score_columns(task.n_classes)):
+        table[column] = np.round(scores[:, k], 8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return table
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "breast_id": str, "fraction": str},
+                       keep_default_na=False)
+
+
+def score_columns(n_classes: int) -> list[str]:
+    return [f"score_{k}" for k in range(n_classes)]
+
+
+def score_matrix(predictions: pd.DataFrame, n_classes: int) -> np.ndarray:
+    """(N, K) scores; a NaN score is bad input, never silently argmax'ed."""
+    scores = predictions[score_columns(n_classes)].to_numpy(dtype=np.float64)
+    if np.isnan(scores).any():
+        bad = predictions.loc[np.isnan(scores).any(axis=1), "image_id"].iloc[0]
+        raise ValueError(f"NaN score for image {bad}")
+    return scores

@@ -1,0 +1,46 @@
+"""Zero-shot classification: one text embedding per class from a prompt ensemble.
+
+Class embedding = mean of the normalised prompt embeddings, renormalised; logits =
+the model's logit scale x cosine; scores = softmax (METHODS.md section 4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from benchmark.errors import BenchmarkError
+from benchmark.tasks import Task
+
+
+def load_prompts(path: Path, task: Task) -> list[list[str]]:
+    """Prompts for each class of ``task``, from the prompts YAML (``<dataset>/<task>`` keys)."""
+    prompts = yaml.safe_load(Path(path).read_text())
+    if task.key not in prompts:
+        raise BenchmarkError(f"{path}: no prompts for task {task.key}")
+    by_class = prompts[task.key]
+    missing = [c for c in task.classes if c not in by_class]
+    if missing:
+        raise BenchmarkError(f"{path}: {task.key}: no prompts for class(es) {missing}")
+    return [list(by_class[c]) for c in task.classes]
+
+
+@torch.no_grad()
+def class_embeddings(model, prompts: list[list[str]]) -> torch.Tensor:
+    rows = []
+    for class_prompts in prompts:
+        emb = model.encode_text(class_prompts)  # (P, D), normalised
+        mean = emb.mean(dim=0)
+        rows.append(mean / mean.norm())
+    return torch.stack(rows)  # (K, D)
+
+
+@torch.no_grad()
+def zeroshot_scores(model, image_embeddings: np.ndarray, prompts: list[list[str]]) -> np.ndarray:
+    classes_kd = class_embeddings(model, prompts)
+    image_nd = torch.from_numpy(image_embeddings).to(classes_kd.dtype)
+    scale = model.logit_scale.detach().clamp(max=float(np.log(100))).exp()
+    return torch.softmax(scale * image_nd @ classes_kd.T, dim=-1).numpy()

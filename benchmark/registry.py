@@ -1,0 +1,73 @@
+"""Model registry: a decorator, a name, presets (in the spirit of timm's registry).
+
+A method registers its ``torch.nn.Module`` subclass under a name::
+
+    @register_model("clip")
+    class Clip(nn.Module):
+        presets = {"tiny": {...}, "paper": {...}}
+
+and the framework builds it with ``build_model("clip", "tiny", tokenizer=...)``.
+Nothing in ``benchmark/`` names a method; it only goes through this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+_REGISTRY: dict[str, type] = {}
+_LOADED = False
+
+
+def register_model(name: str) -> Callable[[type], type]:
+    """Class decorator that registers a method under ``name``."""
+
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is registered twice")
+        if not getattr(cls, "presets", None):
+            raise ValueError(f"model {name!r} must define a non-empty `presets` dict")
+        cls.registered_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_model_modules() -> None:
+    """Import every module of the ``models`` package so that decorators run."""
+    global _LOADED
+    if _LOADED:
+        return
+    import models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"models.{info.name}")
+    _LOADED = True
+
+
+def available_models() -> list[str]:
+    _load_model_modules()
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type:
+    _load_model_modules()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r} (registered: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def preset_names(name: str) -> list[str]:
+    return sorted(model_class(name).presets)
+
+
+def build_model(name: str, preset: str, **context: Any):
+    """Build ``name`` with ``preset``; ``context`` carries run-level inputs (tokenizer path)."""
+    cls = model_class(name)
+    if preset not in cls.presets:
+        raise KeyError(f"model {name!r} has no preset {preset!r} (presets: {', '.join(cls.presets)})")
+    return cls(**cls.presets[preset], **context)

@@ -1,0 +1,113 @@
+"""Predictions to ``results/table.csv`` (DESIGN.md columns) and ledgers to ``budget.csv``.
+
+For each (dataset, task) every model and protocol is resampled with the same patient
+bootstrap matrix, so deltas against the reference model are paired. With several
+seeds, a resample's value is the mean over seeds; ``seed_std`` is the spread of the
+full-set values across seeds, reported separately from the bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+from benchmark.evaluate.predictions import read_predictions, score_columns, score_matrix
+from benchmark.stats import METRICS, paired_p_value, patient_strata, percentile_ci, resample_matrix
+from benchmark.tasks import get_task
+
+TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "value", "ci_low", "ci_high",
+                 "n_images", "n_patients", "n_boot", "seeds", "seed_std", "delta_vs_ref", "delta_ci_low",
+                 "delta_ci_high", "p_value"]
+BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
+                  "wall_seconds", "device", "device_seconds", "flops", "params_total", "params_trainable",
+                  "peak_memory_bytes"]
+
+
+def _units(frame: pd.DataFrame, task, breast_level: bool):
+    """Labels, scores and patient of each evaluated unit (an image, or a breast)."""
+    if not breast_level:
+        return frame["label"].to_numpy(int), score_matrix(frame, task.n_classes), frame["patient_id"].to_numpy()
+    grouped = frame.groupby("breast_id", sort=True)
+    scores = grouped[score_columns(task.n_classes)].mean()
+    return grouped["label"].max().to_numpy(int), scores.to_numpy(), grouped["patient_id"].first().to_numpy()
+
+
+def _metric_specs(task) -> list[tuple[str, str, bool]]:
+    specs = [("bacc", "bacc", False), ("auc", "auc", False)]
+    if task.breast_level:
+        specs.append(("auc_breast", "auc", True))
+    return specs
+
+
+def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
+                reference: str | None) -> pd.DataFrame:
+    frames = [read_predictions(p) for p in prediction_files]
+    if not frames:
+        raise BenchmarkError("table: no prediction files given")
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions = predictions[predictions["split"] == "test"]
+    rows = []
+    for (dataset, task_name), task_frame in predictions.groupby(["dataset", "task"], sort=True):
+        task = get_task(dataset, task_name)
+        image_ids = np.sort(task_frame["image_id"].unique())
+        cells = {}
+        for key, cell in task_frame.groupby(["protocol", "fraction", "model", "seed"], sort=True):
+            cell = cell.set_index("image_id")
+            if len(cell) != len(image_ids) or not cell.index.isin(image_ids).all():
+                raise BenchmarkError(f"table: {dataset}/{task_name} {key}: predictions cover other test images "
+                                     "than the rest of the task (mixed splits?)")
+            cells[key] = cell.loc[image_ids].reset_index()
+        any_cell = next(iter(cells.values()))
+        patients, patient_index = np.unique(any_cell["patient_id"].to_numpy(), return_inverse=True)
+        y_image = any_cell["label"].to_numpy(int)
+        strata = patient_strata(y_image, patient_index, len(patients))
+        rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}/{task_name}".encode())])
+        resamples_bp = resample_matrix(strata, n_boot, rng)
+        patient_pos = {p: i for i, p in enumerate(patients)}
+
+        # values[(protocol, fraction, model, metric)] = (per-seed full values, mean-over-seeds bootstrap)
+        values = {}
+        for (protocol, fraction, model, _), cell in sorted(cells.items()):
+            for metric, fn_name, breast in _metric_specs(task):
+                y, scores, unit_patients = _units(cell, task, breast)
+                weights_bn = resamples_bp[:, [patient_pos[p] for p in unit_patients]]
+                full = float(METRICS[fn_name](y, scores, np.ones((1, len(y))))[0])
+                boot = METRICS[fn_name](y, scores, weights_bn)
+                entry = values.setdefault((protocol, fraction, model, metric), {"full": [], "boot": []})
+                entry["full"].append(full)
+                entry["boot"].append(boot)
+        for (protocol, fraction, model, metric), entry in sorted(values.items()):
+            seeds = sorted(int(s) for (p, f, m, s) in cells if (p, f, m) == (protocol, fraction, model))
+            value = float(np.mean(entry["full"]))
+            boot = np.mean(entry["boot"], axis=0)
+            lo, hi = percentile_ci(boot, level)
+            row = {"dataset": dataset, "task": task_name, "protocol": protocol, "fraction": fraction,
+                   "model": model, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
+                   "n_images": len(image_ids), "n_patients": len(patients), "n_boot": n_boot,
+                   "seeds": " ".join(map(str, seeds)),
+                   "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
+                   "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan}
+            ref = values.get((protocol, fraction, reference, metric)) if reference else None
+            if ref is not None and model != reference:
+                delta_b = boot - np.mean(ref["boot"], axis=0)
+                row["delta_vs_ref"] = value - float(np.mean(ref["full"]))
+                row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
+                row["p_value"] = paired_p_value(delta_b)
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    numeric = ["value", "ci_low", "ci_high", "seed_std", "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value"]
+    table[numeric] = table[numeric].astype(float).round(6)
+    return table
+
+
+def build_budget(ledger_files: list[Path]) -> pd.DataFrame:
+    rows = []
+    for path in sorted(ledger_files):
+        ledger = json.loads(Path(path).read_text())
+        rows.append({"model": Path(path).parent.parent.name, **{k: ledger.get(k) for k in BUDGET_COLUMNS[1:]}})
+    return pd.DataFrame(rows, columns=BUDGET_COLUMNS)

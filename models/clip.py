@@ -1,0 +1,102 @@
+"""CLIP (Radford et al. 2021) through open_clip: symmetric InfoNCE, learnable logit scale
+initialised at ln(1/0.07) and clamped at ln(100) (METHODS.md section 3).
+
+``tiny``: a small ViT and text transformer built with open_clip's own classes, a BPE
+tokenizer trained on the training captions. ``paper``: open_clip's ViT-B-16 and its
+tokenizer; weights from the local file named by ``weights`` in the config (random
+initialisation when none is given).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+from benchmark.data.images import Augment
+from benchmark.data.tokenizer import load_tokenizer
+from benchmark.errors import BenchmarkError
+from benchmark.registry import register_model
+from models.losses import ClipLoss
+
+
+@register_model("clip")
+class Clip(nn.Module):
+    batch_needs = ("image", "caption")
+    presets = {
+        "tiny": dict(
+            image_size=96, embed_dim=128,
+            vision=dict(layers=4, width=192, head_width=64, patch_size=16),
+            text=dict(layers=2, width=96, heads=4, context_length=112),
+            train=dict(batch_size=64, lr=5e-4, weight_decay=0.1, warmup_fraction=0.1),
+            augment=dict(crop_scale=(0.6, 1.0)),
+        ),
+        "paper": dict(
+            image_size=224, open_clip_name="ViT-B-16",
+            train=dict(batch_size=256, lr=5e-4, weight_decay=0.2, warmup_fraction=0.05),
+            augment=dict(crop_scale=(0.5, 1.0)),
+        ),
+    }
+
+    def __init__(self, *, image_size: int, train: dict, augment: dict, embed_dim: int | None = None,
+                 vision: dict | None = None, text: dict | None = None, open_clip_name: str | None = None,
+                 tokenizer: str | None = None, weights: str | None = None):
+        super().__init__()
+        self.image_size = image_size
+        self.train_settings = dict(train)
+        self.augment = Augment(**augment)
+        init_scale = math.log(1 / 0.07)
+        if open_clip_name:
+            if weights and not Path(weights).is_file():
+                raise BenchmarkError(f"clip paper weights: {weights} not found; put the open_clip "
+                                     f"{open_clip_name} checkpoint there or remove `weights`")
+            self.clip = open_clip.create_model(open_clip_name, pretrained=weights or None)
+            self._tokenize = open_clip.get_tokenizer(open_clip_name)
+        else:
+            if tokenizer is None:
+                raise BenchmarkError("clip tiny preset needs a trained tokenizer (run the tokenizer step)")
+            self._tokenizer = load_tokenizer(tokenizer, text["context_length"])
+            text_cfg = CLIPTextCfg(**text, vocab_size=self._tokenizer.get_vocab_size(), pad_id=0, eos_id=2,
+                                   pool_type="eos")
+            vision_cfg = CLIPVisionCfg(**vision, image_size=image_size)
+            self.clip = open_clip.CLIP(embed_dim, vision_cfg, text_cfg, init_logit_scale=init_scale)
+            self._tokenize = self._tokenize_bpe
+        self.clip.logit_scale.data.fill_(init_scale)
+        self.loss_fn = ClipLoss()
+        self.feature_dim = self.clip.visual.ln_post.normalized_shape[0]
+        self._pooled = None
+        self.clip.visual.ln_post.register_forward_hook(self._keep_pooled)
+
+    def _tokenize_bpe(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([enc.ids for enc in self._tokenizer.encode_batch(texts)], dtype=torch.long)
+
+    def _keep_pooled(self, module, inputs, output):
+        self._pooled = output[:, 0] if output.ndim == 3 else output
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_image(images), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        device = self.clip.logit_scale.device
+        return F.normalize(self.clip.encode_text(self._tokenize(texts).to(device)), dim=-1)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled ViT token after the final norm, before the projection."""
+        self.clip.encode_image(images)
+        return self._pooled
+
+    def training_loss(self, batch: dict) -> dict:
+        image_nd = self.encode_image(batch["image"])
+        text_nd = self.encode_text(batch["caption"])
+        loss = self.loss_fn(image_nd, text_nd, self.clip.logit_scale)
+        return {"loss": loss, "clip": loss.detach(),
+                "logit_scale": self.clip.logit_scale.detach().clamp(max=math.log(100)).exp()}

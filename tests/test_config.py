@@ -1,0 +1,64 @@
+"""A bad config fails before any job runs, with one line naming the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.config import load_config
+from benchmark.errors import BenchmarkError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ci_config(tmp_path) -> dict:
+    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    return config
+
+
+BAD = [
+    ("unknown model", lambda c: c["models"].update({"x": {"method": "nosuchmodel", "preset": "tiny"}}),
+     "models.x.method"),
+    ("missing data path", lambda c: c["data"]["rsna"].update(root="/nonexistent/rsna") or c["data"]["rsna"].pop("synthetic"),
+     "data.rsna.root"),
+    ("fraction above one", lambda c: c["split"].update(fractions=[0.1, 1.5]), "split.fractions.1"),
+    ("fraction zero", lambda c: c["split"].update(fractions=[0.0, 1.0]), "split.fractions.0"),
+    ("shell characters in a model name", lambda c: c["models"].update({"a;rm -rf": {"method": "clip", "preset": "tiny"}}),
+     "models"),
+    ("unknown preset", lambda c: c["models"]["clip"].update(preset="huge"), "models.clip.preset"),
+    ("unknown key", lambda c: c.update(colour="blue"), "colour"),
+]
+
+
+@pytest.mark.parametrize("name, mutate, key", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_names_the_key(tmp_path, name, mutate, key):
+    config = _ci_config(tmp_path)
+    mutate(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(BenchmarkError) as err:
+        load_config(path)
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+    # the command line prints that one line and exits non-zero
+    cli = subprocess.run([sys.executable, "-m", "benchmark", "check-config", "--config", str(path)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode != 0
+    assert cli.stderr.strip().count("\n") == 0 and key in cli.stderr
+
+
+@pytest.mark.parametrize("name, mutate, key", [BAD[0], BAD[1], BAD[2], BAD[4]], ids=[BAD[i][0] for i in (0, 1, 2, 4)])
+def test_snakemake_stops_before_any_job(tmp_path, name, mutate, key):
+    config = _ci_config(tmp_path)
+    mutate(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run(["snakemake", "--cores", "1", "--configfile", str(path), "--dry-run"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0
+    error_lines = [line for line in run.stderr.splitlines() if line.startswith("error: config:")]
+    assert len(error_lines) == 1 and key in error_lines[0]
+    assert not (tmp_path / "results" / "data").exists()

@@ -1,0 +1,89 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmark.data.dicom_io import stable_uid, write_mammogram
+from benchmark.data.preprocess import PreprocessSettings, preprocess
+from benchmark.data.rsna import load_rsna
+
+
+def _phantom(rows=200, cols=160):
+    """A bright half-ellipse 'breast' on a dark background, with a brighter blob."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    breast = ((x / 110.0) ** 2 + ((y - 100) / 80.0) ** 2) < 1
+    image = breast * 1500.0 + (((x - 40) ** 2 + (y - 90) ** 2) < 100) * 1000.0 + 50
+    return image.astype(np.uint16)
+
+
+def _write(path, stored, photometric="MONOCHROME2"):
+    write_mammogram(path, stored, bits_stored=12, patient_id="1", study_uid=stable_uid("s"),
+                    series_uid=stable_uid("se"), sop_uid=stable_uid(path.name), laterality="L", view="CC",
+                    photometric=photometric)
+
+
+def _records(rows):
+    return pd.DataFrame([{"dataset": "t", "image_id": img, "dicom_path": rel, "laterality": "L"} for img, rel in rows])
+
+
+def test_monochrome1_comes_out_like_monochrome2(tmp_path):
+    stored = _phantom()
+    _write(tmp_path / "m2.dcm", stored)
+    _write(tmp_path / "m1.dcm", (4095 - stored).astype(np.uint16), photometric="MONOCHROME1")
+    manifest, excluded = preprocess(_records([("m2", "m2.dcm"), ("m1", "m1.dcm")]), tmp_path, tmp_path / "cache",
+                                    PreprocessSettings(long_side=64))
+    assert excluded.empty and len(manifest) == 2
+    m2 = np.asarray(Image.open(tmp_path / "cache/images/m2.png"))
+    m1 = np.asarray(Image.open(tmp_path / "cache/images/m1.png"))
+    np.testing.assert_array_equal(m1, m2)
+    assert m1.shape[0] == 64 or m1.shape[1] == 64  # long side resized
+    assert m1[0, -1] < 20 and m1[m1.shape[0] // 2, 2] > 100  # dark background, bright tissue
+
+
+def test_crop_removes_empty_background(tmp_path):
+    stored = np.zeros((200, 300), np.uint16)
+    stored[50:150, 0:100] = 2000
+    _write(tmp_path / "a.dcm", stored)
+    preprocess(_records([("a", "a.dcm")]), tmp_path, tmp_path / "cache", PreprocessSettings(long_side=100))
+    png = np.asarray(Image.open(tmp_path / "cache/images/a.png"))
+    assert png.shape[1] <= 0.5 * 300 * (100 / 100) + 10  # columns beyond the breast are gone
+
+
+def test_bad_files_become_exclusions_with_reasons(tmp_path):
+    _write(tmp_path / "good.dcm", _phantom())
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    (tmp_path / "corrupt.dcm").write_bytes(b"not a dicom at all" * 20)
+    good = (tmp_path / "good.dcm").read_bytes()
+    (tmp_path / "truncated.dcm").write_bytes(good[: len(good) // 2])
+    records = _records([("good", "good.dcm"), ("empty", "empty.dcm"), ("corrupt", "corrupt.dcm"),
+                        ("truncated", "truncated.dcm"), ("missing", "missing.dcm"), ("escape", "../x.dcm")])
+    manifest, excluded = preprocess(records, tmp_path, tmp_path / "cache", PreprocessSettings(long_side=32))
+    assert manifest["image_id"].tolist() == ["good"]
+    reasons = dict(zip(excluded.image_id, excluded.reason))
+    assert reasons["empty"] == "zero-byte DICOM file"
+    assert reasons["missing"] == "DICOM file not found"
+    assert reasons["escape"] == "path escapes the data root"
+    assert reasons["corrupt"].startswith("unreadable DICOM")
+    assert reasons["truncated"].startswith("unreadable DICOM")
+    assert len(manifest) + len(excluded) == len(records)
+
+
+def test_rerun_skips_cached_and_other_settings_recompute(tmp_path):
+    _write(tmp_path / "a.dcm", _phantom())
+    cache = tmp_path / "cache"
+    preprocess(_records([("a", "a.dcm")]), tmp_path, cache, PreprocessSettings(long_side=32))
+    png = cache / "images/a.png"
+    stamp = png.stat().st_mtime_ns
+    preprocess(_records([("a", "a.dcm")]), tmp_path, cache, PreprocessSettings(long_side=32))
+    assert png.stat().st_mtime_ns == stamp
+    preprocess(_records([("a", "a.dcm")]), tmp_path, cache, PreprocessSettings(long_side=48))
+    assert max(Image.open(png).size) == 48
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_synthetic_rsna_preprocesses_fully(rsna_root, tmp_path, workers):
+    records, excluded = load_rsna(rsna_root)
+    manifest, failed = preprocess(records, rsna_root, tmp_path / "cache", PreprocessSettings(long_side=64),
+                                  workers=workers)
+    assert excluded.empty and failed.empty and len(manifest) == len(records)
+    assert manifest["breast_id"].str.fullmatch(r"\d+_[LR]").all()

@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.data.split import fraction_column, make_split, write_split
+
+RATIOS = {"train": 0.7, "val": 0.1, "test": 0.2}
+FRACTIONS = [0.01, 0.1, 1.0]
+
+
+def _manifest(n_patients=400, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        label = int(rng.choice(7, p=[0.1, 0.4, 0.25, 0.08, 0.08, 0.05, 0.04]))
+        for k in range(int(rng.integers(2, 9))):
+            rows.append({"patient_id": f"{10_000_000 + p}", "image_id": f"{p}-{k}", "birads": label if k == 0 else 1})
+    return pd.DataFrame(rows)
+
+
+def test_no_patient_in_two_splits_and_all_patients_assigned():
+    manifest = _manifest()
+    split = make_split(manifest, "birads", seed=0, ratios=RATIOS, fractions=FRACTIONS)
+    assert split["patient_id"].is_unique
+    assert set(split["patient_id"]) == set(manifest["patient_id"])
+    joined = manifest.merge(split, on="patient_id")
+    assert (joined.groupby("patient_id")["split"].nunique() == 1).all()
+
+
+def test_ratios_and_stratification():
+    split = make_split(_manifest(), "birads", seed=0, ratios=RATIOS, fractions=FRACTIONS)
+    shares = split["split"].value_counts(normalize=True)
+    for name, ratio in RATIOS.items():
+        assert shares[name] == pytest.approx(ratio, abs=0.03)
+    for _, group in split.groupby("stratum"):
+        if len(group) >= 10:
+            assert set(group["split"]) == {"train", "val", "test"}
+
+
+def test_fractions_are_nested_training_patients_with_every_stratum():
+    split = make_split(_manifest(), "birads", seed=0, ratios=RATIOS, fractions=FRACTIONS)
+    train = split[split["split"] == "train"]
+    sets = {f: set(train.loc[train[fraction_column(f)] == 1, "patient_id"]) for f in FRACTIONS}
+    assert sets[0.01] <= sets[0.1] <= sets[1.0] == set(train["patient_id"])
+    assert set(train.loc[train["frac_0.01"] == 1, "stratum"]) == set(train["stratum"])
+    assert (split.loc[split["split"] != "train", [fraction_column(f) for f in FRACTIONS]] == 0).all().all()
+
+
+def test_same_seed_same_bytes_other_seed_other_split(tmp_path):
+    manifest = _manifest()
+    a = write_split(make_split(manifest, "birads", 0, RATIOS, FRACTIONS), tmp_path / "a.csv")
+    b = write_split(make_split(manifest.sample(frac=1, random_state=3), "birads", 0, RATIOS, FRACTIONS),
+                    tmp_path / "b.csv")
+    c = write_split(make_split(manifest, "birads", 1, RATIOS, FRACTIONS), tmp_path / "c.csv")
+    assert a == b != c
+    assert (tmp_path / "a.sha256").read_text().startswith(a)

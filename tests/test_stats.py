@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from benchmark.stats import (
+    balanced_accuracy,
+    macro_auc,
+    paired_p_value,
+    patient_strata,
+    percentile_ci,
+    resample_matrix,
+    weighted_auc,
+    weighted_bacc,
+)
+
+
+def _data(n=600, k=4, seed=0, signal=1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + signal * np.eye(k)[y]
+    scores = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, scores
+
+
+@pytest.mark.parametrize("k", [2, 4, 7])
+def test_point_estimates_equal_sklearn(k):
+    y, scores = _data(k=k)
+    assert balanced_accuracy(y, scores) == pytest.approx(balanced_accuracy_score(y, scores.argmax(1)), abs=1e-12)
+    expected = roc_auc_score(y, scores[:, 1]) if k == 2 else roc_auc_score(y, scores, multi_class="ovr")
+    assert macro_auc(y, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_auc_with_ties_and_weights_equals_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    score = np.round(rng.random(300) + 0.3 * y, 1)  # many ties
+    w = rng.integers(0, 4, 300).astype(float)
+    ours = weighted_auc(y, np.stack([1 - score, score], 1), w[None])[0]
+    assert ours == pytest.approx(roc_auc_score(y, score, sample_weight=w), abs=1e-12)
+    ours_bacc = weighted_bacc(y, np.stack([1 - score, score], 1), w[None])[0]
+    assert ours_bacc == pytest.approx(
+        balanced_accuracy_score(y, (score > 0.5).astype(int), sample_weight=w), abs=1e-12)
+
+
+def test_resamples_keep_every_stratum_and_its_size():
+    strata = np.array([0] * 5 + [1] * 30 + [2] * 2)
+    m = resample_matrix(strata, 500, np.random.default_rng(0))
+    assert m.shape == (500, 37)
+    for s in range(3):
+        assert (m[:, strata == s].sum(1) == (strata == s).sum()).all()
+
+
+def test_rarest_class_defines_stratum():
+    y = np.array([1, 1, 0, 1, 2, 1])
+    patient = np.array([0, 0, 1, 1, 2, 2])
+    # class counts: 0 -> 1, 1 -> 4, 2 -> 1; rarity rank 0 is class 0 (stable), then 2, then 1
+    assert patient_strata(y, patient, 3).tolist() == [2, 0, 1]
+
+
+def _ci_width(y, scores, patient, n_boot=400):
+    patients, index = np.unique(patient, return_inverse=True)
+    strata = patient_strata(y, index, len(patients))
+    m = resample_matrix(strata, n_boot, np.random.default_rng(0))
+    lo, hi = percentile_ci(weighted_auc(y, scores, m[:, index]), 0.95)
+    return hi - lo
+
+
+def test_patient_level_resampling_is_not_fooled_by_repeated_images():
+    """Copying every patient's image 8 times adds no information: the interval must not shrink
+    the way image-level resampling would shrink it (about 1/sqrt(8))."""
+    y, scores = _data(n=200, k=2, seed=3, signal=1.0)
+    base = _ci_width(y, scores, np.arange(200))
+    repeated = _ci_width(np.repeat(y, 8), np.repeat(scores, 8, axis=0), np.repeat(np.arange(200), 8))
+    image_level = _ci_width(np.repeat(y, 8), np.repeat(scores, 8, axis=0), np.arange(1600))
+    assert repeated == pytest.approx(base, rel=0.25)
+    assert image_level < 0.6 * base
+
+
+def test_interval_covers_value_and_agrees_with_scipy_on_independent_data():
+    from scipy.stats import bootstrap
+
+    y, scores = _data(n=400, k=2, seed=5)
+    width = _ci_width(y, scores, np.arange(400), n_boot=2000)
+    res = bootstrap((y, scores[:, 1]), lambda a, b: roc_auc_score(a, b), paired=True, vectorized=False,
+                    n_resamples=2000, method="percentile", random_state=0)
+    scipy_width = res.confidence_interval.high - res.confidence_interval.low
+    assert width == pytest.approx(scipy_width, rel=0.15)
+
+
+def test_paired_p_value():
+    assert paired_p_value(np.full(1000, 0.05)) < 0.01
+    symmetric = np.random.default_rng(0).normal(0, 1, 4000)
+    assert paired_p_value(symmetric) > 0.5

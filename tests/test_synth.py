@@ -1,0 +1,77 @@
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from benchmark.data.embed import CLIN_REQUIRED, META_REQUIRED
+from benchmark.data.rsna import REQUIRED as RSNA_REQUIRED
+from benchmark.data.synth import EMBED_PATH_PREFIX, write_embed, write_rsna
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_embed_tables_have_real_columns_and_id_shapes(embed_root):
+    meta = pd.read_csv(embed_root / "EMBED_OpenData_metadata.csv", dtype=str)
+    clin = pd.read_csv(embed_root / "EMBED_OpenData_clinical.csv", dtype=str)
+    assert set(META_REQUIRED) <= set(meta.columns)
+    assert set(CLIN_REQUIRED) | {"massshape", "calcfind", "path_severity", "RACE_DESC"} <= set(clin.columns)
+    assert meta["empi_anon"].str.fullmatch(r"\d{8}").all()
+    assert meta["acc_anon"].str.fullmatch(r"\d{16}").all()
+    assert set(clin["asses"]) <= set("ANBPSMK")
+    assert meta["anon_dicom_path"].str.startswith(EMBED_PATH_PREFIX).all()
+
+
+def test_every_exam_has_cc_and_mlo_of_both_breasts(embed_root):
+    meta = pd.read_csv(embed_root / "EMBED_OpenData_metadata.csv", dtype=str)
+    views = meta.groupby("acc_anon").apply(lambda g: sorted(g.ImageLateralityFinal + g.ViewPosition))
+    assert all(v == ["LCC", "LMLO", "RCC", "RMLO"] for v in views)
+
+
+def test_embed_dicoms_exist_at_remapped_paths_and_decode(embed_root):
+    meta = pd.read_csv(embed_root / "EMBED_OpenData_metadata.csv", dtype=str)
+    for path in meta["anon_dicom_path"].head(8):
+        ds = pydicom.dcmread(embed_root / "images" / path[len(EMBED_PATH_PREFIX):])
+        assert ds.Modality == "MG" and ds.pixel_array.shape == (128, 104)
+        assert ds.pixel_array.max() < 2**ds.BitsStored
+
+
+def test_rsna_table_and_image_layout(rsna_root):
+    table = pd.read_csv(rsna_root / "train.csv")
+    assert list(table.columns) == RSNA_REQUIRED
+    assert table["image_id"].is_unique
+    assert set(table["cancer"]) <= {0, 1}
+    # cancer is a per-breast label: both views of a breast agree
+    assert (table.groupby(["patient_id", "laterality"])["cancer"].nunique() == 1).all()
+    for row in table.head(4).itertuples():
+        assert (rsna_root / "train_images" / str(row.patient_id) / f"{row.image_id}.dcm").is_file()
+
+
+def test_generation_is_deterministic_and_worker_independent(tmp_path):
+    write_embed(tmp_path / "a", n_patients=6, seed=11, shape=(96, 80), workers=1)
+    write_embed(tmp_path / "b", n_patients=6, seed=11, shape=(96, 80), workers=2)
+    write_embed(tmp_path / "c", n_patients=6, seed=12, shape=(96, 80), workers=1)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_lesions_show_in_pixels(tmp_path):
+    """Malignant-looking breasts are brighter at their brightest spots than negative ones."""
+    write_rsna(tmp_path, n_patients=40, seed=5, shape=(128, 104), cancer_rate=0.5)
+    table = pd.read_csv(tmp_path / "train.csv")
+
+    def top(row):
+        px = pydicom.dcmread(tmp_path / "train_images" / str(row.patient_id) / f"{row.image_id}.dcm").pixel_array
+        return np.percentile(px, 99.9)
+
+    cancer = [top(r) for r in table[table.cancer == 1].itertuples()]
+    clean = [top(r) for r in table[(table.cancer == 0) & (table.biopsy == 0)].itertuples()]
+    assert np.median(cancer) > np.median(clean)

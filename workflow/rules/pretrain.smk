@@ -1,0 +1,21 @@
+# Pretraining under the shared samples-seen budget; checkpoint + ledger per (model, seed).
+
+
+rule pretrain:
+    input:
+        manifest=manifest(PRETRAIN_DATASET),
+        split=split_file(PRETRAIN_DATASET),
+        tokenizer=lambda wc: f"{R}/tokenizer/tokenizer.json" if needs_tokenizer(wc.model) else [],
+    output:
+        weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
+        ledger=f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json",
+    params:
+        tokenizer=lambda wc, input: f"--tokenizer {input.tokenizer}" if input.tokenizer else "",
+        out=lambda wc: checkpoint_dir(wc.model, wc.seed),
+    threads: THREADS
+    log:
+        f"{R}/logs/pretrain/{{model}}-seed{{seed}}.log",
+    shell:
+        "{BENCH} pretrain --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
+        "--manifest {input.manifest} --split {input.split} {params.tokenizer} --out-dir {params.out} "
+        "--threads {threads} 2> {log}"

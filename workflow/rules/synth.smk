@@ -1,0 +1,14 @@
+# Synthetic EMBED / RSNA-format data (only for datasets with `synthetic` in the config).
+
+
+rule synth:
+    output:
+        "{root}/SYNTHETIC.json",
+    params:
+        dataset=lambda wc: next(d for d in config["data"] if config["data"][d]["root"] == wc.root),
+    threads: THREADS
+    log:
+        "{root}/synth.log",
+    shell:
+        "{BENCH} synth --config {CONFIGFILE} --dataset {params.dataset} --out {wildcards.root} "
+        "--threads {threads} 2> {log}"

@@ -1,0 +1,15 @@
+# BPE tokenizer for tiny text encoders, trained on the pretraining split's captions.
+TOKENIZER_DATASET = config["tokenizer"]["dataset"]
+
+
+rule tokenizer:
+    input:
+        manifest=manifest(TOKENIZER_DATASET),
+        split=split_file(TOKENIZER_DATASET),
+    output:
+        f"{R}/tokenizer/tokenizer.json",
+    log:
+        f"{R}/logs/tokenizer.log",
+    shell:
+        "{BENCH} tokenizer --config {CONFIGFILE} --manifest {input.manifest} --split {input.split} "
+        "--out {output} 2> {log}"
