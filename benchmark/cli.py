@@ -35,35 +35,50 @@ def cmd_synth(args, config):
 def cmd_preprocess(args, config):
     import pandas as pd
 
-    from benchmark.data.embed import load_embed
+    from benchmark.data.check import load_records
+    from benchmark.data.exams import add_view_pairs
     from benchmark.data.preprocess import PreprocessSettings, preprocess
-    from benchmark.data.rsna import load_rsna
-    from benchmark.data.tables import MANIFEST_COLUMNS
+    from benchmark.data.tables import EXCLUSION_COLUMNS, MANIFEST_COLUMNS
 
     entry = config["data"][args.dataset]
-    root = Path(entry["root"])
-    if args.dataset == "embed":
-        records, excluded = load_embed(root, entry["metadata"], entry["clinical"], entry["path_prefix"])
-        rows_in = sum(1 for _ in open(root / entry["metadata"])) - 1
-    else:
-        records, excluded = load_rsna(root, entry["table"], entry["images"])
-        rows_in = sum(1 for _ in open(root / entry["table"])) - 1
-    opts = {k: v for k, v in config["preprocess"].items() if k != "workers"}
-    manifest, failed = preprocess(records, root, Path(args.out_dir), PreprocessSettings(**opts),
-                                  workers=config["preprocess"]["workers"])
-    exclusions = pd.concat([excluded, failed], ignore_index=True).reindex(
-        columns=["dataset", "image_id", "source", "scope", "reason"])
+    records, excluded, rows_in = load_records(args.dataset, entry)
+    manifest, failed = preprocess(records, Path(entry["root"]), Path(args.out_dir),
+                                  PreprocessSettings(**config["preprocess"]),
+                                  workers=args.threads)
+    exclusions = pd.concat([excluded, failed], ignore_index=True).reindex(columns=EXCLUSION_COLUMNS)
     dropped = int((exclusions["scope"] == "all").sum())
     if rows_in != len(manifest) + dropped:
         raise BenchmarkError(f"preprocess: {rows_in} rows in but {len(manifest)} kept + {dropped} excluded")
     extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
-    manifest = manifest.reindex(columns=MANIFEST_COLUMNS + extra)
+    manifest = add_view_pairs(manifest.reindex(columns=MANIFEST_COLUMNS + extra))
     for col in ("density", "birads", "cancer"):
         manifest[col] = manifest[col].astype("Int64")
     manifest.to_csv(Path(args.out_dir) / "manifest.csv", index=False)
     exclusions.to_csv(Path(args.out_dir) / "exclusions.csv", index=False)
     print(f"preprocess {args.dataset}: {rows_in} rows in, {len(manifest)} images kept, {dropped} excluded "
           f"({len(exclusions) - dropped} task-level exclusions); see {args.out_dir}/exclusions.csv")
+
+
+def cmd_check_data(args, config):
+    import json
+
+    from benchmark.data.check import check_data, format_report
+
+    entry = dict(config["data"].get(args.dataset) or {})
+    if args.root:
+        entry["root"] = args.root
+    if "root" not in entry:
+        raise BenchmarkError(f"check-data: no --root and no data.{args.dataset}.root in the config")
+    defaults = {"embed": {"metadata": "EMBED_OpenData_metadata.csv", "clinical": "EMBED_OpenData_clinical.csv",
+                          "path_prefix": {"/mnt/NAS2/mammo/anon_dicom/": "images/"}},
+                "rsna": {"table": "train.csv", "images": "train_images"}}[args.dataset]
+    report = check_data(args.dataset, defaults | entry)
+    print(format_report(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    if report["images_usable"] == 0:
+        raise BenchmarkError(f"check-data: no usable image in {entry['root']}")
 
 
 def cmd_split(args, config):
@@ -263,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("synth", cmd_synth, "write synthetic EMBED- or RSNA-format data", dataset, (["--out"], req))
     add("preprocess", cmd_preprocess, "DICOM tables to PNG cache + manifest.csv + exclusions.csv", dataset,
         (["--out-dir"], req))
+    add("check-data", cmd_check_data, "validate a dataset folder: columns, files, counts, exclusions", dataset,
+        (["--root"], {"default": None, "help": "dataset folder (default: data.<dataset>.root)"}),
+        (["--out"], {"default": None, "help": "also write the report as JSON"}))
     add("split", cmd_split, "patient-level train/val/test split with nested fractions", dataset, manifest,
         (["--out"], req))
     add("tokenizer", cmd_tokenizer, "train a BPE tokenizer on the training captions", manifest, split,

@@ -36,3 +36,21 @@ def test_metadata_masking_rate_is_about_point_eight():
     masked = [embed_sentences(REC, rng, 0.8)[3].count("unknown") for _ in range(500)]
     assert np.mean(masked) / 3 == np.clip(np.mean(masked) / 3, 0.75, 0.85)
     assert embed_sentences(REC, rng, 0.0)[3].count("unknown") == 0
+
+
+def test_prefixed_prompts_carry_the_images_own_metadata():
+    from benchmark.data.captions import metadata_prefix, prefixed_prompts
+
+    prefix = metadata_prefix(REC | {"reason": "diagnostic"})
+    assert prefix.startswith("Procedure reported: MG Screening Bilateral. [SEP] Reason for procedure: diagnostic.")
+    prompts = prefixed_prompts(REC, [["a", "b"], ["c"]])
+    assert prompts == [[metadata_prefix(REC) + "a", metadata_prefix(REC) + "b"], [metadata_prefix(REC) + "c"]]
+    assert metadata_prefix(REC | {"density": None}) == ""
+
+
+def test_rsna_caption_is_templated_from_labels():
+    from benchmark.data.captions import rsna_caption
+
+    text = rsna_caption({"laterality": "R", "view": "MLO", "density": 4, "cancer": 1})
+    assert "right breast, MLO view" in text and "extremely dense" in text and "malignancy" in text
+    assert "No significant masses" in rsna_caption({"laterality": "L", "view": "CC", "density": None, "cancer": 0})

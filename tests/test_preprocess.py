@@ -87,3 +87,89 @@ def test_synthetic_rsna_preprocesses_fully(rsna_root, tmp_path, workers):
                                   workers=workers)
     assert excluded.empty and failed.empty and len(manifest) == len(records)
     assert manifest["breast_id"].str.fullmatch(r"\d+_[LR]").all()
+
+
+def _pydicom_file(name):
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} not available")
+    return path
+
+
+@pytest.mark.parametrize("compressed", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                                        "MR_small_jp2klossless.dcm"])
+def test_compressed_pydicom_files_match_their_uncompressed_original(tmp_path, compressed):
+    """RLE, JPEG-LS and JPEG 2000 decode through pydicom's plugins to the same PNG."""
+    import shutil
+
+    shutil.copy(_pydicom_file("MR_small.dcm"), tmp_path / "plain.dcm")
+    shutil.copy(_pydicom_file(compressed), tmp_path / "packed.dcm")
+    manifest, excluded = preprocess(_records([("plain", "plain.dcm"), ("packed", "packed.dcm")]), tmp_path,
+                                    tmp_path / "cache", PreprocessSettings(long_side=32, crop=False))
+    assert excluded.empty, excluded.reason.tolist()
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cache/images/plain.png")),
+                                  np.asarray(Image.open(tmp_path / "cache/images/packed.png")))
+
+
+@pytest.mark.parametrize("codec", ["j2k_lossless", "rle"])
+def test_lossless_copy_gives_identical_png(tmp_path, codec):
+    stored = _phantom() + np.random.default_rng(0).integers(0, 40, size=(200, 160)).astype(np.uint16)
+    _write(tmp_path / "plain.dcm", stored)
+    write_mammogram(tmp_path / "packed.dcm", stored, bits_stored=12, patient_id="1", study_uid=stable_uid("s"),
+                    series_uid=stable_uid("se"), sop_uid=stable_uid("p"), laterality="L", view="CC",
+                    transfer_syntax=codec)
+    preprocess(_records([("plain", "plain.dcm"), ("packed", "packed.dcm")]), tmp_path, tmp_path / "cache",
+               PreprocessSettings(long_side=64))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cache/images/plain.png")),
+                                  np.asarray(Image.open(tmp_path / "cache/images/packed.png")))
+
+
+def test_lossy_jpeg2000_decodes_close_to_original(tmp_path):
+    stored = _phantom()
+    _write(tmp_path / "plain.dcm", stored)
+    write_mammogram(tmp_path / "lossy.dcm", stored, bits_stored=12, patient_id="1", study_uid=stable_uid("s"),
+                    series_uid=stable_uid("se"), sop_uid=stable_uid("l"), laterality="L", view="CC",
+                    transfer_syntax="j2k_lossy")
+    preprocess(_records([("plain", "plain.dcm"), ("lossy", "lossy.dcm")]), tmp_path, tmp_path / "cache",
+               PreprocessSettings(long_side=64))
+    a = np.asarray(Image.open(tmp_path / "cache/images/plain.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "cache/images/lossy.png")).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).mean() < 3
+
+
+def test_voi_window_is_applied_when_asked(tmp_path):
+    stored = _phantom()
+    write_mammogram(tmp_path / "w.dcm", stored, bits_stored=12, patient_id="1", study_uid=stable_uid("s"),
+                    series_uid=stable_uid("se"), sop_uid=stable_uid("w"), laterality="L", view="CC",
+                    window=(1550, 100))  # a narrow window on the breast tissue level
+    for voi in (False, True):
+        preprocess(_records([("w", "w.dcm")]), tmp_path, tmp_path / f"cache{voi}", PreprocessSettings(long_side=64,
+                   voi_lut=voi))
+    plain = np.asarray(Image.open(tmp_path / "cacheFalse/images/w.png"))
+    windowed = np.asarray(Image.open(tmp_path / "cacheTrue/images/w.png"))
+    # tissue (1550) sits at the window centre: mid-grey; without the window it is 1500/2500 of the range
+    assert abs(np.median(windowed[windowed > 20]) - 128) <= 3
+    assert abs(np.median(plain[plain > 20]) - 153) <= 3
+
+
+def test_flip_to_left_mirrors_right_breasts(tmp_path):
+    stored = np.zeros((100, 200), np.uint16)
+    stored[20:80, 100:200] = 2000  # chest wall on the right
+    stored[40:60, 150:170] = 3000
+    _write(tmp_path / "r.dcm", stored)
+    recs = _records([("r", "r.dcm")]).assign(laterality="R")
+    preprocess(recs, tmp_path, tmp_path / "a", PreprocessSettings(long_side=64, crop=False))
+    preprocess(recs, tmp_path, tmp_path / "b", PreprocessSettings(long_side=64, crop=False, flip_to_left=True))
+    a = np.asarray(Image.open(tmp_path / "a/images/r.png"))
+    b = np.asarray(Image.open(tmp_path / "b/images/r.png"))
+    np.testing.assert_array_equal(a[:, ::-1], b)
+
+
+def test_output_bytes_do_not_depend_on_worker_count(rsna_root, tmp_path):
+    records, _ = load_rsna(rsna_root)
+    for workers in (1, 2):
+        preprocess(records, rsna_root, tmp_path / f"w{workers}", PreprocessSettings(long_side=48), workers=workers)
+    for png in sorted((tmp_path / "w1/images").glob("*.png")):
+        assert png.read_bytes() == (tmp_path / "w2/images" / png.name).read_bytes()

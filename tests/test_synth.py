@@ -26,12 +26,13 @@ def test_embed_tables_have_real_columns_and_id_shapes(embed_root):
     assert set(CLIN_REQUIRED) | {"massshape", "calcfind", "path_severity", "RACE_DESC"} <= set(clin.columns)
     assert meta["empi_anon"].str.fullmatch(r"\d{8}").all()
     assert meta["acc_anon"].str.fullmatch(r"\d{16}").all()
-    assert set(clin["asses"]) <= set("ANBPSMK")
+    assert set(clin["asses"]) <= set("ANBPSMKX")
     assert meta["anon_dicom_path"].str.startswith(EMBED_PATH_PREFIX).all()
 
 
 def test_every_exam_has_cc_and_mlo_of_both_breasts(embed_root):
     meta = pd.read_csv(embed_root / "EMBED_OpenData_metadata.csv", dtype=str)
+    meta = meta[(meta.FinalImageType == "2D") & meta.spot_mag.isna()]
     views = meta.groupby("acc_anon").apply(lambda g: sorted(g.ImageLateralityFinal + g.ViewPosition))
     assert all(v == ["LCC", "LMLO", "RCC", "RMLO"] for v in views)
 

@@ -104,6 +104,24 @@ def embed_sentences(rec: Mapping, rng: np.random.Generator | None = None, mask_p
     ]
 
 
+def metadata_prefix(rec: Mapping) -> str:
+    """MaMA's zero-shot prompt prefix: the image's own procedure and reason sentences.
+
+    These nearly determine BI-RADS (screening exams carry 0 to 2, diagnostic 3 to 6), so
+    prompts with this prefix leak the answer; the default zero-shot protocol omits it and
+    the prefixed protocol is reported as its own row."""
+    sentences = embed_sentences(rec)
+    if sentences is None:
+        return ""
+    return join_sentences(sentences[:2]) + " "
+
+
+def prefixed_prompts(rec: Mapping, class_prompts: list[list[str]]) -> list[list[str]]:
+    """Each class's prompts with ``rec``'s metadata prefix in front (MaMA's protocol)."""
+    prefix = metadata_prefix(rec)
+    return [[prefix + p for p in prompts] for prompts in class_prompts]
+
+
 def join_sentences(sentences: list[str]) -> str:
     return " ".join(f"{s} {SEP}" for s in sentences)
 

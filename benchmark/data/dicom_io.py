@@ -7,11 +7,23 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
 
 # Digital Mammography X-Ray Image Storage - For Presentation
 MAMMO_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.2"
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
+# name -> (transfer syntax, encoder plugin, encoder options)
+COMPRESSIONS = {
+    "j2k_lossless": (JPEG2000Lossless, "pylibjpeg", {}),
+    "j2k_lossy": (JPEG2000, "pylibjpeg", {"j2k_cr": [15]}),
+    "rle": (RLELossless, None, {}),
+}
 
 
 def stable_uid(*parts: object) -> str:
@@ -34,8 +46,9 @@ def write_mammogram(
     rescale: tuple[float, float] = (1.0, 0.0),
     window: tuple[float, float] | None = None,
     extra: dict | None = None,
+    transfer_syntax: str = "uncompressed",
 ) -> None:
-    """Write a single-frame 16-bit-allocated mammogram, uncompressed little endian."""
+    """Write a single-frame 16-bit-allocated mammogram, uncompressed or compressed."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MAMMO_SOP_CLASS
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -68,6 +81,12 @@ def write_mammogram(
     for key, value in (extra or {}).items():
         setattr(ds, key, value)
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+    if transfer_syntax != "uncompressed":
+        uid, plugin, options = COMPRESSIONS[transfer_syntax]
+        if plugin:
+            ds.compress(uid, encoding_plugin=plugin, **options)
+        else:
+            ds.compress(uid)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 

@@ -1,13 +1,23 @@
 """DICOM to PNG cache: modality LUT, MONOCHROME1 inversion, optional VOI LUT, breast
 crop, long-side area resize, 8- or 16-bit PNG (METHODS.md section 1).
 
+Speed comes from doing the full-resolution work once, on stored integers: native
+(uncompressed) pixel data is read zero-copy, the breast box is found on a subsampled
+copy, and the crop is shrunk with Pillow's box filter (area interpolation, in C).
+Everything per-pixel after that (rescale, inversion, windowing, normalisation) runs on
+the small image. The rescale and inversion are linear, so doing them after the area
+average gives the same result; a VOI window clips, so windowing after averaging differs
+from windowing before it only in pixels whose neighbourhood straddles the window edge.
+
 The cache is resumable: a PNG written with the same settings (``settings.json`` in the
 cache folder) is kept. A file that cannot be read becomes an exclusion with its reason.
+Output does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,11 +26,11 @@ import numpy as np
 import pandas as pd
 import pydicom
 from PIL import Image
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_voi_lut
 from scipy import ndimage
 from tqdm import tqdm
 
-from benchmark.data.tables import exclusion, resolve_under_root
+from benchmark.data.tables import EXCLUSION_COLUMNS, exclusion, resolve_under_root
 
 
 @dataclass(frozen=True)
@@ -32,10 +42,58 @@ class PreprocessSettings:
     flip_to_left: bool = False  # optional canonical orientation (chest wall on the left)
 
 
-def to_display(ds: pydicom.Dataset, voi_lut: bool) -> np.ndarray:
-    """Pixel values as float32 where bright means dense tissue."""
-    pixels = ds.pixel_array
-    values = apply_modality_lut(pixels, ds).astype(np.float32)
+def stored_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """The stored values of a single-frame grey image; native data without a copy."""
+    native = not ds.file_meta.TransferSyntaxUID.is_compressed
+    if native and ds.BitsAllocated == 16 and ds.PixelRepresentation == 0 and ds.SamplesPerPixel == 1:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        data = np.frombuffer(ds.PixelData, dtype="<u2", count=rows * cols)
+        return data.reshape(rows, cols)
+    return ds.pixel_array
+
+
+def _bright_is_dense(ds: pydicom.Dataset) -> bool:
+    """True where larger rescaled values mean denser tissue (MONOCHROME2, positive slope)."""
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    monochrome1 = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1"
+    return (slope > 0) != monochrome1
+
+
+def breast_box(stored: np.ndarray, bright_is_dense: bool, step: int = 8) -> tuple[slice, slice]:
+    """Bounding box of the largest tissue component, found on a subsampled copy."""
+    small = stored[::step, ::step].astype(np.float32)
+    if not bright_is_dense:
+        small = -small
+    lo, hi = float(small.min()), float(small.max())
+    mask = small > lo + 0.1 * (hi - lo)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return slice(0, stored.shape[0]), slice(0, stored.shape[1])
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    rows, cols = ndimage.find_objects((labels == 1 + int(np.argmax(sizes))).astype(np.int8))[0]
+    return (slice(max(0, (rows.start - 1) * step), min(stored.shape[0], (rows.stop + 1) * step)),
+            slice(max(0, (cols.start - 1) * step), min(stored.shape[1], (cols.stop + 1) * step)))
+
+
+def area_resize(image: np.ndarray, long_side: int) -> np.ndarray:
+    """Resize so the long side is ``long_side``, with area (box) interpolation; float32 out.
+
+    Unsigned 16-bit data is resized as Pillow's I;16 (no full-size float copy)."""
+    h, w = image.shape
+    scale = long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if image.dtype == np.uint16:
+        pil = Image.fromarray(np.ascontiguousarray(image))
+    else:
+        pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+    return np.asarray(pil.resize(size, Image.Resampling.BOX), dtype=np.float32)
+
+
+def to_display(ds: pydicom.Dataset, values: np.ndarray, voi_lut: bool) -> np.ndarray:
+    """Rescaled (and optionally windowed) values where bright means dense tissue."""
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    values = values * slope + intercept
     if voi_lut and ("WindowCenter" in ds or "VOILUTSequence" in ds):
         values = apply_voi_lut(values, ds).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
@@ -43,39 +101,21 @@ def to_display(ds: pydicom.Dataset, voi_lut: bool) -> np.ndarray:
     return values
 
 
-def breast_box(image: np.ndarray, step: int = 8) -> tuple[slice, slice]:
-    """Bounding box of the largest bright component, found on a subsampled copy."""
-    small = image[::step, ::step]
-    lo, hi = float(small.min()), float(small.max())
-    mask = small > lo + 0.1 * (hi - lo)
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return slice(0, image.shape[0]), slice(0, image.shape[1])
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    rows, cols = ndimage.find_objects((labels == 1 + int(np.argmax(sizes))).astype(np.int8))[0]
-    return (slice(max(0, rows.start * step - step), min(image.shape[0], rows.stop * step + step)),
-            slice(max(0, cols.start * step - step), min(image.shape[1], cols.stop * step + step)))
-
-
 def convert(dicom_path: Path, png_path: Path, settings: PreprocessSettings, laterality: str) -> tuple[int, int]:
     ds = pydicom.dcmread(dicom_path)
-    image = to_display(ds, settings.voi_lut)
+    stored = stored_pixels(ds)
     if settings.crop:
-        image = image[breast_box(image)]
+        stored = stored[breast_box(stored, _bright_is_dense(ds))]
+    image = to_display(ds, area_resize(stored, settings.long_side), settings.voi_lut)
     if settings.flip_to_left and laterality == "R":
         image = image[:, ::-1]
     lo, hi = float(image.min()), float(image.max())
     image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
-    h, w = image.shape
-    scale = settings.long_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
-                         .resize(size, Image.Resampling.BOX))
     top = 2**settings.bits - 1
-    out = np.clip(np.round(resized * top), 0, top).astype(np.uint8 if settings.bits == 8 else np.uint16)
+    out = np.clip(np.round(image * top), 0, top).astype(np.uint8 if settings.bits == 8 else np.uint16)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png_path.with_suffix(".tmp.png")
-    Image.fromarray(out).save(tmp)
+    tmp = png_path.with_name(f".{png_path.stem}.{os.getpid()}.tmp.png")
+    Image.fromarray(out).save(tmp, compress_level=1)
     tmp.replace(png_path)  # atomic: an interrupted run never leaves half a PNG
     return out.shape
 
@@ -87,7 +127,8 @@ def _convert_one(args) -> str | None:
     try:
         convert(dicom_path, png_path, settings, laterality)
     except Exception as exc:  # any unreadable file is recorded, never fatal
-        return f"unreadable DICOM: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        message = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return f"unreadable DICOM: {type(exc).__name__}: {message}"
     return None
 
 
@@ -118,9 +159,9 @@ def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings
         png = cache_dir / "images" / f"{row.image_id}.png"
         jobs.append((dicom, png, settings, row.laterality))
         keep.append(row)
-    if workers > 1:
+    if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            errors = list(tqdm(pool.map(_convert_one, jobs, chunksize=8), total=len(jobs), desc="preprocess"))
+            errors = list(tqdm(pool.map(_convert_one, jobs, chunksize=1), total=len(jobs), desc="preprocess"))
     else:
         errors = [_convert_one(job) for job in tqdm(jobs, desc="preprocess")]
     rows = []
@@ -129,4 +170,4 @@ def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings
             excluded.append(exclusion(row.dataset, row.image_id, row.dicom_path, "all", error))
         else:
             rows.append(row._asdict() | {"png": f"images/{row.image_id}.png"})
-    return pd.DataFrame(rows), pd.DataFrame(excluded)
+    return pd.DataFrame(rows), pd.DataFrame(excluded, columns=EXCLUSION_COLUMNS)

@@ -15,7 +15,7 @@ What a model can learn, and why it is not a one-pixel shortcut:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -49,12 +49,16 @@ class Lesion:
 
 @dataclass
 class Machine:
+    """Detector and DICOM conventions of one mammography unit."""
+
     gain: float
     offset: float
     noise: float
     bits: int = 12
     name: str = "m0"
-    extra: dict = field(default_factory=dict)
+    photometric: str = "MONOCHROME2"  # MONOCHROME1 stores bright tissue as low values
+    intercept: float = 0.0  # RescaleIntercept: stored = value - intercept
+    transfer_syntax: str = "uncompressed"  # or "j2k_lossless", "j2k_lossy", "rle"
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
@@ -181,8 +185,12 @@ def render_breast(
 
 
 def to_stored_values(rng: np.random.Generator, image: np.ndarray, machine: Machine) -> np.ndarray:
-    """Detector model: gain, offset, quantum noise and quantisation to ``bits`` bits."""
+    """Detector model: gain, offset, quantum noise, quantisation to ``bits`` bits, then the
+    machine's storage conventions (MONOCHROME1 inversion, rescale intercept)."""
     top = 2**machine.bits - 1
     signal = machine.offset + machine.gain * image
     signal = signal + rng.normal(0, machine.noise, size=image.shape) * np.sqrt(0.2 + image)
-    return np.clip(np.round(signal * top), 0, top).astype(np.uint16)
+    values = np.clip(np.round(signal * top), 0, top)
+    if machine.photometric == "MONOCHROME1":
+        values = top - values
+    return np.clip(values - machine.intercept, 0, top).astype(np.uint16)

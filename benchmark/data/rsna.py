@@ -26,7 +26,7 @@ def load_rsna(root: Path, table: str = "train.csv", images: str = "train_images"
             continue
         seen.add(image_id)
         if str(row.cancer) not in ("0", "1"):
-            excluded.append(exclusion("rsna", image_id, source, "all", f"cancer is {row.cancer!r}, not 0 or 1"))
+            excluded.append(exclusion("rsna", image_id, source, "all", f"cancer is {str(row.cancer)!r}, not 0 or 1"))
             continue
         density = DENSITY_LETTER.get(str(row.density).strip()) if isinstance(row.density, str) else None
         birads = None if pd.isna(row.BIRADS) else int(row.BIRADS)

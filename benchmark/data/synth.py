@@ -43,7 +43,6 @@ DIAGNOSTIC_DESCS = ["MG Diagnostic Bilateral", "MG Diag Bilat w/Tomo/CAD Stnd Pr
 SCREENING_BIRADS = {0: 0.18, 1: 0.5, 2: 0.32}
 DIAGNOSTIC_BIRADS = {3: 0.25, 4: 0.3, 5: 0.22, 6: 0.23}
 DENSITY_P = {1: 0.12, 2: 0.38, 3: 0.38, 4: 0.12}
-RSNA_MACHINES = [21, 29, 48, 49, 93, 170, 190, 216]
 
 
 def _rng(*keys: object) -> np.random.Generator:
@@ -113,9 +112,31 @@ def lesion_for_birads(rng: np.random.Generator, birads: int, seed: int) -> tuple
     )
 
 
-def _machine(rng: np.random.Generator, name: str) -> Machine:
+# Storage conventions seen in the real data: bit depth, photometric interpretation,
+# rescale intercept and (RSNA) JPEG 2000 compression differ between units.
+EMBED_MACHINES = [
+    dict(bits=12), dict(bits=14), dict(bits=16, intercept=-1024.0), dict(bits=12, photometric="MONOCHROME1"),
+]
+RSNA_MACHINE_CONVENTIONS = {
+    49: dict(bits=12, transfer_syntax="j2k_lossless"),
+    21: dict(bits=12, photometric="MONOCHROME1", transfer_syntax="j2k_lossless"),
+    29: dict(bits=12, photometric="MONOCHROME1"),
+    48: dict(bits=14), 93: dict(bits=16), 170: dict(bits=12), 190: dict(bits=12), 216: dict(bits=14),
+}
+
+
+def _machine(rng: np.random.Generator, name: str, **conventions) -> Machine:
     return Machine(gain=rng.uniform(0.7, 0.95), offset=rng.uniform(0.01, 0.06),
-                   noise=rng.uniform(0.006, 0.015), bits=12, name=name)
+                   noise=rng.uniform(0.006, 0.015), name=name, **conventions)
+
+
+def _window(machine: Machine) -> tuple[float, float]:
+    """A VOI window (centre, width) around the tissue range, in rescaled values."""
+    top = 2**machine.bits - 1
+    centre = (machine.offset + 0.5 * machine.gain) * top
+    if machine.photometric == "MONOCHROME1":
+        centre = top - centre
+    return round(centre), round(1.1 * machine.gain * top)
 
 
 @dataclass
@@ -136,9 +157,11 @@ class ImageJob:
 def _render_and_write(job: ImageJob) -> None:
     rng = np.random.default_rng(list(job.seed))
     image = render_breast(rng, job.shape, job.view, job.laterality, job.density, job.lesion)
-    stored = to_stored_values(rng, image, job.machine)
-    write_mammogram(Path(job.path), stored, bits_stored=job.machine.bits,
-                    laterality=job.laterality, view=job.view, **job.dicom)
+    machine = job.machine
+    stored = to_stored_values(rng, image, machine)
+    write_mammogram(Path(job.path), stored, bits_stored=machine.bits, laterality=job.laterality[:1],
+                    view=job.view, photometric=machine.photometric, rescale=(1.0, machine.intercept),
+                    window=_window(machine), transfer_syntax=machine.transfer_syntax, **job.dicom)
 
 
 def _run_jobs(jobs: list[ImageJob], workers: int) -> None:
@@ -150,15 +173,39 @@ def _run_jobs(jobs: list[ImageJob], workers: int) -> None:
         list(pool.map(_render_and_write, jobs, chunksize=16))
 
 
+def _embed_image(exam: dict, side: str, view: str, lesion: Lesion, image_type: str = "2D", spot_mag="",
+                 tag: str = "") -> tuple[dict, ImageJob]:
+    """One metadata row and the render job for one image of an EMBED exam."""
+    seed, acc, empi, machine = exam["seed"], exam["acc"], exam["empi"], exam["machine"]
+    series_uid = stable_uid(seed, acc, side, view, tag, "series")
+    sop_uid = stable_uid(seed, acc, side, view, tag, "sop")
+    rel = f"cohort_{exam['cohort']}/{empi}/{exam['study_uid']}/{series_uid}/{sop_uid}.dcm"
+    row = dict(
+        empi_anon=empi, acc_anon=acc, anon_dicom_path=EMBED_PATH_PREFIX + rel, cohort_num=exam["cohort"],
+        ImageLateralityFinal=side, ViewPosition=view, FinalImageType=image_type, spot_mag=spot_mag,
+        StudyDescription=exam["desc"], SeriesDescription=f"{side} {view}{' ' + tag if tag else ''}",
+        num_roi=0 if lesion.kind == "none" else 1, ROI_coords="", Manufacturer="HOLOGIC, Inc.",
+        PhotometricInterpretation=machine.photometric,
+    )
+    job = ImageJob(
+        path=str(Path(exam["root"]) / "images" / rel), seed=(seed, hash_str(sop_uid)), shape=exam["shape"],
+        view=view, laterality=side, density=exam["density"], lesion=lesion, machine=machine,
+        dicom=dict(patient_id=empi, study_uid=exam["study_uid"], series_uid=series_uid, sop_uid=sop_uid),
+    )
+    return row, job
+
+
 def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), workers: int = 1) -> dict:
     root = Path(root)
     meta_rows, clin_rows, jobs = [], [], []
     for p in range(n_patients):
         prng = _rng(seed, "embed", "patient", p)
         empi = str(10_000_000 + int(prng.integers(0, 89_999_999)))
-        race, ethnicity = _choice(prng, RACES), _choice(prng, ETHNICITIES)
+        race = _choice(prng, RACES) if prng.random() > 0.03 else ""  # missing values occur
+        ethnicity = _choice(prng, ETHNICITIES)
         age = float(np.round(prng.uniform(40, 80), 2))
         patient_density = _choice(prng, DENSITY_P)
+        male = prng.random() < 0.01  # tissueden 5: out of the density task
         n_exams = 1 if prng.random() < 0.7 else 2
         for e in range(n_exams):
             erng = _rng(seed, "embed", "exam", p, e)
@@ -171,12 +218,14 @@ def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), worker
             lead = str(erng.choice(["L", "R"]))
             other_birads = 1 if exam_birads in (0, 1) or erng.random() < 0.75 else 2
             breast_birads = {lead: exam_birads, ("R" if lead == "L" else "L"): other_birads}
+            no_assessment = erng.random() < 0.02  # asses X: out of the BI-RADS task
             study_uid = stable_uid(seed, "embed", acc)
             date = (pd.Timestamp("2014-01-01") + pd.Timedelta(days=int(erng.integers(0, 2500)))).date()
-            age_exam = float(np.round(age + e * 1.1, 2))
-            machine = _machine(erng, f"embed-{int(erng.integers(0, 4))}")
+            age_exam = float(np.round(age + e * 1.1, 2)) if erng.random() > 0.02 else np.nan
+            unit = int(erng.integers(0, len(EMBED_MACHINES)))
+            machine = _machine(erng, f"embed-{unit}", **EMBED_MACHINES[unit])
             base = dict(empi_anon=empi, acc_anon=acc, study_date_anon=str(date), desc=desc,
-                        tissueden=float(density), age_at_study=age_exam, RACE_DESC=race,
+                        tissueden=5.0 if male else float(density), age_at_study=age_exam, RACE_DESC=race,
                         ETHNIC_GROUP_DESC=ethnicity)
             findings = []
             for side in ("L", "R"):
@@ -192,25 +241,30 @@ def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), worker
                         path_sev = float(erng.choice([0, 1])) if malignant else 4.0
                     clin_rows.append(base | {"side": side, "asses": BIRADS_LETTER[b], "numfind": k,
                                              "path_severity": path_sev} | codes)
+                if erng.random() < 0.15:  # a bilateral negative row beside the side findings
+                    clin_rows.append(base | {"side": "B", "asses": "N", "numfind": len(findings) + 1})
+            if no_assessment:
+                for row in clin_rows[-len(findings) - 1:]:
+                    if row["acc_anon"] == acc:
+                        row["asses"] = "X"
             cohort = 1 + int(erng.integers(0, 2))
+
+            exam = dict(seed=seed, root=root, shape=tuple(shape), acc=acc, empi=empi, cohort=cohort,
+                        study_uid=study_uid, desc=desc, machine=machine, density=density)
+
+            def add_image(side, view, lesion, exam=exam, **kind):
+                row, job = _embed_image(exam, side, view, lesion, **kind)
+                meta_rows.append(row)
+                jobs.append(job)
+
             for side, _, lesion, _ in findings:
                 for view in ("CC", "MLO"):
-                    series_uid = stable_uid(seed, acc, side, view, "series")
-                    sop_uid = stable_uid(seed, acc, side, view, "sop")
-                    rel = f"cohort_{cohort}/{empi}/{study_uid}/{series_uid}/{sop_uid}.dcm"
-                    meta_rows.append(dict(
-                        empi_anon=empi, acc_anon=acc, anon_dicom_path=EMBED_PATH_PREFIX + rel,
-                        cohort_num=cohort, ImageLateralityFinal=side, ViewPosition=view,
-                        FinalImageType="2D", spot_mag="", StudyDescription=desc,
-                        SeriesDescription=f"{side} {view}",
-                        num_roi=0 if lesion.kind == "none" else 1, ROI_coords="",
-                    ))
-                    jobs.append(ImageJob(
-                        path=str(root / "images" / rel), seed=(seed, hash_str(sop_uid)), shape=tuple(shape),
-                        view=view, laterality=side, density=density, lesion=lesion, machine=machine,
-                        dicom=dict(patient_id=empi, study_uid=study_uid, series_uid=series_uid,
-                                   sop_uid=sop_uid),
-                    ))
+                    add_image(side, view, lesion)
+            # Rows the benchmark must filter out: synthetic 2D (C-view) and spot/magnification views.
+            if erng.random() < 0.15:
+                add_image(lead, "CC", findings[0 if lead == "L" else 1][2], image_type="cview", tag="cview")
+            if not screening and erng.random() < 0.4:
+                add_image(lead, "CC", findings[0 if lead == "L" else 1][2], spot_mag=1.0, tag="spot")
     root.mkdir(parents=True, exist_ok=True)
     _run_jobs(jobs, workers)
     clin_cols = ["empi_anon", "acc_anon", "study_date_anon", "desc", "side", "asses", "tissueden",
@@ -233,10 +287,11 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
         prng = _rng(seed, "rsna", "patient", p)
         patient_id = 10_000 + p * 7 + int(prng.integers(0, 7))
         site = int(prng.choice([1, 2]))
-        machine_id = int(prng.choice(RSNA_MACHINES))
-        machine = _machine(_rng(seed, "rsna", "machine", machine_id), f"rsna-{machine_id}")
+        machine_id = int(prng.choice(list(RSNA_MACHINE_CONVENTIONS)))
+        machine = _machine(_rng(seed, "rsna", "machine", machine_id), f"rsna-{machine_id}",
+                           **RSNA_MACHINE_CONVENTIONS[machine_id])
         density = _choice(prng, DENSITY_P)
-        age = float(prng.integers(40, 85))
+        age = float(prng.integers(40, 85)) if prng.random() > 0.03 else np.nan
         cancer_side = str(prng.choice(["L", "R"])) if prng.random() < cancer_rate else None
         difficult = cancer_side is None and prng.random() < 0.2
         for side in ("L", "R"):
@@ -248,7 +303,8 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
                 lesion = replace(lesion, amplitude=lesion.amplitude * 0.6, radius=lesion.radius * 0.7)
             else:
                 lesion, _ = lesion_for_birads(prng, 2 if prng.random() < 0.3 else 1, seed=lesion_seed)
-            for view in ("CC", "MLO"):
+            extra_views = ("ML",) if prng.random() < 0.05 else ()  # real RSNA has ML, LM, AT views too
+            for view in ("CC", "MLO", *extra_views):
                 image_id = int(prng.integers(1, 2**31 - 1))
                 while image_id in used_ids:
                     image_id = int(prng.integers(1, 2**31 - 1))

@@ -31,6 +31,9 @@ def read_table(path: Path, required: list[str], str_columns: list[str]) -> pd.Da
     return pd.read_csv(path, dtype=dtypes, keep_default_na=True, low_memory=False)
 
 
+EXCLUSION_COLUMNS = ["dataset", "image_id", "source", "scope", "reason"]
+
+
 def exclusion(dataset: str, image_id: str, source: str, scope: str, reason: str) -> dict:
     """One row of exclusions.csv. ``scope`` is ``all`` or ``task:<name>``."""
     return {"dataset": dataset, "image_id": image_id, "source": source, "scope": scope, "reason": reason}

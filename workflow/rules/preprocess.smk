@@ -3,7 +3,8 @@
 
 rule preprocess:
     input:
-        lambda wc: raw_marker(wc.dataset),
+        raw=lambda wc: raw_marker(wc.dataset),
+        check=f"{R}/checks/{{dataset}}.json",
     output:
         manifest=f"{R}/cache/{{dataset}}/manifest.csv",
         exclusions=f"{R}/cache/{{dataset}}/exclusions.csv",
@@ -12,4 +13,4 @@ rule preprocess:
         f"{R}/logs/preprocess/{{dataset}}.log",
     shell:
         "{BENCH} preprocess --config {CONFIGFILE} --dataset {wildcards.dataset} "
-        "--out-dir {R}/cache/{wildcards.dataset} 2> {log}"
+        "--out-dir {R}/cache/{wildcards.dataset} --threads {threads} 2> {log}"

@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints ratios against a baseline measured in the same run."""

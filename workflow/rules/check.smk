@@ -1,0 +1,12 @@
+# Validate each dataset folder (columns, files, counts, exclusions) before anything else.
+
+
+rule check_data:
+    input:
+        lambda wc: raw_marker(wc.dataset),
+    output:
+        f"{R}/checks/{{dataset}}.json",
+    log:
+        f"{R}/logs/check/{{dataset}}.log",
+    shell:
+        "{BENCH} check-data --config {CONFIGFILE} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
