@@ -136,28 +136,30 @@ def cmd_features(args, config):
     import torch
 
     from benchmark.checkpoint import load_checkpoint
-    from benchmark.data.split import read_split
-    from benchmark.evaluate.encode import encode_images, split_records
+    from benchmark.data.split import read_split, split_records
+    from benchmark.evaluate.encode import encode_images
 
     torch.set_num_threads(args.threads)
+    if len(args.zeroshot_task) != len(args.zeroshot_out):
+        raise BenchmarkError("features: give one --zeroshot-out per --zeroshot-task")
     model = load_checkpoint(Path(args.checkpoint))
     records = split_records(_manifest(args.manifest), read_split(args.split), ("train", "val", "test"))
-    cache = Path(args.manifest).parent
-    features = encode_images(model, cache, records["png"].tolist(), "image_features", desc="features")
-    embeddings = encode_images(model, cache, records["png"].tolist(), "encode_image", desc="embeddings")
+    features, embeddings = encode_images(model, Path(args.manifest).parent, records["png"].tolist())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, image_id=records["image_id"].to_numpy(str), features=features.astype(np.float32),
              embeddings=embeddings.astype(np.float32))
-    print(f"features: {features.shape} -> {args.out}")
+    print(f"features: {features.shape}, embeddings {embeddings.shape} -> {args.out}")
+    # Zero-shot needs the loaded model's text tower: score the tasks here, saving a model load.
+    for task, out in zip(args.zeroshot_task, args.zeroshot_out):
+        _zeroshot(args, config, model, task, args.out, out)
 
 
-def _task_records(args, config, splits):
-    from benchmark.data.split import read_split
-    from benchmark.evaluate.encode import split_records
+def _task_records(args, config, splits, task_key):
+    from benchmark.data.split import read_split, split_records
     from benchmark.evaluate.predictions import labelled
     from benchmark.tasks import get_task
 
-    dataset, name = args.task.split("/")
+    dataset, name = task_key.split("/")
     task = get_task(dataset, name)
     return task, labelled(split_records(_manifest(args.manifest), read_split(args.split), splits), task)
 
@@ -174,21 +176,25 @@ def _load_features(path, records):
     return data["features"][rows], data["embeddings"][rows]
 
 
+def _zeroshot(args, config, model, task_key, features_path, out):
+    from benchmark.evaluate.predictions import write_predictions
+    from benchmark.evaluate.zeroshot import load_prompts, zeroshot_scores
+
+    task, records = _task_records(args, config, ("test",), task_key)
+    _, embeddings = _load_features(features_path, records)
+    scores = zeroshot_scores(model, embeddings, load_prompts(Path(config["zeroshot"]["prompts"]), task))
+    write_predictions(Path(out), records, scores, task=task, protocol="zeroshot", fraction=None,
+                      model=args.model, seed=args.seed)
+    print(f"zeroshot {args.model} {task.key}: {len(records)} test images -> {out}")
+
+
 def cmd_zeroshot(args, config):
     import torch
 
     from benchmark.checkpoint import load_checkpoint
-    from benchmark.evaluate.predictions import write_predictions
-    from benchmark.evaluate.zeroshot import load_prompts, zeroshot_scores
 
     torch.set_num_threads(args.threads)
-    task, records = _task_records(args, config, ("test",))
-    model = load_checkpoint(Path(args.checkpoint))
-    _, embeddings = _load_features(args.features, records)
-    scores = zeroshot_scores(model, embeddings, load_prompts(Path(config["zeroshot"]["prompts"]), task))
-    write_predictions(Path(args.out), records, scores, task=task, protocol="zeroshot", fraction=None,
-                      model=args.model, seed=args.seed)
-    print(f"zeroshot {args.model} {task.key}: {len(records)} test images -> {args.out}")
+    _zeroshot(args, config, load_checkpoint(Path(args.checkpoint)), args.task, args.features, args.out)
 
 
 def cmd_probe(args, config):
@@ -198,30 +204,31 @@ def cmd_probe(args, config):
     from benchmark.evaluate.predictions import write_predictions
     from benchmark.evaluate.probe import fit_probe, predict_probe
 
-    task, records = _task_records(args, config, ("train", "val", "test"))
+    if len(args.fraction) != len(args.out):
+        raise BenchmarkError("probe: give one --out per --fraction")
+    task, records = _task_records(args, config, ("train", "val", "test"), args.task)
     split = read_split(args.split)
-    column = fraction_column(args.fraction)
-    if column not in split.columns:
-        raise BenchmarkError(f"{args.split}: no column {column} (fraction {args.fraction} not in split.fractions)")
-    in_fraction = set(split.loc[(split["split"] == "train") & (split[column] == 1), "patient_id"])
-    train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
     val, test = records[records["split"] == "val"], records[records["split"] == "test"]
-    features = {name: _load_features(args.features, part)[0] for name, part in
-                (("train", train), ("val", val), ("test", test))}
+    x_val, x_test = _load_features(args.features, val)[0], _load_features(args.features, test)[0]
     probe_cfg = config["linear_probe"]
-    try:
-        scaler, clf, chosen_c, sweep = fit_probe(features["train"], train["label"].to_numpy(), features["val"],
-                                                 val["label"].to_numpy(), task.n_classes, probe_cfg["C"],
-                                                 probe_cfg["max_iter"], args.seed)
-    except ValueError as exc:
-        raise BenchmarkError(f"probe {args.model} {task.key} fraction {args.fraction}: {exc}") from None
-    scores = predict_probe(scaler, clf, features["test"], task.n_classes)
-    write_predictions(Path(args.out), test, scores, task=task, protocol="linear_probe", fraction=args.fraction,
-                      model=args.model, seed=args.seed)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(
-        {"chosen_C": chosen_c, "train_images": len(train), "train_patients": train["patient_id"].nunique(),
-         "sweep": sweep}, indent=2) + "\n")
-    print(f"probe {args.model} {task.key} @ {args.fraction:g}: {len(train)} training images, C={chosen_c}")
+    for fraction, out in zip(args.fraction, args.out):
+        column = fraction_column(fraction)
+        if column not in split.columns:
+            raise BenchmarkError(f"{args.split}: no column {column} (fraction {fraction} not in split.fractions)")
+        in_fraction = set(split.loc[(split["split"] == "train") & (split[column] == 1), "patient_id"])
+        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+        try:
+            scaler, clf, chosen_c, sweep = fit_probe(
+                _load_features(args.features, train)[0], train["label"].to_numpy(), x_val, val["label"].to_numpy(),
+                task.n_classes, probe_cfg["C"], probe_cfg["max_iter"], args.seed)
+        except ValueError as exc:
+            raise BenchmarkError(f"probe {args.model} {task.key} fraction {fraction}: {exc}") from None
+        write_predictions(Path(out), test, predict_probe(scaler, clf, x_test, task.n_classes), task=task,
+                          protocol="linear_probe", fraction=fraction, model=args.model, seed=args.seed)
+        Path(out).with_suffix(".json").write_text(json.dumps(
+            {"chosen_C": chosen_c, "train_images": len(train), "train_patients": train["patient_id"].nunique(),
+             "sweep": sweep}, indent=2) + "\n")
+        print(f"probe {args.model} {task.key} @ {fraction:g}: {len(train)} training images, C={chosen_c}")
 
 
 def cmd_table(args, config):
@@ -238,18 +245,25 @@ def cmd_table(args, config):
 
 
 def cmd_models(args, config):
+    """Each registered method with its presets' sizes, built on the meta device (no weights
+    are loaded or allocated, so paper presets list instantly)."""
+    import torch
+
     from benchmark.registry import available_models, build_model, model_class
 
     for name in available_models():
-        cls = model_class(name)
         sizes = []
-        for preset in sorted(cls.presets):
+        for preset in sorted(model_class(name).presets):
             try:
-                model = build_model(name, preset, **({"tokenizer": args.tokenizer} if args.tokenizer else {}))
-                sizes.append(f"{preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params")
+                with torch.device("meta"):
+                    model = build_model(name, preset)
             except BenchmarkError as exc:
                 sizes.append(f"{preset}: ({exc})")
-        print(f"{name:12s} {'; '.join(sizes)}")
+                continue
+            total = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            sizes.append(f"{preset}: {total / 1e6:,.1f} M params ({trainable / 1e6:,.1f} M trainable)")
+        print(f"{name:10s} {'; '.join(sizes)}")
 
 
 def cmd_check_config(args, config):
@@ -287,17 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], req))
     add("pretrain", cmd_pretrain, "pretrain a model for the configured samples-seen budget", model, seed,
         manifest, split, (["--tokenizer"], {"default": None}), (["--out-dir"], req))
-    add("features", cmd_features, "extract image features and embeddings for every split",
-        (["--checkpoint"], req), manifest, split, (["--out"], req))
+    add("features", cmd_features, "image features and embeddings for every split (+ zero-shot predictions)",
+        model, seed, (["--checkpoint"], req), manifest, split, (["--out"], req),
+        (["--zeroshot-task"], {"action": "append", "default": [], "help": "also score this task zero-shot"}),
+        (["--zeroshot-out"], {"action": "append", "default": [], "help": "predictions file for each task"}))
     add("zeroshot", cmd_zeroshot, "zero-shot predictions on the test split", model, seed, task, manifest, split,
         (["--checkpoint"], req), (["--features"], req), (["--out"], req))
     add("probe", cmd_probe, "linear-probe predictions on the test split", model, seed, task, manifest, split,
-        (["--features"], req), (["--fraction"], {"type": float, **req}), (["--out"], req))
+        (["--features"], req), (["--fraction"], {"type": float, "nargs": "+", **req}),
+        (["--out"], {"nargs": "+", **req, "help": "one predictions file per fraction"}))
     add("table", cmd_table, "bootstrap statistics: predictions to table.csv (and budget.csv)",
         (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),
         (["--out"], req), (["--budget-out"], {"default": "results/budget.csv"}))
-    add("models", cmd_models, "list registered models and their presets' parameter counts",
-        (["--tokenizer"], {"default": None, "help": "tokenizer.json for tiny presets"}))
+    add("models", cmd_models, "list registered models and their presets' parameter counts")
     add("check-config", cmd_check_config, "validate a config file")
     return parser
 

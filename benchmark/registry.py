@@ -55,7 +55,14 @@ def available_models() -> list[str]:
 
 
 def model_class(name: str) -> type:
-    _load_model_modules()
+    if name not in _REGISTRY:
+        try:  # convention: method ``name`` lives in models/<name>.py; import only that file
+            importlib.import_module(f"models.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"models.{name}":
+                raise
+    if name not in _REGISTRY:
+        _load_model_modules()
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r} (registered: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[name]

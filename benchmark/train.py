@@ -23,35 +23,74 @@ from tqdm import tqdm
 
 from benchmark.checkpoint import save_checkpoint
 from benchmark.data.captions import embed_sentences, join_sentences
+from benchmark.data.exams import exam_members
 from benchmark.data.images import load_images, normalise_float
+from benchmark.data.labels import label_vector
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_model
 
+# What a model may ask of a batch (its ``batch_needs``); the pipeline supplies exactly these.
+BATCH_FIELDS = {
+    "image": "augmented view of the image",
+    "caption": "the structured report, metadata masked",
+    "random_sentence": "one sentence of the masked report, drawn at random",
+    "view2": "another image of the same exam (p 0.5) or a second augmentation of the same image",
+    "label_vector": "density, BI-RADS, mass and calcification labels from the tables",
+}
+
 
 class PretrainDataset(Dataset):
-    """Images and masked captions of the training split; draws seeded per (epoch, index)."""
+    """Training-split images and what the model declared it needs; every draw is seeded
+    per (seed, epoch, index), so batches do not depend on the number of loader workers."""
 
-    def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor, augment, mask_prob: float, seed: int):
+    def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor, augment, mask_prob: float, seed: int,
+                 needs: tuple[str, ...] = ("image", "caption")):
+        unknown = set(needs) - set(BATCH_FIELDS)
+        if unknown:
+            raise BenchmarkError(f"batch_needs: unknown field(s) {sorted(unknown)} (known: {sorted(BATCH_FIELDS)})")
         self.records = records.to_dict("records")
         self.images_u8 = images_u8
         self.augment = augment
         self.mask_prob = mask_prob
         self.seed = seed
+        self.needs = set(needs)
         self.epoch = 0
+        self.exams = exam_members(records)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        sentences = embed_sentences(self.records[i], rng, self.mask_prob)
-        return {"image": self.augment(self.images_u8[i], gen), "caption": join_sentences(sentences)}
+        seed_seq = np.random.SeedSequence([self.seed, self.epoch, i])
+        gen = torch.Generator().manual_seed(int(seed_seq.generate_state(1)[0]))
+        rng = np.random.default_rng(seed_seq)
+        rec = self.records[i]
+        sentences = embed_sentences(rec, rng, self.mask_prob)
+        item = {"image": self.augment(self.images_u8[i], gen)}
+        if "caption" in self.needs:
+            item["caption"] = join_sentences(sentences)
+        if "random_sentence" in self.needs:
+            item["random_sentence"] = sentences[int(rng.integers(len(sentences)))]
+        if "view2" in self.needs:
+            others = [j for j in self.exams[rec["exam_id"]] if j != i]
+            j = int(rng.choice(others)) if others and rng.random() < 0.5 else i
+            item["view2"] = self.augment(self.images_u8[j], gen)
+        if "label_vector" in self.needs:
+            item["label_vector"] = torch.from_numpy(label_vector(rec))
+        return item
 
 
 def collate(items: list[dict]) -> dict:
-    return {"image": normalise_float(torch.stack([it["image"] for it in items])),
-            "caption": [it["caption"] for it in items]}
+    batch = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if key in ("image", "view2"):
+            batch[key] = normalise_float(torch.stack(values))
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -86,16 +125,16 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings["weight_decay"]},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings["lr"],
-                                  betas=tuple(settings.get("betas", (0.9, 0.98))))
+    groups = [{"params": decay, "weight_decay": settings["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.get("optimizer", "adamw")]
+    optimizer = optimizer_class(groups, lr=settings["lr"], betas=tuple(settings.get("betas", (0.9, 0.98))))
     start = time.perf_counter()
     seen = steps = 0
     flops_per_step = 0
     history = []
     if total_steps:
         images = load_images(cache_dir, records["png"].tolist(), model.image_size)
-        data = PretrainDataset(records, images, model.augment, mask_prob, seed)
+        data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs)
         gen = torch.Generator().manual_seed(seed)
         model.train()
         bar = tqdm(total=total_steps, desc=f"pretrain {method}/{preset}", unit="step")
@@ -105,6 +144,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
             for batch in loader:
                 if steps >= total_steps:
                     break
+                batch |= {"step": steps, "epoch": data.epoch}
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(steps, total_steps, settings["lr"], warmup)
                 if steps == 0:
@@ -118,7 +158,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
-                seen += len(batch["caption"])
+                seen += len(batch["image"])
                 logged = {k: float(v) for k, v in terms.items()}
                 history.append({"step": steps, "samples": seen, **logged})
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items()}

@@ -55,14 +55,14 @@ class Clip(nn.Module):
             if weights and not Path(weights).is_file():
                 raise BenchmarkError(f"clip paper weights: {weights} not found; put the open_clip "
                                      f"{open_clip_name} checkpoint there or remove `weights`")
-            self.clip = open_clip.create_model(open_clip_name, pretrained=weights or None)
+            self.clip = open_clip.create_model(open_clip_name, pretrained=weights or None,
+                                               device=torch.get_default_device())
             self._tokenize = open_clip.get_tokenizer(open_clip_name)
         else:
-            if tokenizer is None:
-                raise BenchmarkError("clip tiny preset needs a trained tokenizer (run the tokenizer step)")
-            self._tokenizer = load_tokenizer(tokenizer, text["context_length"])
-            text_cfg = CLIPTextCfg(**text, vocab_size=self._tokenizer.get_vocab_size(), pad_id=0, eos_id=2,
-                                   pool_type="eos")
+            self._tokenizer = load_tokenizer(tokenizer, text["context_length"]) if tokenizer else None
+            vocab = self._tokenizer.get_vocab_size() if self._tokenizer else text.get("vocab_size", 2000)
+            text_cfg = CLIPTextCfg(**{k: v for k, v in text.items() if k != "vocab_size"}, vocab_size=vocab,
+                                   pad_id=0, eos_id=2, pool_type="eos")
             vision_cfg = CLIPVisionCfg(**vision, image_size=image_size)
             self.clip = open_clip.CLIP(embed_dim, vision_cfg, text_cfg, init_logit_scale=init_scale)
             self._tokenize = self._tokenize_bpe
@@ -73,6 +73,8 @@ class Clip(nn.Module):
         self.clip.visual.ln_post.register_forward_hook(self._keep_pooled)
 
     def _tokenize_bpe(self, texts: list[str]) -> torch.Tensor:
+        if self._tokenizer is None:
+            raise BenchmarkError("clip tiny preset needs a trained tokenizer (run the tokenizer step)")
         return torch.tensor([enc.ids for enc in self._tokenizer.encode_batch(texts)], dtype=torch.long)
 
     def _keep_pooled(self, module, inputs, output):
@@ -83,7 +85,11 @@ class Clip(nn.Module):
         return self.clip.logit_scale
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.encode_image(images), dim=-1)
+        return F.normalize(self.project_image(self.image_features(images)), dim=-1)
+
+    def project_image(self, features_nf: torch.Tensor) -> torch.Tensor:
+        proj = self.clip.visual.proj
+        return features_nf @ proj if proj is not None else features_nf
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         device = self.clip.logit_scale.device

@@ -62,3 +62,23 @@ def test_snakemake_stops_before_any_job(tmp_path, name, mutate, key):
     error_lines = [line for line in run.stderr.splitlines() if line.startswith("error: config:")]
     assert len(error_lines) == 1 and key in error_lines[0]
     assert not (tmp_path / "results" / "data").exists()
+
+
+def test_paper_config_is_valid_and_asks_for_the_data():
+    """config/paper.yaml passes the schema; without the data it stops naming the root."""
+    from benchmark.config import check_schema
+
+    config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    check_schema(config)
+    assert {m["preset"] for m in config["models"].values()} == {"paper"}
+    with pytest.raises(BenchmarkError, match=r"data.embed.root: data/EMBED does not exist"):
+        load_config(REPO / "config/paper.yaml")
+
+
+def test_missing_paper_weights_name_the_path(tmp_path):
+    from benchmark.registry import build_model
+
+    with pytest.raises(BenchmarkError, match=r"weights/nowhere not found; put the Hugging Face model folder there"):
+        build_model("medclip", "paper", weights={"text": "weights/nowhere"})
+    with pytest.raises(BenchmarkError, match=r"nowhere.safetensors not found"):
+        build_model("convirt", "paper", weights={"image": str(tmp_path / "nowhere.safetensors")})

@@ -5,13 +5,26 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss as OpenClipLoss
 
-from models.losses import ClipLoss
+from models.losses import (
+    ClipLoss,
+    LocalAlignmentLoss,
+    NTXentLoss,
+    PrototypeLoss,
+    SemanticMatchingLoss,
+    TokenAlignmentLoss,
+    WeightedInfoNCE,
+    local_alignment_scores,
+    semantic_targets,
+    sinkhorn,
+)
+
+
+def _unit(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
 def test_clip_loss_equals_open_clip():
-    torch.manual_seed(0)
-    image = F.normalize(torch.randn(16, 32), dim=-1)
-    text = F.normalize(torch.randn(16, 32), dim=-1)
+    image, text = _unit(16, 32, seed=0), _unit(16, 32, seed=1)
     scale = torch.tensor(math.log(1 / 0.07))
     ours = ClipLoss()(image, text, scale)
     reference = OpenClipLoss()(image, text, scale.exp())
@@ -19,8 +32,95 @@ def test_clip_loss_equals_open_clip():
 
 
 def test_logit_scale_is_clamped_at_100():
-    image = F.normalize(torch.randn(8, 4), dim=-1)
-    text = F.normalize(torch.randn(8, 4), dim=-1)
+    image, text = _unit(8, 4, seed=2), _unit(8, 4, seed=3)
     big = ClipLoss()(image, text, torch.tensor(10.0))
     capped = ClipLoss()(image, text, torch.tensor(math.log(100.0)))
     assert big.item() == pytest.approx(capped.item(), abs=1e-6)
+
+
+def test_convirt_weights_image_to_text_three_to_one():
+    image, text = _unit(8, 16, seed=4), _unit(8, 16, seed=5)
+    logits = image @ text.T / 0.1
+    targets = torch.arange(8)
+    i2t, t2i = F.cross_entropy(logits, targets), F.cross_entropy(logits.T, targets)
+    assert i2t.item() != pytest.approx(t2i.item())
+    ours = WeightedInfoNCE(0.75, 0.1)(image, text)
+    assert ours.item() == pytest.approx((0.75 * i2t + 0.25 * t2i).item(), abs=1e-6)
+
+
+def test_ntxent_prefers_matching_views():
+    view1 = _unit(8, 16, seed=6)
+    aligned = NTXentLoss(0.5)(view1, view1)
+    shuffled = NTXentLoss(0.5)(view1, view1[torch.randperm(8, generator=torch.Generator().manual_seed(0))])
+    assert aligned < shuffled
+
+
+def test_sinkhorn_codes_meet_their_marginals():
+    scores = _unit(64, 16, seed=7) @ _unit(10, 16, seed=8).T
+    codes = sinkhorn(scores, epsilon=0.05, iterations=3)
+    assert torch.allclose(codes.sum(1), torch.ones(64), atol=1e-5)  # each sample a distribution
+    # after 3 iterations the prototype marginal is close to uniform (exact in the limit)
+    assert torch.allclose(codes.sum(0) / 64, torch.full((10,), 0.1), atol=0.05)
+    many = sinkhorn(scores, epsilon=0.05, iterations=200)
+    assert torch.allclose(many.sum(0) / 64, torch.full((10,), 0.1), atol=1e-3)
+
+
+def test_prototype_loss_is_finite_and_differentiable():
+    protos = torch.nn.Parameter(_unit(10, 16, seed=9))
+    loss = PrototypeLoss()(_unit(8, 16, seed=10), _unit(8, 16, seed=11), protos)
+    loss.backward()
+    assert torch.isfinite(loss) and protos.grad.abs().sum() > 0
+
+
+def test_sla_scores_match_a_hand_computed_example():
+    # 2 images x 2 patches, 2 reports x 2 sentences, 2-d unit vectors
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    diag = F.normalize(torch.tensor([1.0, 1.0]), dim=0)
+    patches = torch.stack([torch.stack([e1, e2]), torch.stack([e1, e1])])  # image 0: e1, e2; image 1: e1, e1
+    sentences = torch.stack([torch.stack([e1, diag]), torch.stack([e2, e2])])  # report 0: e1, d; report 1: e2, e2
+    mask = torch.ones(2, 2)
+    i2t, t2i = local_alignment_scores(patches, sentences, mask)
+    c = 2 ** -0.5
+    # text->image: best patch per sentence, mean over the report's sentences
+    expected_t2i = torch.tensor([[(1 + c) / 2, 1.0], [(1 + c) / 2, 0.0]])
+    # image->text: best sentence per patch, mean over the image's patches
+    expected_i2t = torch.tensor([[(1 + c) / 2, (0 + 1) / 2], [1.0, 0.0]])
+    assert torch.allclose(t2i, expected_t2i, atol=1e-6)
+    assert torch.allclose(i2t, expected_i2t, atol=1e-6)
+
+
+def test_sla_is_invariant_to_patch_order_and_ignores_padding_sentences():
+    patches, sentences = _unit(4, 9, 8, seed=12), _unit(4, 3, 8, seed=13)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.float)
+    i2t, t2i = local_alignment_scores(patches, sentences, mask)
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
+    i2t_p, t2i_p = local_alignment_scores(patches[:, perm], sentences, mask)
+    assert torch.allclose(i2t, i2t_p, atol=1e-6) and torch.allclose(t2i, t2i_p, atol=1e-6)
+    garbage = sentences.clone()
+    garbage[1, 2] = _unit(8, seed=14)
+    i2t_g, t2i_g = local_alignment_scores(patches, garbage, mask)
+    assert torch.allclose(i2t, i2t_g) and torch.allclose(t2i, t2i_g)
+    loss = LocalAlignmentLoss()(patches, sentences, mask, torch.tensor(math.log(1 / 0.07)))
+    assert torch.isfinite(loss)
+
+
+def test_medclip_targets_reduce_to_identity_for_distinct_one_hots():
+    labels = torch.eye(6)
+    assert torch.allclose(semantic_targets(labels, labels), torch.eye(6), atol=1e-6)
+    # equal label vectors share the target mass equally
+    shared = semantic_targets(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]]), torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]]))
+    assert torch.allclose(shared[0], torch.tensor([0.5, 0.5, 0.0]), atol=1e-6)
+    # with identity targets the loss is the CLIP loss
+    image, text = _unit(6, 16, seed=15), _unit(6, 16, seed=16)
+    scale = torch.tensor(math.log(10.0))
+    assert SemanticMatchingLoss()(image, text, labels, labels, scale).item() == pytest.approx(
+        ClipLoss()(image, text, scale).item(), abs=1e-5)
+
+
+def test_token_alignment_prefers_aligned_tokens():
+    words = _unit(2, 5, 16, seed=17)
+    mask = torch.ones(2, 5)
+    weights = torch.full((2, 5), 0.2)
+    aligned = TokenAlignmentLoss()(words, mask, weights, words.clone(), weights)
+    random = TokenAlignmentLoss()(words, mask, weights, _unit(2, 5, 16, seed=18), weights)
+    assert aligned < random

@@ -79,3 +79,9 @@ def read_split(path: Path) -> pd.DataFrame:
 
 def split_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def split_records(manifest: pd.DataFrame, split: pd.DataFrame, splits: tuple[str, ...]) -> pd.DataFrame:
+    """Manifest rows of the given splits, with a ``split`` column, in manifest order."""
+    table = manifest.merge(split[["patient_id", "split"]], on="patient_id", how="inner", validate="many_to_one")
+    return table[table["split"].isin(splits)].reset_index(drop=True)

@@ -5,25 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from benchmark.data.images import load_images, normalise
 
 
-def split_records(manifest: pd.DataFrame, split: pd.DataFrame, splits: tuple[str, ...]) -> pd.DataFrame:
-    """Manifest rows of the given splits, with a ``split`` column, in manifest order."""
-    table = manifest.merge(split[["patient_id", "split"]], on="patient_id", how="inner", validate="many_to_one")
-    return table[table["split"].isin(splits)].reset_index(drop=True)
-
-
 @torch.no_grad()
-def encode_images(model, cache_dir: Path, pngs: list[str], fn: str, batch_size: int = 64,
-                  desc: str = "encode") -> np.ndarray:
-    """Apply ``model.<fn>`` (encode_image or image_features) to every image."""
-    out = []
-    for start in tqdm(range(0, len(pngs), batch_size), desc=desc, unit="batch"):
+def encode_images(model, cache_dir: Path, pngs: list[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features (for probes) and joint-space embeddings (for zero-shot) of every
+    image, from one pass of the backbone: embedding = normalise(project_image(feature))."""
+    features, embeddings = [], []
+    for start in tqdm(range(0, len(pngs), batch_size), desc="encode", unit="batch"):
         images = normalise(load_images(cache_dir, pngs[start: start + batch_size], model.image_size))
-        out.append(getattr(model, fn)(images).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        feats = model.image_features(images)
+        features.append(feats.float().cpu().numpy())
+        embeddings.append(F.normalize(model.project_image(feats), dim=-1).float().cpu().numpy())
+    if not features:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(features), np.concatenate(embeddings)

@@ -1,40 +1,47 @@
-# Features once per (model, seed, dataset); zero-shot and linear-probe predictions per cell.
+# One encoder pass per (model, seed, dataset): backbone features for the probes, joint
+# embeddings, and the zero-shot predictions of the dataset's tasks (the model is loaded
+# once). Then one probe job per (task, model, seed) writes every label fraction.
 
 
-rule features:
-    input:
-        weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
-        manifest=lambda wc: manifest(wc.dataset),
-        split=lambda wc: split_file(wc.dataset),
-    output:
-        f"{R}/features/{{model}}/seed{{seed}}/{{dataset}}.npz",
-    params:
-        ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
-    threads: THREADS
-    log:
-        f"{R}/logs/features/{{model}}-seed{{seed}}-{{dataset}}.log",
-    shell:
-        "{BENCH} features --config {CONFIGFILE} --checkpoint {params.ckpt} --manifest {input.manifest} "
-        "--split {input.split} --out {output} --threads {threads} 2> {log}"
+def dataset_tasks(dataset):
+    return [t.split("/")[1] for t in TASKS if t.split("/")[0] == dataset]
 
 
-rule zeroshot:
-    input:
-        weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
-        features=f"{R}/features/{{model}}/seed{{seed}}/{{dataset}}.npz",
-        manifest=lambda wc: manifest(wc.dataset),
-        split=lambda wc: split_file(wc.dataset),
-        prompts=config["zeroshot"]["prompts"],
-    output:
-        f"{R}/predictions/{{dataset}}/{{task}}/zeroshot/{{model}}/seed{{seed}}.csv",
-    params:
-        ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
-    log:
-        f"{R}/logs/zeroshot/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
-    shell:
-        "{BENCH} zeroshot --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
-        "--task {wildcards.dataset}/{wildcards.task} --manifest {input.manifest} --split {input.split} "
-        "--checkpoint {params.ckpt} --features {input.features} --out {output} --threads 1 2> {log}"
+def _task_of(prediction_path):
+    """'<R>/predictions/<dataset>/<task>/zeroshot/...' -> '<dataset>/<task>'."""
+    parts = prediction_path[len(R) + 1 :].split("/")
+    return f"{parts[1]}/{parts[2]}"
+
+
+# One features rule per dataset: its zero-shot outputs are that dataset's tasks.
+for _dataset in DATASETS:
+
+    rule:
+        name:
+            f"features_{_dataset}"
+        input:
+            weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
+            manifest=manifest(_dataset),
+            split=split_file(_dataset),
+            prompts=config["zeroshot"]["prompts"],
+        output:
+            features=f"{R}/features/{{model}}/seed{{seed}}/{_dataset}.npz",
+            zeroshot=[
+                f"{R}/predictions/{_dataset}/{task}/zeroshot/{{model}}/seed{{seed}}.csv"
+                for task in dataset_tasks(_dataset)
+            ],
+        params:
+            ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
+            zeroshot=lambda wc, output: " ".join(
+                f"--zeroshot-task {_task_of(path)} --zeroshot-out {path}" for path in output.zeroshot
+            ),
+        threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
+        log:
+            f"{R}/logs/features/{{model}}-seed{{seed}}-{_dataset}.log",
+        shell:
+            "{BENCH} features --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
+            "--checkpoint {params.ckpt} --manifest {input.manifest} --split {input.split} "
+            "--out {output.features} {params.zeroshot} --threads {threads} 2> {log}"
 
 
 rule linear_probe:
@@ -43,10 +50,13 @@ rule linear_probe:
         manifest=lambda wc: manifest(wc.dataset),
         split=lambda wc: split_file(wc.dataset),
     output:
-        f"{R}/predictions/{{dataset}}/{{task}}/linear_probe_{{fraction}}/{{model}}/seed{{seed}}.csv",
+        [f"{R}/predictions/{{dataset}}/{{task}}/linear_probe_{fraction_label(f)}/{{model}}/seed{{seed}}.csv"
+         for f in FRACTIONS],
+    params:
+        fractions=" ".join(fraction_label(f) for f in FRACTIONS),
     log:
-        f"{R}/logs/probe/{{dataset}}-{{task}}-{{fraction}}-{{model}}-seed{{seed}}.log",
+        f"{R}/logs/probe/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
     shell:
         "{BENCH} probe --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
         "--task {wildcards.dataset}/{wildcards.task} --manifest {input.manifest} --split {input.split} "
-        "--features {input.features} --fraction {wildcards.fraction} --out {output} 2> {log}"
+        "--features {input.features} --fraction {params.fractions} --out {output} 2> {log}"

@@ -1,0 +1,69 @@
+"""What every dual-encoder method shares: backbones, projections to the joint space, the
+model contract (encode_image, encode_text, image_features, logit_scale) and presets' run
+settings. A method subclasses it, names its presets, pools text its own way and defines
+``training_loss``; nothing method-specific lives here."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmark.data.images import Augment
+from models.encoders import TextEncoder, image_backbone, load_image_weights
+
+
+def split_weights(weights) -> tuple[str | None, str | None]:
+    """``weights`` in the config: one path (image backbone) or {image: path, text: path}."""
+    if isinstance(weights, dict):
+        return weights.get("image"), weights.get("text")
+    return weights, None
+
+
+class DualEncoder(nn.Module):
+    batch_needs: tuple[str, ...] = ("image", "caption")
+
+    def __init__(self, *, image_size: int, train: dict, augment: dict, image: dict, text: dict, embed_dim: int,
+                 tokenizer: str | None = None, weights=None, learnable_scale: bool = True,
+                 init_logit_scale: float = math.log(1 / 0.07)):
+        super().__init__()
+        self.image_size = image_size
+        self.train_settings = dict(train)
+        self.augment = Augment(**augment)
+        image_weights, text_weights = split_weights(weights)
+        name = type(self).__name__
+        self.visual = image_backbone(image["name"], image_size, **image.get("kwargs", {}))
+        load_image_weights(self.visual, image_weights, f"{name} image backbone")
+        self.text = TextEncoder(text["arch"], text["context_length"], tokenizer=tokenizer, weights=text_weights,
+                                config=text.get("config"), what=f"{name} text encoder")
+        self.feature_dim = self.visual.num_features
+        self.embed_dim = embed_dim
+        scale = torch.tensor(float(init_logit_scale))
+        if learnable_scale:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    # --- the contract -------------------------------------------------------------------
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone feature for probing and fine-tuning (pooled, before any projection)."""
+        return self.visual(images)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.project_image(self.image_features(images)), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self.project_text(*self.text_hidden(texts)), dim=-1)
+
+    # --- what a method may override -------------------------------------------------------
+    def text_hidden(self, texts: list[str]):
+        out, ids, mask = self.text(texts)
+        return out.last_hidden_state, mask
+
+    def project_image(self, features_nf: torch.Tensor) -> torch.Tensor:
+        return self.image_head(features_nf)
+
+    def project_text(self, hidden_ntd: torch.Tensor, mask_nt: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # each method pools its text its own way

@@ -1,0 +1,143 @@
+"""Image and text backbones shared by the methods.
+
+Images: timm models (a small ViT or ResNet for ``tiny`` presets, the published backbones
+for ``paper`` presets, built without downloading anything). Text: Hugging Face models
+(BERT or GPT-2 style); ``tiny`` presets build them from a small config with the BPE
+tokenizer trained on the training captions, ``paper`` presets load model and tokenizer
+from a local folder (``weights`` in the config). A missing folder is one clear error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+
+from benchmark.data.tokenizer import load_tokenizer
+from benchmark.errors import BenchmarkError
+
+
+def image_backbone(name: str, image_size: int, **kwargs) -> nn.Module:
+    """A timm backbone with its classifier removed (``num_classes=0``), random init."""
+    if name in ("vit_tiny", "vit_tiny_reg"):
+        return timm.models.vision_transformer.VisionTransformer(
+            img_size=image_size, patch_size=kwargs.get("patch_size", 16), embed_dim=kwargs.get("width", 192),
+            depth=kwargs.get("depth", 4), num_heads=kwargs.get("heads", 3), num_classes=0,
+            reg_tokens=4 if name == "vit_tiny_reg" else 0, no_embed_class=name == "vit_tiny_reg")
+    if name == "resnet_tiny":  # ResNet-10 at half width: one basic block per stage
+        return timm.models.resnet.ResNet(block=timm.models.resnet.BasicBlock, layers=(1, 1, 1, 1), num_classes=0,
+                                         channels=(32, 64, 128, 256), stem_width=32)
+    extra = {"img_size": image_size} if not name.startswith("resnet") else {}
+    return timm.create_model(name, pretrained=False, num_classes=0, **extra)
+
+
+def load_image_weights(model: nn.Module, weights: str | None, what: str) -> None:
+    """Load a local state dict (safetensors or a torch file) into an image backbone."""
+    if not weights:
+        return
+    path = Path(weights)
+    if not path.is_file():
+        raise BenchmarkError(f"{what}: weights file {path} not found; put the backbone's state dict there "
+                             "(safetensors or .pth) or remove `weights` to train from random initialisation")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise BenchmarkError(f"{what}: {path} lacks {len(missing)} backbone weights, e.g. {missing[0]}")
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face text model plus its tokenizer; returns hidden states and the mask."""
+
+    def __init__(self, arch: str, context_length: int, tokenizer: str | None = None, weights: str | None = None,
+                 config: dict | None = None, what: str = "text encoder"):
+        super().__init__()
+        from transformers import (
+            AutoModel,
+            AutoTokenizer,
+            BertConfig,
+            BertModel,
+            GPT2Config,
+            GPT2Model,
+        )
+
+        self.context_length = context_length
+        self.arch = arch
+        if weights:
+            if not Path(weights).is_dir():
+                raise BenchmarkError(f"{what}: {weights} not found; put the Hugging Face model folder there "
+                                     "(config.json, weights and tokenizer files), e.g. from `huggingface-cli "
+                                     "download` on a machine with internet")
+            self.model = AutoModel.from_pretrained(weights)
+            self.hf_tokenizer = AutoTokenizer.from_pretrained(weights)
+            if self.hf_tokenizer.pad_token is None:
+                self.hf_tokenizer.pad_token = self.hf_tokenizer.eos_token
+            self.bpe = None
+        else:
+            self.bpe = load_tokenizer(tokenizer, context_length) if tokenizer else None
+            vocab = self.bpe.get_vocab_size() if self.bpe else (config or {}).get("vocab_size", 30522)
+            cfg = dict(config or {}, vocab_size=vocab)
+            if self.bpe is not None:  # the special tokens of benchmark.data.tokenizer
+                cfg.update(pad_token_id=0, bos_token_id=3, eos_token_id=2)
+            elif arch == "gpt2":  # architecture only (no tokenizer yet): keep GPT-2's ids inside the vocabulary
+                cfg.setdefault("bos_token_id", vocab - 1)
+                cfg.setdefault("eos_token_id", vocab - 1)
+            if arch == "bert":
+                self.model = BertModel(BertConfig(**cfg), add_pooling_layer=False)
+            else:
+                self.model = GPT2Model(GPT2Config(**cfg))
+            self.hf_tokenizer = None
+        self.width = self.model.config.hidden_size
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.bpe is not None:
+            encodings = self.bpe.encode_batch(texts)
+            ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+            mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+            return ids, mask
+        if self.hf_tokenizer is None:
+            raise BenchmarkError(f"{self.arch} text encoder has no tokenizer: give `weights` (a local model "
+                                 "folder) or a trained tokenizer")
+        out = self.hf_tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
+                                return_tensors="pt")
+        return out["input_ids"], out["attention_mask"]
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a special token, or None if the tokenizer lacks it (or there is none)."""
+        if self.bpe is not None:
+            return self.bpe.token_to_id(token)
+        if self.hf_tokenizer is None:
+            return None
+        token_id = self.hf_tokenizer.convert_tokens_to_ids(token)
+        return None if token_id == self.hf_tokenizer.unk_token_id else token_id
+
+    def forward(self, texts: list[str], output_attentions: bool = False):
+        ids, mask = self.tokenize(texts)
+        device = next(self.model.parameters()).device
+        out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                         output_attentions=output_attentions)
+        return out, ids.to(device), mask.to(device)
+
+
+def masked_mean(hidden_ntd: torch.Tensor, mask_nt: torch.Tensor) -> torch.Tensor:
+    weights = mask_nt.unsqueeze(-1).to(hidden_ntd.dtype)
+    return (hidden_ntd * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, batch_norm: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(in_dim, hidden)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(hidden))
+    layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)]
+    return nn.Sequential(*layers)
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)

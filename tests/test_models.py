@@ -1,0 +1,135 @@
+"""Every method against its contract and its specification (METHODS.md section 3)."""
+
+import operator
+
+import pytest
+import torch
+
+from benchmark.data.captions import embed_sentences, join_sentences
+from benchmark.data.images import Augment
+from benchmark.data.tokenizer import train_tokenizer
+from benchmark.registry import available_models, build_model
+from benchmark.train import BATCH_FIELDS, collate
+
+METHODS = ["clip", "convirt", "mgca", "medclip", "mama"]
+REC = {"study_description": "MG Screening Bilateral", "reason": "screening", "age": "56", "race": "Asian",
+       "ethnicity": "Unreported", "image_type": "2D", "laterality": "L", "view": "CC"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    texts = [join_sentences(embed_sentences(REC | {"density": d, "birads": b, "massshape": "X" if b > 3 else ""}))
+             for d in (1, 2, 3, 4) for b in range(7)]
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    train_tokenizer(texts, 400, path)
+    return str(path)
+
+
+def _batch(model, n=16):
+    gen = torch.Generator().manual_seed(0)
+    items = []
+    for i in range(n):
+        rec = REC | {"density": 1 + i % 4, "birads": i % 7}
+        sentences = embed_sentences(rec)
+        image = torch.randint(0, 255, (1, model.image_size, model.image_size), generator=gen, dtype=torch.uint8)
+        item = {"image": Augment(crop_scale=(1.0, 1.0), jitter=0)(image, gen),
+                "view2": Augment(jitter=0)(image, gen), "caption": join_sentences(sentences),
+                "random_sentence": sentences[i % 7],
+                "label_vector": torch.nn.functional.one_hot(torch.tensor(i % 13), 13).float()}
+        items.append({k: v for k, v in item.items() if k in model.batch_needs})
+    return collate(items) | {"step": 10_000, "epoch": 1}
+
+
+def test_every_method_is_registered_and_declares_known_batch_fields():
+    assert set(METHODS) <= set(available_models())
+    for name in METHODS:
+        model_cls = type(build_model(name, "tiny"))
+        assert set(model_cls.batch_needs) <= set(BATCH_FIELDS) and "image" in model_cls.batch_needs
+        assert {"tiny", "paper"} <= set(model_cls.presets)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_contract_shapes_and_normalisation(name, tokenizer):
+    torch.manual_seed(0)
+    model = build_model(name, "tiny", tokenizer=tokenizer).eval()
+    images = torch.randn(3, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        img = model.encode_image(images)
+        txt = model.encode_text(["Breast composition: The breasts are extremely dense."] * 2)
+        feats = model.image_features(images)
+    assert img.shape[0] == 3 and txt.shape[0] == 2 and img.shape[1] == txt.shape[1]
+    assert torch.allclose(img.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert feats.shape == (3, model.feature_dim)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_tiny_preset_overfits_a_fixed_batch(name, tokenizer):
+    torch.manual_seed(0)
+    model = build_model(name, "tiny", tokenizer=tokenizer).train()
+    batch = _batch(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(50):
+        loss = model.training_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], (name, losses[0], losses[-1])
+
+
+def test_mama_text_encoder_trains_only_lora_and_projections(tokenizer):
+    model = build_model("mama", "tiny", tokenizer=tokenizer).train()
+    model.training_loss(_batch(model, n=8))["loss"].backward()
+    for name, p in model.text.model.named_parameters():
+        assert (p.grad is not None) == ("lora_" in name), name
+    trainable, _ = model.text.model.get_nb_trainable_parameters()
+    assert trainable == sum(p.numel() for p in model.text.parameters() if p.requires_grad) > 0
+    assert all(p.requires_grad for p in model.text_head.parameters())
+    assert all(p.requires_grad for p in model.visual.parameters())  # the image encoder is fully trained
+
+
+def test_mama_late_losses_start_at_their_step(tokenizer):
+    model = build_model("mama", "tiny", tokenizer=tokenizer).train()
+    batch = _batch(model, n=8)
+    early = model.training_loss(batch | {"step": model.late_loss_start_step - 1})
+    late = model.training_loss(batch | {"step": model.late_loss_start_step})
+    assert set(early) == {"loss", "clip_view1"}
+    assert {"ntxent", "clip_view2", "sla"} <= set(late)
+
+
+def test_convirt_freezes_embeddings_and_first_layers(tokenizer):
+    model = build_model("convirt", "tiny", tokenizer=tokenizer)
+    assert not any(p.requires_grad for p in model.text.model.embeddings.parameters())
+    assert model.trainable_text_layers() == len(model.text.model.encoder.layer) - 1
+
+
+# Published backbone sizes (parameters, without classifier heads), built on the meta device.
+# BioMedLM is called 2.7B; its config (2560 wide, 32 layers, 28,896 tokens) holds 2.59 B.
+PAPER_SIZES = {
+    "clip": [("clip.visual", 86.2e6), ("clip.transformer", 37.8e6)],
+    "mama": [("visual", 86.6e6), ("text", 2.59e9)],
+    "mgca": [("visual", 85.8e6), ("text", 109e6)],
+    "convirt": [("visual", 23.5e6), ("text", 109e6)],
+    "medclip": [("visual", 27.5e6), ("text", 109e6)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SIZES))
+def test_paper_presets_build_on_meta_with_published_sizes(name):
+    with torch.device("meta"):
+        model = build_model(name, "paper")
+    for part, expected in PAPER_SIZES[name]:
+        count = sum(p.numel() for p in operator.attrgetter(part)(model).parameters())
+        assert count == pytest.approx(expected, rel=0.03), (name, part, count)
+
+
+def test_mama_paper_lora_count_equals_peft():
+    with torch.device("meta"):
+        model = build_model("mama", "paper")
+    trainable, total = model.text.model.get_nb_trainable_parameters()
+    # r 8 on c_attn (2560 -> 3 x 2560) in 32 blocks: 32 * 8 * (2560 + 7680)
+    assert trainable == 32 * 8 * (2560 + 7680)
+    assert trainable == sum(p.numel() for p in model.text.parameters() if p.requires_grad)
+    assert model.image_size == 518 and model.visual.patch_embed.num_patches == 37 * 37
