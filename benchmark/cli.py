@@ -7,6 +7,7 @@ non-zero with a one-line reason on bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def cmd_preprocess(args, config):
 def cmd_check_data(args, config):
     import json
 
+    from benchmark.config import dataset_defaults
     from benchmark.data.check import check_data, format_report
 
     entry = dict(config["data"].get(args.dataset) or {})
@@ -69,16 +71,20 @@ def cmd_check_data(args, config):
         entry["root"] = args.root
     if "root" not in entry:
         raise BenchmarkError(f"check-data: no --root and no data.{args.dataset}.root in the config")
-    defaults = {"embed": {"metadata": "EMBED_OpenData_metadata.csv", "clinical": "EMBED_OpenData_clinical.csv",
-                          "path_prefix": {"/mnt/NAS2/mammo/anon_dicom/": "images/"}},
-                "rsna": {"table": "train.csv", "images": "train_images"}}[args.dataset]
-    report = check_data(args.dataset, defaults | entry)
+    report = check_data(args.dataset, dataset_defaults(args.dataset) | entry)
     print(format_report(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if report["images_usable"] == 0:
         raise BenchmarkError(f"check-data: no usable image in {entry['root']}")
+
+
+def cmd_bench_train(args, config):
+    from benchmark.perf.train import bench_train, format_result
+
+    print(format_result(bench_train(args.model, args.preset, args.steps, args.batch, args.tokenizer, args.threads,
+                                    args.loader_workers)))
 
 
 def cmd_split(args, config):
@@ -115,20 +121,23 @@ def _model_entry(config, name):
 
 def cmd_pretrain(args, config):
     from benchmark.data.split import read_split, split_hash
-    from benchmark.train import pretrain
+    from benchmark.train import RunOptions, pretrain
 
     entry = _model_entry(config, args.model)
-    context = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    context = dict(entry.get("overrides", {}))
+    if args.tokenizer:
+        context["tokenizer"] = args.tokenizer
     if entry.get("weights"):
         context["weights"] = entry["weights"]
-    budget = config["pretrain"]["samples_seen"] if entry.get("pretrain", True) else 0
+    options = RunOptions.from_config(config["pretrain"], pretrain=entry.get("pretrain", True))
     ledger = pretrain(method=entry["method"], preset=entry["preset"], context=context,
                       manifest=_manifest(args.manifest), split=read_split(args.split),
-                      cache_dir=Path(args.manifest).parent, samples_seen=budget, seed=args.seed,
+                      cache_dir=Path(args.manifest).parent, options=options, seed=args.seed,
                       out_dir=Path(args.out_dir), threads=args.threads,
                       mask_prob=config["pretrain"]["caption_mask_prob"], split_sha256=split_hash(args.split))
-    print(f"pretrain {args.model}: {ledger['samples_seen']} samples, {ledger['optimizer_steps']} steps, "
-          f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")
+    if ledger["processes"] == 1 or os.environ.get("RANK", "0") == "0":
+        print(f"pretrain {args.model}: {ledger['samples_seen']} samples, {ledger['optimizer_steps']} steps, "
+              f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")
 
 
 def cmd_features(args, config):
@@ -313,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("table", cmd_table, "bootstrap statistics: predictions to table.csv (and budget.csv)",
         (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),
         (["--out"], req), (["--budget-out"], {"default": "results/budget.csv"}))
+    add("bench-train", cmd_bench_train, "training vs data-loader samples/s, TFLOP/s and MFU of one model",
+        (["--model"], {**req, "help": "a registered method (python -m benchmark models)"}),
+        (["--preset"], {"default": "tiny"}), (["--steps"], {"type": int, "default": 10}),
+        (["--batch"], {"type": int, "default": None, "help": "default: the preset's batch size"}),
+        (["--tokenizer"], {"default": None}),
+        (["--loader-workers"], {"type": int, "default": 0}))
     add("models", cmd_models, "list registered models and their presets' parameter counts")
     add("check-config", cmd_check_config, "validate a config file")
     return parser

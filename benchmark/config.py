@@ -36,6 +36,12 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def dataset_defaults(dataset: str) -> dict:
+    """The schema's defaults for one ``data.<dataset>`` entry (table names, path prefix)."""
+    properties = load_schema()["properties"]["data"]["properties"][dataset]["properties"]
+    return {key: sub["default"] for key, sub in properties.items() if "default" in sub}
+
+
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -56,7 +62,7 @@ def check_schema(config: dict) -> dict:
 
 def check_models(config: dict) -> None:
     """Every model entry names a registered method and one of its presets (imports ``models``)."""
-    from benchmark.registry import available_models, preset_names
+    from benchmark.registry import available_models, preset_names, preset_values
 
     registered = available_models()
     for name, entry in config["models"].items():
@@ -66,6 +72,11 @@ def check_models(config: dict) -> None:
         if entry["preset"] not in preset_names(entry["method"]):
             raise BenchmarkError(f"config: models.{name}.preset: {entry['method']} has no preset "
                                  f"{entry['preset']!r} (presets: {', '.join(preset_names(entry['method']))})")
+        preset_keys = set(preset_values(entry["method"], entry["preset"]))
+        unknown = sorted(set(entry.get("overrides", {})) - preset_keys)
+        if unknown:
+            raise BenchmarkError(f"config: models.{name}.overrides: {', '.join(unknown)} not in the "
+                                 f"{entry['preset']} preset (keys: {', '.join(sorted(preset_keys))})")
 
 
 def check_semantics(config: dict) -> None:

@@ -72,9 +72,14 @@ def preset_names(name: str) -> list[str]:
     return sorted(model_class(name).presets)
 
 
+def preset_values(name: str, preset: str) -> dict:
+    return dict(model_class(name).presets[preset])
+
+
 def build_model(name: str, preset: str, **context: Any):
-    """Build ``name`` with ``preset``; ``context`` carries run-level inputs (tokenizer path)."""
+    """Build ``name`` with ``preset``; ``context`` carries run-level inputs (tokenizer path,
+    weights) and the config's ``overrides`` of preset values."""
     cls = model_class(name)
     if preset not in cls.presets:
         raise KeyError(f"model {name!r} has no preset {preset!r} (presets: {', '.join(cls.presets)})")
-    return cls(**cls.presets[preset], **context)
+    return cls(**(cls.presets[preset] | context))

@@ -24,8 +24,8 @@ TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "
                  "n_images", "n_patients", "n_boot", "seeds", "seed_std", "delta_vs_ref", "delta_ci_low",
                  "delta_ci_high", "p_value"]
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
-                  "wall_seconds", "device", "device_seconds", "flops", "params_total", "params_trainable",
-                  "peak_memory_bytes"]
+                  "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
+                  "params_trainable", "peak_memory_bytes"]
 
 
 def _units(frame: pd.DataFrame, task, breast_level: bool):

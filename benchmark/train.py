@@ -1,22 +1,28 @@
-"""One trainer for every method: AdamW, linear warm-up then cosine, a samples-seen budget.
+"""One trainer for every method: the preset's optimizer, linear warm-up then cosine, one budget.
 
-Each method's preset names its batch size, learning rate, weight decay and warm-up;
-the budget (samples seen) is the same for every method in a run. The run writes a
-checkpoint and ``ledger.json`` (what the run spent).
+Each method's preset names its global batch size, learning rate, weight decay and warm-up;
+the budget (samples seen, or device hours) is the same for every method in a run. The run
+writes a checkpoint, ``ledger.json`` (what the run spent) and ``metrics.csv`` (each step's
+loss terms), and a resumable state every ``checkpoint_every`` steps. Under torchrun it is
+data parallel (DDP; nccl on GPU, gloo on CPU) with negatives gathered across ranks.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import resource
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
@@ -26,8 +32,18 @@ from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.exams import exam_members
 from benchmark.data.images import load_images, normalise_float
 from benchmark.data.labels import label_vector
+from benchmark.distributed import (
+    Ranks,
+    any_rank,
+    close_distributed,
+    init_distributed,
+    mean_over_ranks,
+    sum_over_ranks,
+)
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_model
+from benchmark.resume import clear_state, load_state, restore_rng, save_state
+from models.gather import set_gather_negatives
 
 # What a model may ask of a batch (its ``batch_needs``); the pipeline supplies exactly these.
 BATCH_FIELDS = {
@@ -40,8 +56,9 @@ BATCH_FIELDS = {
 
 
 class PretrainDataset(Dataset):
-    """Training-split images and what the model declared it needs; every draw is seeded
-    per (seed, epoch, index), so batches do not depend on the number of loader workers."""
+    """Training-split images and what the model declared it needs. Items are addressed by
+    (epoch, index) and every draw is seeded by (seed, epoch, index), so a batch depends on
+    neither the number of loader workers nor where a resumed run picked up."""
 
     def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor, augment, mask_prob: float, seed: int,
                  needs: tuple[str, ...] = ("image", "caption")):
@@ -54,14 +71,14 @@ class PretrainDataset(Dataset):
         self.mask_prob = mask_prob
         self.seed = seed
         self.needs = set(needs)
-        self.epoch = 0
         self.exams = exam_members(records)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict:
-        seed_seq = np.random.SeedSequence([self.seed, self.epoch, i])
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, i = key
+        seed_seq = np.random.SeedSequence([self.seed, epoch, i])
         gen = torch.Generator().manual_seed(int(seed_seq.generate_state(1)[0]))
         rng = np.random.default_rng(seed_seq)
         rec = self.records[i]
@@ -93,11 +110,15 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
-def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def lr_at(progress: float, base_lr: float, warmup_fraction: float, step: int = 0, warmup_steps: int = 0) -> float:
+    """Linear warm-up then cosine to zero over ``progress`` in [0, 1] of the budget. With a
+    samples budget the warm-up is counted in steps (``warmup_steps``) so that it is exact."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if not warmup_steps and progress < warmup_fraction:
+        return base_lr * max(progress, 1e-3) / warmup_fraction
+    rest = (progress - warmup_fraction) / max(1e-12, 1 - warmup_fraction)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, rest))))
 
 
 def training_records(manifest: pd.DataFrame, split: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -108,80 +129,234 @@ def training_records(manifest: pd.DataFrame, split: pd.DataFrame) -> tuple[pd.Da
     return rows[has_caption].reset_index(drop=True), int((~has_caption).sum())
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What the config's ``pretrain`` section says about how (not what) to train."""
+
+    samples_seen: int | None = None
+    device_hours: float | None = None
+    checkpoint_every: int = 50
+    grad_accum: int = 1
+    gather_negatives: bool = True
+    grad_checkpointing: bool = False
+
+    @classmethod
+    def from_config(cls, section: dict, pretrain: bool = True) -> RunOptions:
+        names = {f for f in cls.__dataclass_fields__}
+        options = cls(**{k: v for k, v in section.items() if k in names})
+        return options if pretrain else replace(options, samples_seen=0, device_hours=None)
+
+
+def step_indices(n_records: int, global_batch: int, seed: int, step: int) -> tuple[int, np.ndarray]:
+    """The epoch and the record indices of optimizer step ``step``: each epoch is a seeded
+    permutation cut into whole global batches (the remainder is dropped)."""
+    per_epoch = max(1, n_records // global_batch)
+    epoch, k = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n_records)
+    return epoch, order[k * global_batch:(k + 1) * global_batch]
+
+
+class StepSampler:
+    """Batch sampler from ``start_step`` on: this rank's contiguous share of each global
+    batch, cut into ``grad_accum`` micro-batches of (epoch, index) keys."""
+
+    def __init__(self, n_records: int, global_batch: int, seed: int, start_step: int, ranks: Ranks,
+                 grad_accum: int):
+        self.n, self.batch, self.seed, self.start = n_records, global_batch, seed, start_step
+        self.ranks, self.accum = ranks, grad_accum
+        self.per_rank = global_batch // ranks.world
+        self.micro = self.per_rank // grad_accum
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            epoch, indices = step_indices(self.n, self.batch, self.seed, step)
+            share = indices[self.ranks.rank * self.per_rank:(self.ranks.rank + 1) * self.per_rank]
+            for m in range(self.accum):
+                yield [(epoch, int(i)) for i in share[m * self.micro:(m + 1) * self.micro]]
+            step += 1
+
+
+class LossModule(nn.Module):
+    """The model with ``training_loss`` as its forward, so DDP sees the forward pass."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> dict:
+        return self.model.training_loss(batch)
+
+
+def global_batch_size(preset_batch: int, n_records: int, world: int, grad_accum: int) -> int:
+    """The preset's global batch (capped by the data), a multiple of world x grad_accum."""
+    unit = world * grad_accum
+    if preset_batch % unit:
+        raise BenchmarkError(f"pretrain: the preset's batch size {preset_batch} is not divisible by "
+                             f"{world} processes x grad_accum {grad_accum}")
+    batch = min(preset_batch, n_records) // unit * unit
+    if batch == 0:
+        raise BenchmarkError(f"pretrain: {n_records} training images cannot fill {unit} micro-batches")
+    return batch
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame, split: pd.DataFrame,
-             cache_dir: Path, samples_seen: int, seed: int, out_dir: Path, threads: int,
+             cache_dir: Path, options: RunOptions, seed: int, out_dir: Path, threads: int,
              mask_prob: float, split_sha256: str) -> dict:
+    """Train one model under the run's budget; resumes from ``out_dir/resume`` if a state
+    of the same run is there. Launch under torchrun for data parallelism."""
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    ranks = init_distributed(device)
+    set_gather_negatives(options.gather_negatives)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    if device.type == "cpu":  # bit-exact resume on CPU; cuBLAS/cuDNN kernels are not all deterministic
+        torch.use_deterministic_algorithms(True)
     model = build_model(method, preset, **context)
+    if options.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(device)
     records, no_caption = training_records(manifest, split)
-    if samples_seen > 0 and len(records) == 0:
+    budgeted = bool(options.samples_seen) or bool(options.device_hours)
+    if budgeted and len(records) == 0:
         raise BenchmarkError("pretrain: no training image has a caption")
     settings = model.train_settings
-    batch_size = min(settings["batch_size"], max(1, len(records)))
-    total_steps = math.ceil(samples_seen / batch_size) if samples_seen > 0 else 0
-    warmup = max(1, int(settings.get("warmup_fraction", 0.1) * total_steps))
+    batch_size = global_batch_size(settings["batch_size"], max(len(records), ranks.world * options.grad_accum),
+                                   ranks.world, options.grad_accum)
+    total_steps = math.ceil(options.samples_seen / batch_size) if options.samples_seen else 0
+    budget_seconds = (options.device_hours or 0) * 3600
+    warmup_fraction = settings.get("warmup_fraction", 0.1)
+    warmup_steps = max(1, int(warmup_fraction * total_steps)) if total_steps else 0
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": settings["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": settings["weight_decay"]},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.get("optimizer", "adamw")]
     optimizer = optimizer_class(groups, lr=settings["lr"], betas=tuple(settings.get("betas", (0.9, 0.98))))
+
+    fingerprint = {"method": method, "preset": preset, "seed": seed, "samples_seen": options.samples_seen,
+                   "device_hours": options.device_hours, "batch_size": batch_size, "world": ranks.world,
+                   "grad_accum": options.grad_accum, "gather_negatives": options.gather_negatives,
+                   "split_sha256": split_sha256, "train_images": len(records),
+                   "context": json.dumps(context, sort_keys=True)}
+    resume_dir = Path(out_dir) / "resume"
+    state = {"step": 0, "seen": 0, "flops": 0, "flops_per_step": 0, "flops_terms": None, "device_seconds": 0.0,
+             "history": [], "fingerprint": fingerprint}
+    loaded = load_state(resume_dir, fingerprint) if budgeted else None
+    if loaded is not None:
+        model.load_state_dict(loaded.pop("weights"))
+        optimizer.load_state_dict(loaded.pop("optimizer"))
+        restore_rng(loaded.pop("rng"))
+        state = loaded
+        if ranks.main:
+            print(f"resume: step {state['step']} of {total_steps or 'the time budget'} from {resume_dir}")
+
+    def out_of_budget() -> bool:
+        if total_steps:
+            return state["step"] >= total_steps
+        return not budgeted or any_rank(state["device_seconds"] >= budget_seconds)
+
     start = time.perf_counter()
-    seen = steps = 0
-    flops_per_step = 0
-    history = []
-    if total_steps:
+    resumed_seconds = state["device_seconds"]
+    if budgeted and not out_of_budget():
         images = load_images(cache_dir, records["png"].tolist(), model.image_size)
         data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs)
-        gen = torch.Generator().manual_seed(seed)
+        sampler = StepSampler(len(records), batch_size, seed, state["step"], ranks, options.grad_accum)
+        # its own generator: a loader seeds itself from the global RNG, which a resumed run restores
+        batches = iter(DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=0,
+                                  pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed)))
+        step_module = LossModule(model)
+        if ranks.world > 1:  # unused parameters: e.g. MaMA's late-loss heads before their start step
+            step_module = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         model.train()
-        bar = tqdm(total=total_steps, desc=f"pretrain {method}/{preset}", unit="step")
-        while steps < total_steps:
-            loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) >= batch_size,
-                                collate_fn=collate, generator=gen, num_workers=0)
-            for batch in loader:
-                if steps >= total_steps:
-                    break
-                batch |= {"step": steps, "epoch": data.epoch}
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(steps, total_steps, settings["lr"], warmup)
-                if steps == 0:
-                    with FlopCounterMode(display=False) as counter:
-                        terms = model.training_loss(batch)
-                        terms["loss"].backward()
-                    flops_per_step = counter.get_total_flops()
-                else:
-                    terms = model.training_loss(batch)
-                    terms["loss"].backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                seen += len(batch["image"])
-                logged = {k: float(v) for k, v in terms.items()}
-                history.append({"step": steps, "samples": seen, **logged})
-                bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items()}
-                                | {"samples/s": f"{seen / (time.perf_counter() - start):.0f}"})
-                bar.update(1)
-            data.epoch += 1
+        bar = tqdm(total=total_steps or None, initial=state["step"], desc=f"pretrain {method}/{preset}",
+                   unit="step", disable=not ranks.main)
+        seen_at_start = state["seen"]
+        done = False
+        while not done:
+            step = state["step"]
+            progress = step / total_steps if total_steps else state["device_seconds"] / budget_seconds
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(progress, settings["lr"], warmup_steps / total_steps if total_steps
+                                    else warmup_fraction, step, warmup_steps)
+            measure = state["flops_terms"] is None or state.get("terms_changed", False)
+            counter = FlopCounterMode(display=False) if measure else nullcontext()
+            logged: dict[str, float] = {}
+            with counter:
+                for micro in range(options.grad_accum):
+                    batch = _to_device(next(batches), device)
+                    batch |= {"step": step, "epoch": batch_epoch(step, len(records), batch_size)}
+                    last = micro == options.grad_accum - 1
+                    sync = nullcontext() if last or ranks.world == 1 else step_module.no_sync()
+                    with sync, autocast:
+                        terms = step_module(batch)
+                        (terms["loss"] / options.grad_accum).backward()
+                    for k, v in terms.items():
+                        logged[k] = logged.get(k, 0.0) + float(v.detach()) / options.grad_accum
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if measure:
+                state["flops_per_step"] = int(sum_over_ranks(counter.get_total_flops()))
+                state["flops_terms"] = sorted(terms)
+            state["terms_changed"] = sorted(terms) != state["flops_terms"]
+            state["flops"] += state["flops_per_step"]
+            state["step"] += 1
+            state["seen"] += batch_size
+            state["device_seconds"] = resumed_seconds + (time.perf_counter() - start) * ranks.world
+            logged = mean_over_ranks(logged)
+            state["history"].append({"step": state["step"], "samples": state["seen"], **logged})
+            rate = (state["seen"] - seen_at_start) / (time.perf_counter() - start)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items()} | {"samples/s": f"{rate:.0f}"})
+            bar.update(1)
+            done = out_of_budget()  # a collective under a time budget: every rank asks
+            if ranks.main and state["step"] % options.checkpoint_every == 0 and not done:
+                save_state(resume_dir, model, optimizer, state)
         bar.close()
     wall = time.perf_counter() - start
     model.eval()
-    save_checkpoint(model, out_dir, method, preset, context)
-    n_total = sum(p.numel() for p in model.parameters())
     ledger = {
-        "method": method, "preset": preset, "seed": seed, "samples_seen": seen, "samples_budget": samples_seen,
-        "optimizer_steps": steps, "batch_size": batch_size, "wall_seconds": round(wall, 3),
-        "device": "cpu", "device_name": platform.processor() or platform.machine(), "threads": threads,
-        "device_seconds": round(wall, 3),
-        "flops": int(flops_per_step * steps),
-        "flops_note": "torch.utils.flop_counter on the first step (2*m*n*k per matmul), times steps",
-        "params_total": n_total, "params_trainable": sum(p.numel() for p in params),
-        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "method": method, "preset": preset, "seed": seed, "samples_seen": state["seen"],
+        "samples_budget": options.samples_seen, "device_hours_budget": options.device_hours,
+        "optimizer_steps": state["step"], "batch_size": batch_size, "grad_accum": options.grad_accum,
+        "processes": ranks.world, "gather_negatives": options.gather_negatives,
+        "wall_seconds": round(wall, 3), "resumed": loaded is not None,
+        "device": device.type, "device_name": device_name(device), "threads": threads,
+        "device_seconds": round(state["device_seconds"], 3),
+        "flops": int(state["flops"]),
+        "flops_note": "torch.utils.flop_counter (2*m*n*k per matmul) on the first step and again whenever "
+                      "the set of loss terms changes, summed over ranks, times steps",
+        "params_total": sum(p.numel() for p in model.parameters()), "params_trainable": sum(p.numel() for p in params),
+        "peak_memory_bytes": peak_memory_bytes(device),
         "train_images": len(records), "excluded_no_caption": no_caption, "split_sha256": split_sha256,
-        "final_loss": history[-1]["loss"] if history else None,
+        "final_loss": state["history"][-1]["loss"] if state["history"] else None,
     }
-    (Path(out_dir) / "ledger.json").write_text(json.dumps(ledger, indent=2) + "\n")
-    pd.DataFrame(history).to_csv(Path(out_dir) / "metrics.csv", index=False)
+    if ranks.main:
+        save_checkpoint(model, out_dir, method, preset, context)
+        (Path(out_dir) / "ledger.json").write_text(json.dumps(ledger, indent=2) + "\n")
+        pd.DataFrame(state["history"]).to_csv(Path(out_dir) / "metrics.csv", index=False)
+        clear_state(resume_dir)
+    close_distributed()
     return ledger
+
+
+def batch_epoch(step: int, n_records: int, global_batch: int) -> int:
+    return step // max(1, n_records // global_batch)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -5,6 +5,7 @@ settings. A method subclasses it, names its presets, pools text its own way and 
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -22,7 +23,7 @@ def split_weights(weights) -> tuple[str | None, str | None]:
     return weights, None
 
 
-class DualEncoder(nn.Module):
+class DualEncoder(nn.Module, abc.ABC):
     batch_needs: tuple[str, ...] = ("image", "caption")
 
     def __init__(self, *, image_size: int, train: dict, augment: dict, image: dict, text: dict, embed_dim: int,
@@ -57,6 +58,14 @@ class DualEncoder(nn.Module):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.project_text(*self.text_hidden(texts)), dim=-1)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in the backward pass (timm and Hugging Face backbones)."""
+        self.visual.set_grad_checkpointing(enable)
+        if enable:
+            self.text.model.gradient_checkpointing_enable()
+        else:
+            self.text.model.gradient_checkpointing_disable()
+
     # --- what a method may override -------------------------------------------------------
     def text_hidden(self, texts: list[str]):
         out, ids, mask = self.text(texts)
@@ -65,5 +74,6 @@ class DualEncoder(nn.Module):
     def project_image(self, features_nf: torch.Tensor) -> torch.Tensor:
         return self.image_head(features_nf)
 
+    @abc.abstractmethod
     def project_text(self, hidden_ntd: torch.Tensor, mask_nt: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError  # each method pools its text its own way
+        """Pool and project text hidden states to the joint space; each method pools its own way."""

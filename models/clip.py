@@ -22,6 +22,7 @@ from benchmark.data.images import Augment
 from benchmark.data.tokenizer import load_tokenizer
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_model
+from models.gather import gather_rows
 from models.losses import ClipLoss
 
 
@@ -100,9 +101,12 @@ class Clip(nn.Module):
         self.clip.encode_image(images)
         return self._pooled
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.clip.set_grad_checkpointing(enable)
+
     def training_loss(self, batch: dict) -> dict:
-        image_nd = self.encode_image(batch["image"])
-        text_nd = self.encode_text(batch["caption"])
+        image_nd = gather_rows(self.encode_image(batch["image"]))
+        text_nd = gather_rows(self.encode_text(batch["caption"]))
         loss = self.loss_fn(image_nd, text_nd, self.clip.logit_scale)
         return {"loss": loss, "clip": loss.detach(),
                 "logit_scale": self.clip.logit_scale.detach().clamp(max=math.log(100)).exp()}

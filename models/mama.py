@@ -30,6 +30,7 @@ from benchmark.data.captions import SEP
 from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.encoders import masked_mean, mlp
+from models.gather import gather_padded, gather_rows
 from models.losses import ClipLoss, LocalAlignmentLoss, NTXentLoss
 
 LORA = dict(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"])
@@ -100,23 +101,28 @@ class MaMA(DualEncoder):
         mask_ns[rows, order] = 1
         return F.normalize(self.sentence_head(sent_nsd), dim=-1), mask_ns
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        super().set_grad_checkpointing(enable)
+        self.grad_checkpointing = enable  # _tokens runs the blocks itself
+
     def training_loss(self, batch: dict) -> dict:
         tokens1 = self._tokens(batch["image"])
         global1 = tokens1.mean(dim=1)
-        image1 = F.normalize(self.image_head(global1), dim=-1)
+        image1 = gather_rows(F.normalize(self.image_head(global1), dim=-1))
         out, ids, mask = self.text(batch["caption"])
-        text_nd = F.normalize(self.project_text(out.last_hidden_state, mask), dim=-1)
+        text_nd = gather_rows(F.normalize(self.project_text(out.last_hidden_state, mask), dim=-1))
         clip1 = self.clip_loss(image1, text_nd, self.logit_scale)
         terms = {"clip_view1": clip1}
         if batch.get("step", 0) >= self.late_loss_start_step:
             tokens2 = self._tokens(batch["view2"])
             global2 = tokens2.mean(dim=1)
-            image2 = F.normalize(self.image_head(global2), dim=-1)
-            terms["ntxent"] = self.ntxent(F.normalize(self.ntxent_head(global1), dim=-1),
-                                          F.normalize(self.ntxent_head(global2), dim=-1))
+            image2 = gather_rows(F.normalize(self.image_head(global2), dim=-1))
+            terms["ntxent"] = self.ntxent(gather_rows(F.normalize(self.ntxent_head(global1), dim=-1)),
+                                          gather_rows(F.normalize(self.ntxent_head(global2), dim=-1)))
             terms["clip_view2"] = self.clip_loss(image2, text_nd, self.logit_scale)
             patches = F.normalize(self.local_head(tokens1[:, self.visual.num_prefix_tokens:]), dim=-1)
             sentences, sentence_mask = self._sentences(out.last_hidden_state, ids)
-            terms["sla"] = self.sla(patches, sentences, sentence_mask, self.sla_logit_scale)
+            terms["sla"] = self.sla(gather_rows(patches), gather_padded(sentences), gather_padded(sentence_mask),
+                                    self.sla_logit_scale)
         loss = sum(terms.values())
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}

@@ -21,6 +21,7 @@ from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.convirt import TINY_TEXT
 from models.encoders import masked_mean
+from models.gather import gather_rows
 from models.losses import SemanticMatchingLoss
 
 
@@ -53,7 +54,7 @@ class MedCLIP(DualEncoder):
         return self.text_head(masked_mean(hidden_ntd, mask_nt))
 
     def training_loss(self, batch: dict) -> dict:
-        labels = batch["label_vector"]
-        loss = self.loss_fn(self.encode_image(batch["image"]), self.encode_text(batch["caption"]), labels, labels,
-                            self.logit_scale)
+        labels = gather_rows(batch["label_vector"])
+        loss = self.loss_fn(gather_rows(self.encode_image(batch["image"])),
+                            gather_rows(self.encode_text(batch["caption"])), labels, labels, self.logit_scale)
         return {"loss": loss, "semantic": loss.detach()}

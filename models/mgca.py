@@ -23,6 +23,7 @@ from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.convirt import TINY_TEXT
 from models.encoders import mlp
+from models.gather import gather_rows
 
 TEMPERATURE = 0.07
 
@@ -87,10 +88,12 @@ class MGCA(DualEncoder):
         word_weight_nt = out.attentions[-1][:, :, 0, :].mean(1) * word_mask_nt
         words_ntd = F.normalize(self.text_local_head(hidden_ntd), dim=-1)
 
+        # instance and prototype terms over the global batch; the token term is per sample
+        token = self.token_loss(words_ntd, word_mask_nt, word_weight_nt, patches_npd, patch_weight_np)
+        image_nd, text_nd = gather_rows(image_nd), gather_rows(text_nd)
         logits_nn = image_nd @ text_nd.T / TEMPERATURE
         targets = torch.arange(len(logits_nn), device=logits_nn.device)
         instance = F.cross_entropy(logits_nn, targets) + F.cross_entropy(logits_nn.T, targets)
-        token = self.token_loss(words_ntd, word_mask_nt, word_weight_nt, patches_npd, patch_weight_np)
         with torch.no_grad():
             self.prototypes.data = F.normalize(self.prototypes.data, dim=-1)
         prototypes = self.prototypes.detach() if batch.get("epoch", 1) == 0 else self.prototypes

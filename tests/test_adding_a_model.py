@@ -47,4 +47,6 @@ def test_tutorial_model_runs_through_the_ci_workflow(tmp_path):
     assert set(rows.protocol) == {"zeroshot", "linear_probe"}
     assert rows.delta_vs_ref.notna().all()  # compared with the reference model on the same resamples
     budget = pd.read_csv(tmp_path / "results/budget.csv").set_index("model")
-    assert budget.loc["siglip", "samples_seen"] == budget.loc["mama", "samples_seen"]
+    # the same budget as every other method, within one batch
+    assert abs(budget.loc["siglip", "samples_seen"] - budget.loc["mama", "samples_seen"]) < \
+        max(budget.loc["siglip", "batch_size"], budget.loc["mama", "batch_size"])

@@ -7,22 +7,12 @@ import torch
 
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import Augment
-from benchmark.data.tokenizer import train_tokenizer
 from benchmark.registry import available_models, build_model
 from benchmark.train import BATCH_FIELDS, collate
 
 METHODS = ["clip", "convirt", "mgca", "medclip", "mama"]
 REC = {"study_description": "MG Screening Bilateral", "reason": "screening", "age": "56", "race": "Asian",
        "ethnicity": "Unreported", "image_type": "2D", "laterality": "L", "view": "CC"}
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    texts = [join_sentences(embed_sentences(REC | {"density": d, "birads": b, "massshape": "X" if b > 3 else ""}))
-             for d in (1, 2, 3, 4) for b in range(7)]
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_tokenizer(texts, 400, path)
-    return str(path)
 
 
 def _batch(model, n=16):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -333,7 +333,3 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
                "cancer_breasts": int(sum(r["cancer"] for r in rows) // 2), "shape": list(shape)}
     (root / "SYNTHETIC.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def lesion_as_dict(lesion: Lesion) -> dict:
-    return asdict(lesion)

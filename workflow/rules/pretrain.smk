@@ -1,4 +1,9 @@
-# Pretraining under the shared samples-seen budget; checkpoint + ledger per (model, seed).
+# Pretraining under the shared budget; checkpoint + ledger per (model, seed). With
+# pretrain.gpus > 1 the job runs the trainer under torchrun (one process per GPU).
+
+GPUS = config["pretrain"]["gpus"]
+TRAIN = (f"python -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m benchmark"
+         if GPUS > 1 else BENCH)
 
 
 rule pretrain:
@@ -13,9 +18,13 @@ rule pretrain:
         tokenizer=lambda wc, input: f"--tokenizer {input.tokenizer}" if input.tokenizer else "",
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
     threads: THREADS
+    resources:
+        gpu=GPUS,
+        runtime=config["pretrain"]["runtime_minutes"],
+        mem_mb=config["pretrain"]["mem_mb"],
     log:
         f"{R}/logs/pretrain/{{model}}-seed{{seed}}.log",
     shell:
-        "{BENCH} pretrain --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
+        "{TRAIN} pretrain --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
         "--manifest {input.manifest} --split {input.split} {params.tokenizer} --out-dir {params.out} "
         "--threads {threads} 2> {log}"

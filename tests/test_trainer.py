@@ -1,0 +1,164 @@
+"""The shared trainer: data parallelism equals one process, a killed run resumes to the same
+weights, the budget and the sampler are what they claim (METHODS.md section 5)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from benchmark.distributed import Ranks
+from benchmark.errors import BenchmarkError
+from benchmark.train import RunOptions, StepSampler, global_batch_size, lr_at, step_indices
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _torchrun(*args: str, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["clip", "mama"])
+def test_two_gloo_ranks_equal_one_process_on_the_global_batch(model, tokenizer, tmp_path):
+    out = tmp_path / "ddp.json"
+    _torchrun("tests/ddp_worker.py", "--model", model, "--tokenizer", tokenizer, "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["world"] == 2 and result["params_compared"] > 10 and not result["params_mismatched"]
+    assert abs(result["loss"] - result["ref_loss"]) < 1e-5
+    assert result["grad_max_abs_diff"] < 1e-5 < result["grad_max_abs"]
+
+
+@pytest.mark.slow
+def test_per_rank_negatives_switch_changes_the_loss(tokenizer, tmp_path):
+    """gather_negatives: false (the official MaMA behaviour) contrasts each rank's half only."""
+    out = tmp_path / "ddp.json"
+    _torchrun("tests/ddp_worker.py", "--model", "mama", "--gather", "0", "--tokenizer", tokenizer, "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["loss"] < result["ref_loss"] - 0.5  # fewer negatives, easier task
+
+
+# --- pretraining through the CLI: resume after kill -9, torchrun --------------------------
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A small EMBED cache, split and tokenizer made with the project's own commands."""
+    base = tmp_path_factory.mktemp("trainer")
+    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    config["results"] = str(base)
+    config["data"] = {"embed": {"root": str(base / "data/embed"),
+                                "synthetic": {"patients": 30, "rows": 128, "cols": 104, "seed": 5}}}
+    config["tasks"] = ["embed/density"]
+    config["preprocess"] = {"long_side": 96}
+    config["pretrain"] |= {"samples_seen": 48 * 12, "checkpoint_every": 2}
+    config["models"]["mama"]["overrides"] = {"late_loss_start_step": 5}  # the loss terms change mid-run
+    path = base / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bench = [sys.executable, "-m", "benchmark"]
+    for args in (["synth", "--dataset", "embed", "--out", str(base / "data/embed")],
+                 ["preprocess", "--dataset", "embed", "--out-dir", str(base / "cache/embed")],
+                 ["split", "--dataset", "embed", "--manifest", str(base / "cache/embed/manifest.csv"),
+                  "--out", str(base / "split.csv")],
+                 ["tokenizer", "--manifest", str(base / "cache/embed/manifest.csv"), "--split",
+                  str(base / "split.csv"), "--out", str(base / "tokenizer.json")]):
+        run = subprocess.run(bench + [args[0], "--config", str(path)] + args[1:], capture_output=True, text=True,
+                             cwd=REPO)
+        assert run.returncode == 0, run.stderr[-2000:]
+    return base, path
+
+
+def _pretrain_cmd(prepared, model: str, out: Path) -> list[str]:
+    base, config = prepared
+    return ["-m", "benchmark", "pretrain", "--config", str(config), "--model", model, "--seed", "0",
+            "--manifest", str(base / "cache/embed/manifest.csv"), "--split", str(base / "split.csv"),
+            "--tokenizer", str(base / "tokenizer.json"), "--out-dir", str(out), "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_ends_with_the_uninterrupted_weights(prepared, tmp_path):
+    """MaMA crosses its late-loss start step (a change of loss terms) during the run."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "mama", straight)], capture_output=True,
+                         text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+    proc = subprocess.Popen([sys.executable, *_pretrain_cmd(prepared, "mama", killed)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (killed / "resume/latest").exists() or "step-00000004" not in (killed / "resume/latest").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()
+
+    rerun = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "mama", killed)], capture_output=True,
+                           text=True, cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resume: step" in rerun.stdout
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    ledger_a = json.loads((straight / "ledger.json").read_text())
+    ledger_b = json.loads((killed / "ledger.json").read_text())
+    for key in ("samples_seen", "optimizer_steps", "flops", "final_loss"):
+        assert ledger_a[key] == ledger_b[key], key
+    assert ledger_b["resumed"] and not (killed / "resume").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_under_torchrun_with_two_cpu_processes(prepared, tmp_path):
+    out = tmp_path / "ddp"
+    _torchrun(*_pretrain_cmd(prepared, "clip", out))
+    ledger = json.loads((out / "ledger.json").read_text())
+    assert ledger["processes"] == 2 and ledger["samples_seen"] == 64 * 9 and ledger["optimizer_steps"] == 9
+    assert ledger["flops"] > 0 and np.isfinite(ledger["final_loss"])
+
+
+# --- units -----------------------------------------------------------------------------
+
+def test_step_indices_are_whole_batches_of_a_seeded_permutation():
+    epoch0 = np.concatenate([step_indices(10, 3, seed=1, step=s)[1] for s in range(3)])
+    assert len(set(epoch0)) == 9 and step_indices(10, 3, 1, 3)[0] == 1
+    assert (step_indices(10, 3, 1, 4)[1] == step_indices(10, 3, 1, 4)[1]).all()
+    assert not (step_indices(10, 3, 1, 0)[1] == step_indices(10, 3, 1, 3)[1]).all()
+
+
+def test_ranks_and_micro_batches_partition_each_global_batch():
+    keys = []
+    for rank in (0, 1):
+        sampler = iter(StepSampler(40, 8, seed=0, start_step=5, ranks=Ranks(rank, 2), grad_accum=2))
+        keys += [next(sampler), next(sampler)]  # this rank's two micro-batches of step 5
+    assert all(len(k) == 2 for k in keys)
+    epoch, indices = step_indices(40, 8, 0, 5)
+    assert [i for k in keys for _, i in k] == list(indices) and {e for k in keys for e, _ in k} == {epoch}
+
+
+def test_global_batch_must_split_evenly():
+    assert global_batch_size(48, 1000, world=2, grad_accum=3) == 48
+    assert global_batch_size(64, 30, world=2, grad_accum=1) == 30
+    with pytest.raises(BenchmarkError, match="not divisible"):
+        global_batch_size(48, 1000, world=5, grad_accum=1)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    lrs = [lr_at(s / 100, 1.0, 10 / 100, s, 10) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lr_at(0.5, 1.0, 0.1) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.4 / 0.9)))  # time budget
+
+
+def test_run_options_from_config_zero_the_budget_of_an_untrained_control():
+    section = {"dataset": "embed", "samples_seen": 100, "grad_accum": 2, "caption_mask_prob": 0.8}
+    assert RunOptions.from_config(section).grad_accum == 2
+    assert RunOptions.from_config(section, pretrain=False).samples_seen == 0
