@@ -92,7 +92,7 @@ def cmd_split(args, config):
 
     split_cfg = config["split"]
     table = make_split(_manifest(args.manifest), split_cfg["stratify"][args.dataset], split_cfg["seed"],
-                       split_cfg["ratios"], split_cfg["fractions"])
+                       split_cfg["ratios"], split_cfg["fractions"], split_cfg["draws"])
     digest = write_split(table, Path(args.out))
     counts = table["split"].value_counts().to_dict()
     print(f"split {args.dataset}: {counts} patients; sha256 {digest[:12]}")
@@ -159,8 +159,11 @@ def cmd_features(args, config):
              embeddings=embeddings.astype(np.float32))
     print(f"features: {features.shape}, embeddings {embeddings.shape} -> {args.out}")
     # Zero-shot needs the loaded model's text tower: score the tasks here, saving a model load.
-    for task, out in zip(args.zeroshot_task, args.zeroshot_out):
-        _zeroshot(args, config, model, task, args.out, out)
+    if len(args.zeroshot_kind) not in (0, len(args.zeroshot_task)):
+        raise BenchmarkError("features: give --zeroshot-prefixed or --zeroshot-plain for every --zeroshot-task")
+    kinds = args.zeroshot_kind or ["zeroshot"] * len(args.zeroshot_task)
+    for task, out, protocol in zip(args.zeroshot_task, args.zeroshot_out, kinds):
+        _zeroshot(args, config, model, task, args.out, out, protocol)
 
 
 def _task_records(args, config, splits, task_key):
@@ -185,16 +188,20 @@ def _load_features(path, records):
     return data["features"][rows], data["embeddings"][rows]
 
 
-def _zeroshot(args, config, model, task_key, features_path, out):
+def _zeroshot(args, config, model, task_key, features_path, out, protocol="zeroshot"):
     from benchmark.evaluate.predictions import write_predictions
-    from benchmark.evaluate.zeroshot import load_prompts, zeroshot_scores
+    from benchmark.evaluate.zeroshot import load_prompts, prefixed_zeroshot_scores, zeroshot_scores
 
-    task, records = _task_records(args, config, ("test",), task_key)
+    task, records = _task_records(args, config, ("val", "test"), task_key)  # val: thresholds for sens/spec
     _, embeddings = _load_features(features_path, records)
-    scores = zeroshot_scores(model, embeddings, load_prompts(Path(config["zeroshot"]["prompts"]), task))
-    write_predictions(Path(out), records, scores, task=task, protocol="zeroshot", fraction=None,
+    prompts = load_prompts(Path(config["zeroshot"]["prompts"]), task)
+    if protocol == "zeroshot_prefixed":
+        scores = prefixed_zeroshot_scores(model, embeddings, prompts, records)
+    else:
+        scores = zeroshot_scores(model, embeddings, prompts)
+    write_predictions(Path(out), records, scores, task=task, protocol=protocol, fraction=None,
                       model=args.model, seed=args.seed)
-    print(f"zeroshot {args.model} {task.key}: {len(records)} test images -> {out}")
+    print(f"{protocol} {args.model} {task.key}: {len(records)} test images -> {out}")
 
 
 def cmd_zeroshot(args, config):
@@ -209,45 +216,109 @@ def cmd_zeroshot(args, config):
 def cmd_probe(args, config):
     import json
 
-    from benchmark.data.split import fraction_column, read_split
-    from benchmark.evaluate.predictions import write_predictions
-    from benchmark.evaluate.probe import fit_probe, predict_probe
+    import numpy as np
+    import pandas as pd
 
-    if len(args.fraction) != len(args.out):
-        raise BenchmarkError("probe: give one --out per --fraction")
+    from benchmark.data.split import fraction_column, fraction_draws, read_split
+    from benchmark.evaluate.predictions import write_predictions
+    from benchmark.evaluate.probe import fit_probe, fit_sgd_probe, predict_probe, predict_sgd_probe
+
+    cells = [(f, d) for f in args.fraction for d in fraction_draws(f, config["split"]["draws"])]
+    if len(cells) != len(args.out):
+        raise BenchmarkError(f"probe: give one --out per (fraction, draw): {len(cells)} for {args.fraction} with "
+                             f"split.draws {config['split']['draws']}")
     task, records = _task_records(args, config, ("train", "val", "test"), args.task)
     split = read_split(args.split)
     val, test = records[records["split"] == "val"], records[records["split"] == "test"]
     x_val, x_test = _load_features(args.features, val)[0], _load_features(args.features, test)[0]
     probe_cfg = config["linear_probe"]
-    for fraction, out in zip(args.fraction, args.out):
-        column = fraction_column(fraction)
+    for (fraction, draw), out in zip(cells, args.out):
+        column = fraction_column(fraction, draw)
         if column not in split.columns:
-            raise BenchmarkError(f"{args.split}: no column {column} (fraction {fraction} not in split.fractions)")
+            raise BenchmarkError(f"{args.split}: no column {column} (fraction {fraction}, draw {draw}: not in "
+                                 "split.fractions / split.draws)")
         in_fraction = set(split.loc[(split["split"] == "train") & (split[column] == 1), "patient_id"])
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+        x_train, y_train, y_val = _load_features(args.features, train)[0], train["label"].to_numpy(), \
+            val["label"].to_numpy()
         try:
-            scaler, clf, chosen_c, sweep = fit_probe(
-                _load_features(args.features, train)[0], train["label"].to_numpy(), x_val, val["label"].to_numpy(),
-                task.n_classes, probe_cfg["C"], probe_cfg["max_iter"], args.seed)
+            if probe_cfg["solver"] == "mama_sgd":
+                scaler, clf, chosen, sweep = fit_sgd_probe(x_train, y_train, x_val, y_val, task.n_classes,
+                                                           probe_cfg["epochs"], probe_cfg["batch_size"], args.seed)
+                predict = predict_sgd_probe
+            else:
+                scaler, clf, chosen, sweep = fit_probe(x_train, y_train, x_val, y_val, task.n_classes,
+                                                       probe_cfg["C"], probe_cfg["max_iter"], args.seed)
+                predict = predict_probe
         except ValueError as exc:
-            raise BenchmarkError(f"probe {args.model} {task.key} fraction {fraction}: {exc}") from None
-        write_predictions(Path(out), test, predict_probe(scaler, clf, x_test, task.n_classes), task=task,
-                          protocol="linear_probe", fraction=fraction, model=args.model, seed=args.seed)
+            raise BenchmarkError(f"probe {args.model} {task.key} fraction {fraction} draw {draw}: {exc}") from None
+        scores = predict(scaler, clf, np.concatenate([x_val, x_test]), task.n_classes)
+        write_predictions(Path(out), pd.concat([val, test]), scores, task=task, protocol="linear_probe",
+                          fraction=fraction, model=args.model, seed=args.seed, draw=draw)
+        choice = "chosen_epoch" if probe_cfg["solver"] == "mama_sgd" else "chosen_C"
         Path(out).with_suffix(".json").write_text(json.dumps(
-            {"chosen_C": chosen_c, "train_images": len(train), "train_patients": train["patient_id"].nunique(),
-             "sweep": sweep}, indent=2) + "\n")
-        print(f"probe {args.model} {task.key} @ {fraction:g}: {len(train)} training images, C={chosen_c}")
+            {"solver": probe_cfg["solver"], choice: chosen, "train_images": len(train),
+             "train_patients": train["patient_id"].nunique(), "sweep": sweep}, indent=2) + "\n")
+        print(f"probe {args.model} {task.key} @ {fraction:g} draw {draw}: {len(train)} training images, "
+              f"{choice} {chosen}")
+
+
+def cmd_finetune(args, config):
+    import json
+
+    import torch
+
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.data.images import load_images
+    from benchmark.data.split import fraction_column, read_split
+    from benchmark.evaluate.finetune import finetune, predict
+    from benchmark.evaluate.predictions import write_predictions
+
+    if len(args.fraction) != len(args.out):
+        raise BenchmarkError("finetune: give one --out per --fraction")
+    torch.set_num_threads(args.threads)
+    cfg = config["finetune"]
+    task, records = _task_records(args, config, ("train", "val", "test"), args.task)
+    split = read_split(args.split)
+    cache = Path(args.manifest).parent
+    for fraction, out in zip(args.fraction, args.out):
+        in_fraction = set(split.loc[(split["split"] == "train") & (split[fraction_column(fraction)] == 1),
+                                    "patient_id"])
+        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+        evaluated = records[records["split"].isin(["val", "test"])]
+        val = evaluated[evaluated["split"] == "val"]
+        model = load_checkpoint(Path(args.checkpoint))  # afresh for every fraction
+        size = model.image_size
+        try:
+            classifier, history = finetune(
+                model, load_images(cache, train["png"].tolist(), size), train["label"].to_numpy(),
+                load_images(cache, val["png"].tolist(), size), val["label"].to_numpy(), task.n_classes,
+                steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                eval_every=cfg["eval_every"], patience=cfg["patience"], seed=args.seed)
+        except ValueError as exc:
+            raise BenchmarkError(f"finetune {args.model} {task.key} fraction {fraction}: {exc}") from None
+        scores = predict(classifier, load_images(cache, evaluated["png"].tolist(), size))
+        write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
+                          model=args.model, seed=args.seed)
+        best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
+        Path(out).with_suffix(".json").write_text(json.dumps(
+            {"train_images": len(train), "steps_run": history[-1]["step"], "best_step": best["step"],
+             "history": history}, indent=2) + "\n")
+        print(f"finetune {args.model} {task.key} @ {fraction:g}: {len(train)} images, best step {best['step']}")
 
 
 def cmd_table(args, config):
     from benchmark.tables import build_budget, build_table
+    from benchmark.wide_tables import to_latex, to_markdown
 
     stats = config["stats"]
     table = build_table([Path(p) for p in args.predictions], stats["n_boot"], stats["seed"], stats["ci"],
                         stats.get("reference_model"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    out.with_suffix(".md").write_text(to_markdown(table))
+    out.with_suffix(".tex").write_text(to_latex(table))
     if args.ledgers:
         build_budget([Path(p) for p in args.ledgers]).to_csv(args.budget_out, index=False)
     print(f"table: {len(table)} rows -> {args.out}")
@@ -313,11 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("features", cmd_features, "image features and embeddings for every split (+ zero-shot predictions)",
         model, seed, (["--checkpoint"], req), manifest, split, (["--out"], req),
         (["--zeroshot-task"], {"action": "append", "default": [], "help": "also score this task zero-shot"}),
-        (["--zeroshot-out"], {"action": "append", "default": [], "help": "predictions file for each task"}))
+        (["--zeroshot-out"], {"action": "append", "default": [], "help": "predictions file for each task"}),
+        (["--zeroshot-prefixed"], {"dest": "zeroshot_kind", "action": "append_const", "const": "zeroshot_prefixed",
+                                   "help": "this task's prompts get each image's metadata prefix (MaMA)"}),
+        (["--zeroshot-plain"], {"dest": "zeroshot_kind", "action": "append_const", "const": "zeroshot",
+                                "help": "this task's prompts as they are (the default protocol)"}))
     add("zeroshot", cmd_zeroshot, "zero-shot predictions on the test split", model, seed, task, manifest, split,
         (["--checkpoint"], req), (["--features"], req), (["--out"], req))
     add("probe", cmd_probe, "linear-probe predictions on the test split", model, seed, task, manifest, split,
         (["--features"], req), (["--fraction"], {"type": float, "nargs": "+", **req}),
+        (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
+    add("finetune", cmd_finetune, "fine-tune encoder + linear head; predictions on validation and test", model,
+        seed, task, manifest, split, (["--checkpoint"], req), (["--fraction"], {"type": float, "nargs": "+", **req}),
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per fraction"}))
     add("table", cmd_table, "bootstrap statistics: predictions to table.csv (and budget.csv)",
         (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),

@@ -94,6 +94,11 @@ def check_semantics(config: dict) -> None:
         raise BenchmarkError(f"config: tokenizer.dataset: {config['tokenizer']['dataset']!r} is not in data")
     if 1.0 not in config["split"]["fractions"]:
         raise BenchmarkError("config: split.fractions: must include 1.0 (the full training set)")
+    extra = sorted(set(config["finetune"]["fractions"]) - set(config["split"]["fractions"]))
+    if config["finetune"]["enabled"] and set(config["finetune"].get("tasks", [])) - set(config["tasks"]):
+        raise BenchmarkError("config: finetune.tasks: must be a subset of tasks")
+    if config["finetune"]["enabled"] and extra:
+        raise BenchmarkError(f"config: finetune.fractions: {extra} not in split.fractions")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, models: bool = True) -> dict:

@@ -3,13 +3,145 @@
 A bootstrap resample draws patients with replacement within strata (a patient's
 stratum is their rarest class in the test set), so every class stays in every
 resample and a patient's images move together. A resample is a (B, P) matrix of
-patient multiplicities; metrics are computed for all resamples at once with
-per-image weights. Paired deltas between two models use the same matrix.
+patient multiplicities; metrics are computed for all resamples at once, reading each
+unit's weight through its patient: weight[b, i] = counts_bp[b, patient_n[i]]. All
+sums over units become sparse (unit -> patient) products, so a metric costs about
+B x N multiply-adds and never builds a (B, N) weight matrix.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from scipy import sparse
+
+
+def _patient_sums(patient_n: np.ndarray, group_n: np.ndarray, values_n: np.ndarray, n_patients: int,
+                  n_groups: int) -> sparse.csr_matrix:
+    """(G, P) sparse matrix: the sum of ``values`` over the units of each (group, patient)."""
+    return sparse.csr_matrix((values_n, (group_n, patient_n)), shape=(n_groups, n_patients))
+
+
+def _weighted(matrix_gp: sparse.csr_matrix, counts_pb: np.ndarray) -> np.ndarray:
+    """(G, B): each group's weighted sum in every resample."""
+    return np.asarray(matrix_gp @ counts_pb)
+
+
+def clustered_recalls(y_n: np.ndarray, pred_n: np.ndarray, n_classes: int, counts_bp: np.ndarray,
+                      patient_n: np.ndarray) -> np.ndarray:
+    """(K, B): each class's recall in every resample; NaN where the class is absent."""
+    n_patients = counts_bp.shape[1]
+    counts_pb = _counts_pb(counts_bp)
+    correct_n = (pred_n == y_n).astype(np.float32)
+    total_kb = _weighted(_patient_sums(patient_n, y_n, np.ones(len(y_n), np.float32), n_patients, n_classes),
+                         counts_pb).astype(np.float64)
+    correct_kb = _weighted(_patient_sums(patient_n, y_n, correct_n, n_patients, n_classes),
+                           counts_pb).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total_kb > 0, correct_kb / total_kb, np.nan)
+
+
+def clustered_bacc(y_n: np.ndarray, scores_nk: np.ndarray, counts_bp: np.ndarray, patient_n: np.ndarray) -> np.ndarray:
+    """Balanced accuracy (mean recall over the classes present, argmax prediction) in every resample."""
+    recall_kb = clustered_recalls(y_n, scores_nk.argmax(axis=1), scores_nk.shape[1], counts_bp, patient_n)
+    present_b = np.isfinite(recall_kb).sum(axis=0)
+    return np.where(present_b > 0, np.nansum(recall_kb, axis=0) / np.maximum(present_b, 1), np.nan)
+
+
+def youden_threshold(y_n: np.ndarray, score_n: np.ndarray) -> float:
+    """The score threshold (predict positive at >= t) maximising sensitivity + specificity."""
+    positive = np.asarray(y_n) == 1
+    if positive.all() or not positive.any():
+        return float("nan")
+    candidates = np.unique(score_n)
+    pos, neg = np.sort(score_n[positive]), np.sort(score_n[~positive])
+    sens = 1 - np.searchsorted(pos, candidates, side="left") / len(pos)  # share of positives >= t
+    spec = np.searchsorted(neg, candidates, side="left") / len(neg)  # share of negatives < t
+    return float(candidates[int(np.argmax(sens + spec))])
+
+
+def clustered_sens_spec(y_n: np.ndarray, score_n: np.ndarray, threshold: float, counts_bp: np.ndarray,
+                        patient_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sensitivity and specificity at a fixed threshold (chosen on validation) per resample."""
+    if np.isnan(threshold):
+        nan = np.full(counts_bp.shape[0], np.nan)
+        return nan, nan
+    recall_kb = clustered_recalls(np.asarray(y_n, int), (score_n >= threshold).astype(int), 2, counts_bp, patient_n)
+    return recall_kb[1], recall_kb[0]
+
+
+def clustered_binary_auc(score_n: np.ndarray, positive_n: np.ndarray, counts_bp: np.ndarray,
+                         patient_n: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC (ties count one half) in every resample; NaN without both classes.
+
+    Positives are grouped by tied score. For each positive group g the weighted count of
+    negatives strictly below it is a cumulative sum over the negatives falling between
+    consecutive positive groups, so only (positive groups) x B numbers are ever dense."""
+    return _binary_auc(score_n, positive_n.astype(bool), _counts_pb(counts_bp), patient_n)
+
+
+def _counts_pb(counts_bp: np.ndarray) -> np.ndarray:
+    """Resample multiplicities as (P, B) float32: exact for counts below 2**24."""
+    return np.ascontiguousarray(counts_bp.T, dtype=np.float32)
+
+
+def _binary_auc(score_n, positive_n, counts_pb, patient_n) -> np.ndarray:
+    n_patients, n_boot = counts_pb.shape
+    pos_scores = np.unique(score_n[positive_n])  # the positive groups, ascending
+    n_groups = len(pos_scores)
+    if n_groups == 0 or positive_n.all():
+        return np.full(n_boot, np.nan)
+    neg_scores, neg_patients = score_n[~positive_n], patient_n[~positive_n]
+    # a negative's slot: the first positive group scoring >= it (n_groups: above every positive)
+    slot = np.searchsorted(pos_scores, neg_scores, side="left")
+    tied = (slot < n_groups) & (pos_scores[np.minimum(slot, n_groups - 1)] == neg_scores)
+    ones = np.ones(len(neg_scores), np.float32)
+    between_gb = _weighted(_patient_sums(neg_patients[~tied], slot[~tied], ones[~tied], n_patients, n_groups + 1),
+                           counts_pb)
+    pos_gb = _weighted(_patient_sums(patient_n[positive_n], np.searchsorted(pos_scores, score_n[positive_n]),
+                                     np.ones(int(positive_n.sum()), np.float32), n_patients, n_groups), counts_pb)
+    # Weighted counts are integers below 2**24, so float32 sums and products are exact;
+    # only the sums over groups, which can exceed that, are taken in float64.
+    neg_total_b = between_gb.sum(axis=0, dtype=np.float64)
+    pos_total_b = pos_gb.sum(axis=0, dtype=np.float64)
+    np.cumsum(between_gb, axis=0, out=between_gb)  # now: negatives between, at or below each group
+    numerator_b = (pos_gb * between_gb[:n_groups]).sum(axis=0, dtype=np.float64)
+    if tied.any():  # negatives tied with positive group h: below every later group, half for h itself
+        tied_rows, tied_group = np.unique(slot[tied], return_inverse=True)
+        tied_tb = _weighted(_patient_sums(neg_patients[tied], tied_group, ones[tied], n_patients, len(tied_rows)),
+                            counts_pb).astype(np.float64)
+        pos_at_or_below_tb = np.cumsum(pos_gb, axis=0, dtype=np.float64)[tied_rows]
+        pos_at_tb = pos_gb[tied_rows].astype(np.float64)
+        numerator_b += (tied_tb * (pos_total_b - pos_at_or_below_tb + 0.5 * pos_at_tb)).sum(axis=0)
+        neg_total_b += tied_tb.sum(axis=0)
+    denominator_b = pos_total_b * neg_total_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator_b > 0, numerator_b / denominator_b, np.nan)
+
+
+def clustered_auc(y_n: np.ndarray, scores_nk: np.ndarray, counts_bp: np.ndarray, patient_n: np.ndarray) -> np.ndarray:
+    """Binary AUC on the positive-class score, or one-vs-rest macro AUC over the classes present."""
+    counts_pb = _counts_pb(counts_bp)
+    n_classes = scores_nk.shape[1]
+    if n_classes == 2:
+        return _binary_auc(scores_nk[:, 1], y_n == 1, counts_pb, patient_n)
+    present = [k for k in range(n_classes) if (y_n == k).any()]
+    # numpy and scipy release the GIL in the heavy loops: classes run side by side
+    with ThreadPoolExecutor(max_workers=min(len(present), os.cpu_count() or 1)) as pool:
+        per_class = list(pool.map(lambda k: _binary_auc(scores_nk[:, k], y_n == k, counts_pb, patient_n), present))
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.stack(per_class), axis=0)
+
+
+def weighted_bacc(y_n: np.ndarray, scores_nk: np.ndarray, weights_bn: np.ndarray) -> np.ndarray:
+    """Balanced accuracy under per-unit weights (each unit its own cluster)."""
+    return clustered_bacc(y_n, scores_nk, weights_bn, np.arange(len(y_n)))
+
+
+def weighted_auc(y_n: np.ndarray, scores_nk: np.ndarray, weights_bn: np.ndarray) -> np.ndarray:
+    return clustered_auc(y_n, scores_nk, weights_bn, np.arange(len(y_n)))
 
 
 def balanced_accuracy(y: np.ndarray, scores: np.ndarray) -> float:
@@ -20,44 +152,7 @@ def macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
     return float(weighted_auc(np.asarray(y), np.asarray(scores), np.ones((1, len(y))))[0])
 
 
-def weighted_bacc(y_n: np.ndarray, scores_nk: np.ndarray, weights_bn: np.ndarray) -> np.ndarray:
-    """Balanced accuracy (mean recall over classes present) for each row of weights."""
-    n_classes = scores_nk.shape[1]
-    pred_n = scores_nk.argmax(axis=1)
-    onehot_nk = np.eye(n_classes)[y_n]
-    total_bk = weights_bn @ onehot_nk
-    correct_bk = weights_bn @ (onehot_nk * (pred_n == y_n)[:, None])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall_bk = correct_bk / total_bk
-    return np.nanmean(np.where(total_bk > 0, recall_bk, np.nan), axis=1)
-
-
-def weighted_binary_auc(score_n: np.ndarray, positive_n: np.ndarray, weights_bn: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC (ties count one half) for each row of weights; NaN without both classes."""
-    order = np.argsort(score_n, kind="mergesort")
-    s, pos = score_n[order], positive_n[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores
-    w = weights_bn[:, order]
-    neg_bg = np.add.reduceat(w * ~pos, starts, axis=1)
-    pos_bg = np.add.reduceat(w * pos, starts, axis=1)
-    neg_below_bg = np.cumsum(neg_bg, axis=1) - neg_bg
-    numerator = (pos_bg * (neg_below_bg + 0.5 * neg_bg)).sum(axis=1)
-    denominator = pos_bg.sum(axis=1) * neg_bg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, numerator / denominator, np.nan)
-
-
-def weighted_auc(y_n: np.ndarray, scores_nk: np.ndarray, weights_bn: np.ndarray) -> np.ndarray:
-    """Binary AUC on the positive-class score, or one-vs-rest macro AUC over classes present."""
-    n_classes = scores_nk.shape[1]
-    if n_classes == 2:
-        return weighted_binary_auc(scores_nk[:, 1], y_n == 1, weights_bn)
-    per_class = [weighted_binary_auc(scores_nk[:, k], y_n == k, weights_bn)
-                 for k in range(n_classes) if (y_n == k).any()]
-    return np.nanmean(np.stack(per_class), axis=0)
-
-
-METRICS = {"bacc": weighted_bacc, "auc": weighted_auc}
+METRICS = {"bacc": clustered_bacc, "auc": clustered_auc}
 
 
 def patient_strata(y_n: np.ndarray, patient_index_n: np.ndarray, n_patients: int) -> np.ndarray:
@@ -69,14 +164,19 @@ def patient_strata(y_n: np.ndarray, patient_index_n: np.ndarray, n_patients: int
     return stratum
 
 
-def resample_matrix(strata_p: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, P) multiplicities: patients drawn with replacement within each stratum."""
-    counts_bp = np.zeros((n_boot, len(strata_p)), dtype=np.float64)
-    for stratum in np.unique(strata_p):
-        members = np.flatnonzero(strata_p == stratum)
-        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
-        rows = np.repeat(np.arange(n_boot), len(members))
-        np.add.at(counts_bp, (rows, members[draws.ravel()]), 1.0)
+def resample_matrix(strata_p: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 32) -> np.ndarray:
+    """(n_boot, P) float32 multiplicities: patients drawn with replacement within each
+    stratum. Built ``chunk`` resamples at a time so that the counting stays in cache."""
+    n_patients = len(strata_p)
+    members = [np.flatnonzero(strata_p == stratum) for stratum in np.unique(strata_p)]
+    counts_bp = np.zeros((n_boot, n_patients), np.float32)
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        offset_r1 = (np.arange(rows) * n_patients)[:, None]
+        flat = [(m[rng.integers(0, len(m), size=(rows, len(m)))] + offset_r1).ravel() for m in members]
+        if flat:
+            counts = np.bincount(np.concatenate(flat), minlength=rows * n_patients)
+            counts_bp[start:start + rows] = counts.reshape(rows, n_patients)
     return counts_bp
 
 
@@ -97,3 +197,30 @@ def paired_p_value(delta_b: np.ndarray) -> float:
     below = (np.sum(finite <= 0) + 1) / (finite.size + 1)
     above = (np.sum(finite >= 0) + 1) / (finite.size + 1)
     return float(min(1.0, 2 * min(below, above)))
+
+
+def delong_paired(positive_n: np.ndarray, score_a_n: np.ndarray, score_b_n: np.ndarray) -> tuple[float, float]:
+    """DeLong's test of AUC(a) = AUC(b) on the same cases (Sun and Xu's fast algorithm).
+
+    Returns (AUC(a) - AUC(b), two-sided p-value). It assumes independent cases, so it is a
+    cross-check of the patient bootstrap, not a replacement: with several images per
+    patient its variance is too small. NaN when a class is missing."""
+    from scipy.stats import norm, rankdata
+
+    positive_n = np.asarray(positive_n, bool)
+    m, n = int(positive_n.sum()), int((~positive_n).sum())
+    if m < 2 or n < 2:
+        return float("nan"), float("nan")
+    v10, v01, aucs = [], [], []
+    for score in (np.asarray(score_a_n, float), np.asarray(score_b_n, float)):
+        pos, neg = score[positive_n], score[~positive_n]
+        tx, ty, tz = rankdata(pos), rankdata(neg), rankdata(np.concatenate([pos, neg]))  # mid-ranks
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n)
+        v01.append(1 - (tz[m:] - ty) / m)
+    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
+    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    delta = float(aucs[0] - aucs[1])
+    if variance <= 0:
+        return delta, 1.0 if delta == 0 else 0.0
+    return delta, float(2 * norm.sf(abs(delta) / np.sqrt(variance)))

@@ -1,9 +1,13 @@
 """Predictions to ``results/table.csv`` (DESIGN.md columns) and ledgers to ``budget.csv``.
 
 For each (dataset, task) every model and protocol is resampled with the same patient
-bootstrap matrix, so deltas against the reference model are paired. With several
-seeds, a resample's value is the mean over seeds; ``seed_std`` is the spread of the
-full-set values across seeds, reported separately from the bootstrap interval.
+bootstrap matrix, so deltas against the reference model are paired. A cell's replicates
+are its pretraining seeds and, for label fractions below 1, the patient draws of the
+fraction (``seeds`` lists them as ``seed`` or ``seed/draw``); a resample's value is the
+mean over replicates, and ``seed_std`` is the spread of the full-set values across
+replicates, reported separately from the bootstrap interval. For binary AUC deltas,
+``p_delong`` is DeLong's test on the full set (first replicate of each model), a
+cross-check that assumes independent units. ``note`` says why a value is NaN.
 """
 
 from __future__ import annotations
@@ -17,12 +21,21 @@ import pandas as pd
 
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.predictions import read_predictions, score_columns, score_matrix
-from benchmark.stats import METRICS, paired_p_value, patient_strata, percentile_ci, resample_matrix
+from benchmark.stats import (
+    METRICS,
+    clustered_sens_spec,
+    delong_paired,
+    paired_p_value,
+    patient_strata,
+    percentile_ci,
+    resample_matrix,
+    youden_threshold,
+)
 from benchmark.tasks import get_task
 
 TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "value", "ci_low", "ci_high",
                  "n_images", "n_patients", "n_boot", "seeds", "seed_std", "delta_vs_ref", "delta_ci_low",
-                 "delta_ci_high", "p_value"]
+                 "delta_ci_high", "p_value", "p_delong", "note"]
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
                   "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
                   "params_trainable", "peak_memory_bytes"]
@@ -46,17 +59,28 @@ def _metric_specs(task) -> list[tuple[str, str, bool]]:
 
 def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
                 reference: str | None) -> pd.DataFrame:
-    frames = [read_predictions(p) for p in prediction_files]
-    if not frames:
+    if not prediction_files:
         raise BenchmarkError("table: no prediction files given")
+    frames = []
+    for path in prediction_files:
+        frame = read_predictions(path)
+        task = get_task(frame["dataset"].iloc[0], frame["task"].iloc[0]) if len(frame) else None
+        if task is not None:
+            scores = frame[score_columns(task.n_classes)].apply(pd.to_numeric, errors="coerce")
+            if scores.isna().any(axis=None):
+                row = int(np.flatnonzero(scores.isna().any(axis=1))[0])
+                raise BenchmarkError(f"table: {path}: row {row + 2} (image {frame['image_id'].iloc[row]}): "
+                                     "missing or non-numeric score")
+        frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
+    validation = predictions[predictions["split"] == "val"]
     predictions = predictions[predictions["split"] == "test"]
     rows = []
     for (dataset, task_name), task_frame in predictions.groupby(["dataset", "task"], sort=True):
         task = get_task(dataset, task_name)
         image_ids = np.sort(task_frame["image_id"].unique())
         cells = {}
-        for key, cell in task_frame.groupby(["protocol", "fraction", "model", "seed"], sort=True):
+        for key, cell in task_frame.groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True):
             cell = cell.set_index("image_id")
             if len(cell) != len(image_ids) or not cell.index.isin(image_ids).all():
                 raise BenchmarkError(f"table: {dataset}/{task_name} {key}: predictions cover other test images "
@@ -70,39 +94,69 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
         resamples_bp = resample_matrix(strata, n_boot, rng)
         patient_pos = {p: i for i, p in enumerate(patients)}
 
-        # values[(protocol, fraction, model, metric)] = (per-seed full values, mean-over-seeds bootstrap)
+        # values[(protocol, fraction, model, metric)] = per-replicate full values, bootstraps and units
         values = {}
-        for (protocol, fraction, model, _), cell in sorted(cells.items()):
+        val_cells = dict(iter(validation[(validation["dataset"] == dataset) & (validation["task"] == task_name)]
+                              .groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True)))
+        for key, cell in sorted(cells.items()):
+            protocol, fraction, model, _, _ = key
+            if task.n_classes == 2 and key in val_cells:  # thresholds from validation only
+                y_val, scores_val, _ = _units(val_cells[key], task, task.breast_level)
+                threshold = youden_threshold(y_val, scores_val[:, 1])
+                y, scores, unit_patients = _units(cell, task, task.breast_level)
+                patient_n = np.array([patient_pos[p] for p in unit_patients])
+                full = clustered_sens_spec(y, scores[:, 1], threshold, np.ones((1, len(patients))), patient_n)
+                boot = clustered_sens_spec(y, scores[:, 1], threshold, resamples_bp, patient_n)
+                for metric, full_m, boot_m in zip(("sens", "spec"), full, boot):
+                    entry = values.setdefault((protocol, fraction, model, metric), {"full": [], "boot": [], "units": []})
+                    entry["full"].append(float(full_m[0]))
+                    entry["boot"].append(boot_m)
+                    entry["units"].append((y, scores))
             for metric, fn_name, breast in _metric_specs(task):
                 y, scores, unit_patients = _units(cell, task, breast)
-                weights_bn = resamples_bp[:, [patient_pos[p] for p in unit_patients]]
-                full = float(METRICS[fn_name](y, scores, np.ones((1, len(y))))[0])
-                boot = METRICS[fn_name](y, scores, weights_bn)
-                entry = values.setdefault((protocol, fraction, model, metric), {"full": [], "boot": []})
+                patient_n = np.array([patient_pos[p] for p in unit_patients])
+                full = float(METRICS[fn_name](y, scores, np.ones((1, len(patients))), patient_n)[0])
+                boot = METRICS[fn_name](y, scores, resamples_bp, patient_n)
+                entry = values.setdefault((protocol, fraction, model, metric), {"full": [], "boot": [], "units": []})
                 entry["full"].append(full)
                 entry["boot"].append(boot)
+                entry["units"].append((y, scores))
         for (protocol, fraction, model, metric), entry in sorted(values.items()):
-            seeds = sorted(int(s) for (p, f, m, s) in cells if (p, f, m) == (protocol, fraction, model))
+            replicates = sorted((int(s), int(d)) for (p, f, m, s, d) in cells if (p, f, m) == (protocol, fraction, model))
+            seeds = [f"{s}/{d}" if any(d for _, d in replicates) else str(s) for s, d in replicates]
             value = float(np.mean(entry["full"]))
             boot = np.mean(entry["boot"], axis=0)
             lo, hi = percentile_ci(boot, level)
             row = {"dataset": dataset, "task": task_name, "protocol": protocol, "fraction": fraction,
                    "model": model, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
                    "n_images": len(image_ids), "n_patients": len(patients), "n_boot": n_boot,
-                   "seeds": " ".join(map(str, seeds)),
+                   "seeds": " ".join(seeds),
                    "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
-                   "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan}
+                   "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
+                   "p_delong": np.nan, "note": _nan_reason(entry["units"][0][0], value)}
             ref = values.get((protocol, fraction, reference, metric)) if reference else None
             if ref is not None and model != reference:
                 delta_b = boot - np.mean(ref["boot"], axis=0)
                 row["delta_vs_ref"] = value - float(np.mean(ref["full"]))
                 row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
                 row["p_value"] = paired_p_value(delta_b)
+                (y, scores), (y_ref, scores_ref) = entry["units"][0], ref["units"][0]
+                if metric.startswith("auc") and scores.shape[1] == 2 and (y == y_ref).all():
+                    row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1])[1]
             rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    numeric = ["value", "ci_low", "ci_high", "seed_std", "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value"]
+    numeric = ["value", "ci_low", "ci_high", "seed_std", "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value",
+               "p_delong"]
     table[numeric] = table[numeric].astype(float).round(6)
     return table
+
+
+def _nan_reason(y: np.ndarray, value: float) -> str:
+    if not np.isnan(value):
+        return ""
+    if len(np.unique(y)) < 2:
+        return f"test set has a single class ({int(y[0])}): the metric is undefined"
+    return "undefined on the full test set"
 
 
 def build_budget(ledger_files: list[Path]) -> pd.DataFrame:

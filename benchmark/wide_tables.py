@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METRIC_TITLES = {"auc": "AUC", "bacc": "Balanced accuracy", "auc_breast": "AUC (breast level)"}
+METRIC_TITLES = {"auc": "AUC", "bacc": "Balanced accuracy", "auc_breast": "AUC (breast level)",
+                 "sens": "Sensitivity (threshold chosen on validation)",
+                 "spec": "Specificity (threshold chosen on validation)"}
 PROTOCOL_NAMES = {"zeroshot": "ZS", "zeroshot_prefixed": "ZS-prefixed", "linear_probe": "LP", "finetune": "FT"}
 
 

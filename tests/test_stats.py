@@ -91,3 +91,29 @@ def test_paired_p_value():
     assert paired_p_value(np.full(1000, 0.05)) < 0.01
     symmetric = np.random.default_rng(0).normal(0, 1, 4000)
     assert paired_p_value(symmetric) > 0.5
+
+
+def test_clustered_metrics_equal_weighted_metrics_through_patients():
+    from benchmark.stats import clustered_auc, clustered_bacc
+
+    y, scores = _data(n=500, k=4, seed=7)
+    scores = np.round(scores, 2)  # ties
+    patient = np.random.default_rng(0).integers(0, 150, 500)
+    counts = np.random.default_rng(1).integers(0, 3, (40, 150)).astype(float)
+    assert np.allclose(clustered_auc(y, scores, counts, patient), weighted_auc(y, scores, counts[:, patient]),
+                       equal_nan=True)
+    assert np.allclose(clustered_bacc(y, scores, counts, patient), weighted_bacc(y, scores, counts[:, patient]))
+
+
+def test_delong_matches_its_definition_and_the_bootstrap():
+    from benchmark.stats import delong_paired
+
+    y, scores = _data(n=400, k=2, seed=11)
+    noisy = scores[:, 1] + np.random.default_rng(2).normal(0, 0.3, 400)
+    delta, p = delong_paired(y == 1, scores[:, 1], noisy)
+    assert delta == pytest.approx(roc_auc_score(y, scores[:, 1]) - roc_auc_score(y, noisy), abs=1e-12)
+    m = resample_matrix(patient_strata(y, np.arange(400), 400), 2000, np.random.default_rng(0))
+    boot_delta = weighted_auc(y, scores, m) - weighted_auc(y, np.stack([-noisy, noisy], 1), m)
+    assert (p < 0.05) == (paired_p_value(boot_delta) < 0.05)
+    assert delong_paired(y == 1, scores[:, 1], scores[:, 1]) == (0.0, 1.0)
+    assert np.isnan(delong_paired(np.zeros(10, bool), np.arange(10.0), np.arange(10.0))[1])

@@ -48,10 +48,15 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
         for model in MODELS:
             rows = table[(table.dataset == dataset) & (table.task == task) & (table.model == model)]
             cells = set(zip(rows.protocol, rows.fraction.fillna("")))
-            assert cells == {("zeroshot", ""), ("linear_probe", "0.01"), ("linear_probe", "0.1"),
-                             ("linear_probe", "1")}, (dataset, task, model)
+            expected = {("zeroshot", ""), ("linear_probe", "0.01"), ("linear_probe", "0.1"), ("linear_probe", "1")}
+            expected |= {("zeroshot_prefixed", "")} if dataset == "embed" else set()  # MaMA's metadata prompts
+            expected |= {("finetune", "1")} if task == "density" else set()  # ci.yaml fine-tunes density only
+            assert cells == expected, (dataset, task, model)
             metrics = set(rows.metric)
             assert {"bacc", "auc"} <= metrics and (("auc_breast" in metrics) == (dataset == "rsna"))
+            assert ({"sens", "spec"} <= metrics) == (dataset == "rsna")  # binary: threshold from validation
+            small = rows[(rows.protocol == "linear_probe") & (rows.fraction != "1")]
+            assert (small.seeds == "0/0 0/1 0/2").all() and small.seed_std.notna().all()  # three patient draws
     assert (table.ci_low <= table.value + 1e-9).all() and (table.value <= table.ci_high + 1e-9).all()
     assert table.value.between(0, 1).all()
     others = table[table.model != REFERENCE]
@@ -61,7 +66,7 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
 @pytest.mark.slow
 def test_two_runs_give_identical_splits_and_table(two_runs):
     a, b, _ = two_runs
-    for name in ["splits/embed.csv", "splits/rsna.csv", "table.csv"]:
+    for name in ["splits/embed.csv", "splits/rsna.csv", "table.csv", "table.md", "table.tex"]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 

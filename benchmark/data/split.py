@@ -19,8 +19,14 @@ import pandas as pd
 from benchmark.errors import BenchmarkError
 
 
-def fraction_column(fraction: float) -> str:
-    return f"frac_{fraction:g}"
+def fraction_column(fraction: float, draw: int = 0) -> str:
+    """Split-file column of a label fraction; draw 0 is ``frac_<f>``, draw d ``frac_<f>_d<d>``."""
+    return f"frac_{fraction:g}" if draw == 0 else f"frac_{fraction:g}_d{draw}"
+
+
+def fraction_draws(fraction: float, draws: int) -> list[int]:
+    """The full training set is drawn once; smaller fractions ``draws`` times."""
+    return [0] if fraction >= 1 else list(range(draws))
 
 
 def patient_strata(manifest: pd.DataFrame, column: str) -> pd.Series:
@@ -30,7 +36,10 @@ def patient_strata(manifest: pd.DataFrame, column: str) -> pd.Series:
 
 
 def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[str, float],
-               fractions: list[float]) -> pd.DataFrame:
+               fractions: list[float], draws: int = 1) -> pd.DataFrame:
+    """Patients to train/val/test per stratum; then, within the training patients, nested
+    label fractions (each fraction's patients include the smaller fractions'), drawn
+    ``draws`` times with independent seeds for fractions below 1."""
     if abs(sum(ratios.values()) - 1) > 1e-6:
         raise BenchmarkError(f"split.ratios must sum to 1, got {ratios}")
     if stratify not in manifest.columns:
@@ -52,14 +61,16 @@ def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[st
             rows.append({"patient_id": patient, "split": split, "stratum": int(stratum)})
     table = pd.DataFrame(rows)
 
-    frac_rng = np.random.default_rng([seed, 2])
-    for fraction in fractions:
-        table[fraction_column(fraction)] = 0
-    for _, group in table[table["split"] == "train"].groupby("stratum", sort=True):
-        order = group.index.to_numpy()[frac_rng.permutation(len(group))]
-        for fraction in fractions:
-            take = max(1, math.ceil(fraction * len(order)))
-            table.loc[order[:take], fraction_column(fraction)] = 1
+    for draw in range(draws):
+        frac_rng = np.random.default_rng([seed, 2] if draw == 0 else [seed, 2, draw])
+        drawn = [f for f in fractions if draw in fraction_draws(f, draws)]
+        for fraction in drawn:
+            table[fraction_column(fraction, draw)] = 0
+        for _, group in table[table["split"] == "train"].groupby("stratum", sort=True):
+            order = group.index.to_numpy()[frac_rng.permutation(len(group))]
+            for fraction in drawn:
+                take = max(1, math.ceil(fraction * len(order)))
+                table.loc[order[:take], fraction_column(fraction, draw)] = 1
     return table.sort_values(["split", "patient_id"]).reset_index(drop=True)
 
 

@@ -1,7 +1,9 @@
 """Per-image predictions, the unit of record: every table number is recomputed from them.
 
-Columns: dataset, task, protocol, fraction, model, seed, image_id, patient_id,
-breast_id, split, label (class index), score_0 .. score_{K-1} (probabilities).
+Columns: dataset, task, protocol, fraction, model, seed, draw, image_id, patient_id,
+breast_id, split, label (class index), score_0 .. score_{K-1} (probabilities). ``seed``
+is the pretraining seed; ``draw`` numbers the patient draws of a label fraction (0 for
+zero-shot and the full training set).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pandas as pd
 
 from benchmark.tasks import Task
 
-ID_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "seed"]
+ID_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "seed", "draw"]
 
 
 def label_indices(records: pd.DataFrame, task: Task) -> pd.Series:
@@ -29,11 +31,11 @@ def labelled(records: pd.DataFrame, task: Task) -> pd.DataFrame:
 
 
 def write_predictions(path: Path, records: pd.DataFrame, scores: np.ndarray, *, task: Task, protocol: str,
-                      fraction: float | None, model: str, seed: int) -> pd.DataFrame:
+                      fraction: float | None, model: str, seed: int, draw: int = 0) -> pd.DataFrame:
     scores = np.asarray(scores, dtype=np.float64)
     table = pd.DataFrame({
         "dataset": task.dataset, "task": task.name, "protocol": protocol,
-        "fraction": "" if fraction is None else f"{fraction:g}", "model": model, "seed": seed,
+        "fraction": "" if fraction is None else f"{fraction:g}", "model": model, "seed": seed, "draw": draw,
         "image_id": records["image_id"].to_numpy(), "patient_id": records["patient_id"].to_numpy(),
         "breast_id": records["breast_id"].to_numpy(), "split": records["split"].to_numpy(),
         "label": records["label"].to_numpy(),
@@ -47,8 +49,9 @@ def write_predictions(path: Path, records: pd.DataFrame, scores: np.ndarray, *, 
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "breast_id": str, "fraction": str},
-                       keep_default_na=False)
+    frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "breast_id": str, "fraction": str},
+                        keep_default_na=False)
+    return frame if "draw" in frame.columns else frame.assign(draw=0)
 
 
 def score_columns(n_classes: int) -> list[str]:

@@ -45,3 +45,49 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, Cs: list[float], m
 
 def predict_probe(scaler, clf, x: np.ndarray, n_classes: int) -> np.ndarray:
     return _full_proba(clf, scaler.transform(x), n_classes)
+
+
+def fit_sgd_probe(x_train, y_train, x_val, y_val, n_classes: int, epochs: int, batch_size: int, seed: int):
+    """MaMA's linear-probe protocol: a linear layer on standardised features, SGD with
+    momentum 0.9, lr 5e-4, weight decay 1e-3, class-balanced batches; the epoch with the
+    best validation macro AUC (ties: balanced accuracy, then the earlier) is kept.
+    Returns (scaler, layer, chosen epoch, validation table of every epoch)."""
+    import torch
+
+    if len(np.unique(y_train)) < 2:
+        raise ValueError(f"the probe's training subset has a single class ({np.unique(y_train)})")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    scaler = StandardScaler().fit(x_train)
+    xt = torch.from_numpy(scaler.transform(x_train)).float()
+    xv = scaler.transform(x_val)
+    yt = torch.from_numpy(np.asarray(y_train)).long()
+    layer = torch.nn.Linear(xt.shape[1], n_classes)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=5e-4, momentum=0.9, weight_decay=1e-3)
+    present = np.unique(y_train)
+    weight_n = 1.0 / np.bincount(y_train, minlength=n_classes)[y_train]  # every class equally likely
+    best, best_key, results = None, None, []
+    for epoch in range(1, epochs + 1):
+        order = rng.choice(len(xt), size=len(xt), replace=True, p=weight_n / weight_n.sum())
+        for start in range(0, len(order), batch_size):
+            idx = torch.from_numpy(order[start:start + batch_size])
+            loss = torch.nn.functional.cross_entropy(layer(xt[idx]), yt[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        proba = predict_sgd_probe(None, layer, xv, n_classes)
+        proba[:, np.setdiff1d(np.arange(n_classes), present)] = 0
+        key = (np.nan_to_num(macro_auc(y_val, proba), nan=-1.0), balanced_accuracy(y_val, proba), -epoch)
+        results.append({"epoch": epoch, "val_auc": key[0], "val_bacc": key[1]})
+        if best_key is None or key > best_key:
+            best, best_key = {k: v.clone() for k, v in layer.state_dict().items()}, key
+    layer.load_state_dict(best)
+    return scaler, layer, -best_key[2], results
+
+
+def predict_sgd_probe(scaler, layer, x: np.ndarray, n_classes: int) -> np.ndarray:
+    import torch
+
+    x = scaler.transform(x) if scaler is not None else x
+    with torch.no_grad():
+        return torch.softmax(layer(torch.from_numpy(np.asarray(x)).float()), dim=-1).numpy().astype(np.float64)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
+from benchmark.data.captions import metadata_prefix, prefixed_prompts
 from benchmark.errors import BenchmarkError
 from benchmark.tasks import Task
 
@@ -36,6 +38,22 @@ def class_embeddings(model, prompts: list[list[str]]) -> torch.Tensor:
         mean = emb.mean(dim=0)
         rows.append(mean / mean.norm())
     return torch.stack(rows)  # (K, D)
+
+
+@torch.no_grad()
+def prefixed_zeroshot_scores(model, image_embeddings: np.ndarray, prompts: list[list[str]],
+                             records: pd.DataFrame) -> np.ndarray:
+    """MaMA's protocol: each image's prompts start with its own procedure and reason
+    sentences (``metadata_prefix``), which leak BI-RADS; images sharing a prefix share
+    class embeddings."""
+    recs = records.to_dict("records")
+    prefixes = np.array([metadata_prefix(rec) for rec in recs])
+    scores = np.zeros((len(records), len(prompts)))
+    for prefix in sorted(set(prefixes)):
+        rows = prefixes == prefix
+        first = recs[int(np.flatnonzero(rows)[0])]
+        scores[rows] = zeroshot_scores(model, image_embeddings[rows], prefixed_prompts(first, prompts))
+    return scores
 
 
 @torch.no_grad()

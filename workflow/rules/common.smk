@@ -34,6 +34,7 @@ THREADS = config["threads"]
 MODELS = list(config["models"])
 SEEDS = config["seeds"]
 FRACTIONS = config["split"]["fractions"]
+DRAWS = config["split"]["draws"]
 TASKS = config["tasks"]
 DATASETS = sorted({t.split("/")[0] for t in TASKS} | {config["pretrain"]["dataset"]})
 PRETRAIN_DATASET = config["pretrain"]["dataset"]
@@ -79,14 +80,43 @@ def fraction_label(fraction):
     return f"{float(fraction):g}"
 
 
+def zeroshot_files(task, model, seed):
+    """The leakage-safe zero-shot predictions, and MaMA's metadata-prefixed ones on EMBED."""
+    protocols = ["zeroshot"]
+    if config["zeroshot"]["prefixed"] and task.startswith("embed/"):
+        protocols.append("zeroshot_prefixed")
+    return [f"{R}/predictions/{task}/{protocol}/{model}/seed{seed}.csv" for protocol in protocols]
+
+
+def finetune_files(task, model, seed, every_task=False):
+    """Fine-tune predictions per fraction; ``every_task`` for the rule's output patterns."""
+    if not config["finetune"]["enabled"]:
+        return []
+    if not every_task and task not in config["finetune"].get("tasks", TASKS):
+        return []
+    return [
+        f"{R}/predictions/{task}/finetune_{fraction_label(f)}/{model}/seed{seed}-draw0.csv"
+        for f in config["finetune"]["fractions"]
+    ]
+
+
+def probe_files(task, model, seed):
+    """One predictions file per (fraction, draw), fraction-major (the probe command's order)."""
+    from benchmark.data.split import fraction_draws
+
+    return [
+        f"{R}/predictions/{task}/linear_probe_{fraction_label(f)}/{model}/seed{seed}-draw{d}.csv"
+        for f in FRACTIONS
+        for d in fraction_draws(f, DRAWS)
+    ]
+
+
 def prediction_files():
     files = []
     for task in TASKS:
         for model in MODELS:
             for seed in SEEDS:
-                files.append(f"{R}/predictions/{task}/zeroshot/{model}/seed{seed}.csv")
-                for fraction in FRACTIONS:
-                    files.append(
-                        f"{R}/predictions/{task}/linear_probe_{fraction_label(fraction)}/{model}/seed{seed}.csv"
-                    )
+                files += zeroshot_files(task, model, seed)
+                files += probe_files(task, model, seed)
+                files += finetune_files(task, model, seed)
     return files

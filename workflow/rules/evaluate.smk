@@ -8,7 +8,7 @@ def dataset_tasks(dataset):
 
 
 def _task_of(prediction_path):
-    """'<R>/predictions/<dataset>/<task>/zeroshot/...' -> '<dataset>/<task>'."""
+    """'<R>/predictions/<dataset>/<task>/zeroshot[_prefixed]/...' -> '<dataset>/<task>'."""
     parts = prediction_path[len(R) + 1 :].split("/")
     return f"{parts[1]}/{parts[2]}"
 
@@ -27,13 +27,16 @@ for _dataset in DATASETS:
         output:
             features=f"{R}/features/{{model}}/seed{{seed}}/{_dataset}.npz",
             zeroshot=[
-                f"{R}/predictions/{_dataset}/{task}/zeroshot/{{model}}/seed{{seed}}.csv"
+                path
                 for task in dataset_tasks(_dataset)
+                for path in zeroshot_files(f"{_dataset}/{task}", "{model}", "{seed}")
             ],
         params:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             zeroshot=lambda wc, output: " ".join(
-                f"--zeroshot-task {_task_of(path)} --zeroshot-out {path}" for path in output.zeroshot
+                f"--zeroshot-task {_task_of(path)} --zeroshot-out {path}"
+                + (" --zeroshot-prefixed" if "/zeroshot_prefixed/" in path else " --zeroshot-plain")
+                for path in output.zeroshot
             ),
         threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
         log:
@@ -50,8 +53,7 @@ rule linear_probe:
         manifest=lambda wc: manifest(wc.dataset),
         split=lambda wc: split_file(wc.dataset),
     output:
-        [f"{R}/predictions/{{dataset}}/{{task}}/linear_probe_{fraction_label(f)}/{{model}}/seed{{seed}}.csv"
-         for f in FRACTIONS],
+        probe_files("{dataset}/{task}", "{model}", "{seed}"),
     params:
         fractions=" ".join(fraction_label(f) for f in FRACTIONS),
     log:
@@ -60,3 +62,25 @@ rule linear_probe:
         "{BENCH} probe --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
         "--task {wildcards.dataset}/{wildcards.task} --manifest {input.manifest} --split {input.split} "
         "--features {input.features} --fraction {params.fractions} --out {output} 2> {log}"
+
+
+# Full fine-tune (finetune.enabled): one job per (task, model, seed) writes every fraction.
+if config["finetune"]["enabled"]:
+
+    rule finetune:
+        input:
+            weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
+            manifest=lambda wc: manifest(wc.dataset),
+            split=lambda wc: split_file(wc.dataset),
+        output:
+            finetune_files("{dataset}/{task}", "{model}", "{seed}", every_task=True),
+        params:
+            ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
+            fractions=" ".join(fraction_label(f) for f in config["finetune"]["fractions"]),
+        threads: config["finetune"].get("threads", THREADS)
+        log:
+            f"{R}/logs/finetune/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
+        shell:
+            "{BENCH} finetune --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
+            "--task {wildcards.dataset}/{wildcards.task} --checkpoint {params.ckpt} --manifest {input.manifest} "
+            "--split {input.split} --fraction {params.fractions} --out {output} --threads {threads} 2> {log}"

@@ -7,6 +7,8 @@ rule table:
         ledgers=expand(f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json", model=MODELS, seed=SEEDS),
     output:
         table=f"{R}/table.csv",
+        markdown=f"{R}/table.md",
+        latex=f"{R}/table.tex",
         budget=f"{R}/budget.csv",
     log:
         f"{R}/logs/table.log",

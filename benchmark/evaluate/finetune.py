@@ -1,0 +1,86 @@
+"""Full fine-tune: the image encoder and a linear head trained together on a label fraction.
+
+Every method gets the same number of optimizer steps and the same batch size, lr and
+schedule (``finetune`` in the config). Batches are drawn class-balanced (each class
+equally likely) with the method's own pretraining augmentations. Every ``eval_every``
+steps the model is scored on validation (macro AUC, ties: balanced accuracy); the best
+validation state is kept, and training stops early after ``patience`` evaluations
+without improvement. The test split is only scored with the kept state.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmark.data.images import normalise, normalise_float
+from benchmark.stats import balanced_accuracy, macro_auc
+
+
+class Classifier(nn.Module):
+    def __init__(self, model: nn.Module, n_classes: int):
+        super().__init__()
+        self.model = model
+        self.head = nn.Linear(model.feature_dim, n_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model.image_features(images))
+
+
+@torch.no_grad()
+def predict(classifier: Classifier, images_u8: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    classifier.eval()
+    out = [torch.softmax(classifier(normalise(images_u8[i: i + batch_size])), dim=-1)
+           for i in range(0, len(images_u8), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, classifier.head.out_features))
+
+
+def balanced_draws(y_n: np.ndarray, n_classes: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` indices, each from a class drawn uniformly among the classes present."""
+    present = [k for k in range(n_classes) if (y_n == k).any()]
+    members = [np.flatnonzero(y_n == k) for k in present]
+    classes = rng.integers(0, len(present), count)
+    return np.array([members[c][rng.integers(0, len(members[c]))] for c in classes])
+
+
+def finetune(model: nn.Module, train_u8: torch.Tensor, y_train: np.ndarray, val_u8: torch.Tensor, y_val: np.ndarray,
+             n_classes: int, *, steps: int, batch_size: int, lr: float, weight_decay: float, eval_every: int,
+             patience: int, seed: int) -> tuple[Classifier, list[dict]]:
+    """Return the classifier in its best validation state and the validation history."""
+    if len(np.unique(y_train)) < 2:
+        raise ValueError(f"the fine-tune training subset has a single class ({np.unique(y_train)})")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    classifier = Classifier(model, n_classes)
+    params = [p for p in classifier.parameters()]
+    for p in params:
+        p.requires_grad_(True)  # full fine-tune: frozen pretraining parts (e.g. LoRA bases) train too
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
+    best, best_key, since_best, history = None, None, 0, []
+    for step in range(1, steps + 1):
+        classifier.train()
+        index = balanced_draws(y_train, n_classes, batch_size, rng)
+        images = normalise_float(torch.stack([model.augment(train_u8[i], gen) for i in index]))
+        loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % eval_every == 0 or step == steps:
+            scores = predict(classifier, val_u8)
+            key = (np.nan_to_num(macro_auc(y_val, scores), nan=-1.0), balanced_accuracy(y_val, scores))
+            history.append({"step": step, "loss": float(loss.detach()), "val_auc": key[0], "val_bacc": key[1]})
+            if best_key is None or key > best_key:
+                best, best_key, since_best = copy.deepcopy(classifier.state_dict()), key, 0
+            else:
+                since_best += 1
+                if since_best >= patience:
+                    break
+    classifier.load_state_dict(best)
+    return classifier.eval(), history

@@ -1,0 +1,200 @@
+"""The evaluation protocol's guarantees (METHODS.md section 4): nothing is chosen on test,
+features are extracted once, degenerate inputs fail clearly, the wide tables render."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from benchmark.cli import main
+from benchmark.data.split import make_split, write_split
+from benchmark.errors import BenchmarkError
+from benchmark.evaluate.predictions import read_predictions
+from benchmark.tables import build_table
+from benchmark.wide_tables import to_latex, to_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _probe_inputs(tmp_path: Path, seed: int = 0):
+    """A manifest, split and features file where density is visible in the features."""
+    rng = np.random.default_rng(seed)
+    n_patients = 120
+    rows = []
+    for p in range(n_patients):
+        density = 1 + p % 4
+        for view in range(2):
+            rows.append({"image_id": f"i{p}_{view}", "patient_id": f"p{p}", "breast_id": f"p{p}_L",
+                         "exam_id": f"e{p}", "density": density, "birads": 1, "png": f"x{p}_{view}.png"})
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    write_split(make_split(manifest, "density", 0, {"train": 0.6, "val": 0.2, "test": 0.2}, [0.1, 1.0], 3),
+                tmp_path / "split.csv")
+    features = rng.normal(size=(len(manifest), 16)) + np.eye(16)[manifest["density"].to_numpy()] * 1.5
+    np.savez(tmp_path / "features.npz", image_id=manifest["image_id"].to_numpy(str), features=features,
+             embeddings=features[:, :8])
+    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    config["split"]["fractions"] = [0.1, 1.0]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return manifest
+
+
+def _run_probe(tmp_path: Path, tag: str) -> list[Path]:
+    outs = [tmp_path / tag / f"{f}-{d}.csv" for f, d in [(0.1, 0), (0.1, 1), (0.1, 2), (1.0, 0)]]
+    main(["probe", "--config", str(tmp_path / "config.yaml"), "--model", "m", "--seed", "0", "--task",
+          "embed/density", "--manifest", str(tmp_path / "manifest.csv"), "--split", str(tmp_path / "split.csv"),
+          "--features", str(tmp_path / "features.npz"), "--fraction", "0.1", "1.0", "--out", *map(str, outs)])
+    return outs
+
+
+def test_permuting_test_labels_changes_no_choice_and_no_score(tmp_path):
+    manifest = _probe_inputs(tmp_path)
+    before = _run_probe(tmp_path, "a")
+    split = pd.read_csv(tmp_path / "split.csv", dtype={"patient_id": str})
+    test_patients = set(split.loc[split["split"] == "test", "patient_id"])
+    is_test = manifest["patient_id"].isin(test_patients).to_numpy()
+    permuted = manifest.copy()
+    permuted.loc[is_test, "density"] = np.random.default_rng(1).permutation(manifest.loc[is_test, "density"])
+    assert (permuted["density"] != manifest["density"]).any()
+    permuted.to_csv(tmp_path / "manifest.csv", index=False)
+    after = _run_probe(tmp_path, "b")
+    for a, b in zip(before, after):
+        choice_a, choice_b = (json.loads(p.with_suffix(".json").read_text()) for p in (a, b))
+        assert choice_a["chosen_C"] == choice_b["chosen_C"] and choice_a["sweep"] == choice_b["sweep"]
+        pa, pb = read_predictions(a), read_predictions(b)
+        assert np.array_equal(pa.filter(like="score_").to_numpy(), pb.filter(like="score_").to_numpy())
+        assert not np.array_equal(pa["label"].to_numpy(), pb["label"].to_numpy())
+
+
+def test_fraction_draws_are_nested_and_differ(tmp_path):
+    _probe_inputs(tmp_path)
+    split = pd.read_csv(tmp_path / "split.csv")
+    assert {"frac_0.1", "frac_0.1_d1", "frac_0.1_d2", "frac_1"} <= set(split.columns)
+    assert "frac_1_d1" not in split.columns  # the full set is drawn once
+    draws = [set(split.index[split[c] == 1]) for c in ("frac_0.1", "frac_0.1_d1", "frac_0.1_d2")]
+    assert len({frozenset(d) for d in draws}) == 3
+    assert all(d <= set(split.index[split["frac_1"] == 1]) for d in draws)
+
+
+def test_features_are_extracted_once_per_model_and_dataset():
+    """However many fractions and draws are probed, one features job per (model, seed, dataset)."""
+    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    run = subprocess.run(["snakemake", "-n", f"{config['results']}/table.csv", "--configfile", "config/ci.yaml",
+                          "--forceall"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", run.stdout, flags=re.M))
+    models, tasks = len(config["models"]), len(config["tasks"])
+    assert int(counts["features_embed"]) == models and int(counts["features_rsna"]) == models
+    assert int(counts["linear_probe"]) == models * tasks  # one job writes every (fraction, draw)
+
+
+def _predictions(tmp_path, scores, labels, patients, name="p.csv", model="m"):
+    frame = pd.DataFrame({"dataset": "rsna", "task": "cancer", "protocol": "zeroshot", "fraction": "",
+                          "model": model, "seed": 0, "draw": 0, "image_id": [f"i{i}" for i in range(len(labels))],
+                          "patient_id": patients, "breast_id": [f"{p}_L" for p in patients], "split": "test",
+                          "label": labels, "score_0": 1 - np.asarray(scores, float), "score_1": scores})
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_nan_score_stops_the_table_naming_file_and_row(tmp_path):
+    path = _predictions(tmp_path, [0.1, float("nan"), 0.7], [0, 1, 1], ["a", "b", "c"])
+    with pytest.raises(BenchmarkError, match=r"p\.csv: row 3 \(image i1\)"):
+        build_table([path], 50, 0, 0.95, None)
+
+
+def test_single_class_test_set_gives_nan_with_its_reason(tmp_path):
+    path = _predictions(tmp_path, [0.1, 0.4, 0.7], [0, 0, 0], ["a", "b", "c"])
+    table = build_table([path], 50, 0, 0.95, None)
+    auc = table[table.metric == "auc"].iloc[0]
+    assert np.isnan(auc.value) and "single class" in auc.note
+    assert table[table.metric == "bacc"].value.notna().all()
+
+
+def test_delong_and_wide_tables_on_a_two_model_table(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    patients = [f"p{i}" for i in range(300)]
+    good = _predictions(tmp_path, np.clip(0.5 * labels + rng.random(300) * 0.7, 0, 1), labels, patients, "a.csv", "a")
+    weak = _predictions(tmp_path, np.clip(0.1 * labels + rng.random(300), 0, 1), labels, patients, "b.csv", "b")
+    table = build_table([good, weak], 500, 0, 0.95, "a")
+    row = table[(table.model == "b") & (table.metric == "auc")].iloc[0]
+    assert row.delta_vs_ref < 0 and row.p_value < 0.01 and row.p_delong < 0.01
+    md, tex = to_markdown(table), to_latex(table)
+    best = table[(table.model == "a") & (table.metric == "auc")].iloc[0]
+    assert f"**{best.value:.3f} [{best.ci_low:.3f}, {best.ci_high:.3f}]**" in md
+    assert f"\\textbf{{{best.value:.3f}" in tex and tex.count("\\begin{tabular}") == 3  # auc, bacc, auc_breast
+    assert set(table.metric) == {"auc", "bacc", "auc_breast"}  # no validation rows: no sens/spec
+
+
+def test_sensitivity_and_specificity_use_the_validation_threshold_only(tmp_path):
+    from benchmark.stats import youden_threshold
+
+    rng = np.random.default_rng(3)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    scores = np.clip(0.3 * labels + rng.random(n) * 0.8, 0, 1)
+    split = np.where(np.arange(n) < 200, "val", "test")
+    patients = [f"p{i}" for i in range(n)]
+    path = _predictions(tmp_path, scores, labels, patients)
+    frame = pd.read_csv(path).assign(split=split, breast_id=[f"p{i}_L" for i in range(n)])
+    for permute in (False, True):
+        if permute:  # new test labels: the threshold, chosen on validation, must not move
+            test = frame["split"] == "test"
+            frame.loc[test, "label"] = rng.permutation(frame.loc[test, "label"].to_numpy())
+        frame.to_csv(path, index=False)
+        table = build_table([path], 100, 0, 0.95, None).set_index("metric")
+        val, test = frame[frame.split == "val"], frame[frame.split == "test"]
+        threshold = youden_threshold(val["label"].to_numpy(), val["score_1"].to_numpy())
+        predicted = test["score_1"].to_numpy() >= threshold
+        positive = test["label"].to_numpy() == 1
+        assert table.loc["sens", "value"] == pytest.approx(predicted[positive].mean(), abs=1e-6)
+        assert table.loc["spec", "value"] == pytest.approx((~predicted[~positive]).mean(), abs=1e-6)
+        assert table.loc["auc", "n_images"] == 200  # validation rows never enter the test metrics
+
+
+def test_finetune_learns_a_visible_label_and_keeps_the_best_validation_state(tokenizer):
+    import torch
+
+    from benchmark.evaluate.finetune import finetune, predict
+    from benchmark.registry import build_model
+    from benchmark.stats import macro_auc
+
+    torch.manual_seed(0)
+    model = build_model("clip", "tiny", tokenizer=tokenizer)
+    gen = torch.Generator().manual_seed(0)
+
+    def images(y):  # class 1 is brighter: learnable, not trivial under the augmentations' jitter
+        base = torch.randint(0, 150, (len(y), 1, model.image_size, model.image_size), generator=gen)
+        return (base + torch.from_numpy(y)[:, None, None, None] * 60).clamp(0, 255).to(torch.uint8)
+
+    y_train, y_val = np.arange(64) % 2, np.arange(32) % 2
+    classifier, history = finetune(model, images(y_train), y_train, images(y_val), y_val, 2, steps=40,
+                                   batch_size=16, lr=1e-3, weight_decay=0.0, eval_every=10, patience=2, seed=0)
+    best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
+    assert macro_auc(y_val, predict(classifier, images(y_val))) > 0.8
+    assert best["val_auc"] == max(h["val_auc"] for h in history)
+    with pytest.raises(ValueError, match="single class"):
+        finetune(model, images(y_train), np.zeros(64, int), images(y_val), y_val, 2, steps=1, batch_size=4, lr=1e-3,
+                 weight_decay=0.0, eval_every=1, patience=1, seed=0)
+
+
+def test_mama_sgd_probe_option_chooses_its_epoch_on_validation(tmp_path):
+    _probe_inputs(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["linear_probe"] |= {"solver": "mama_sgd", "epochs": 60, "batch_size": 32}  # lr 5e-4 learns slowly
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    before = _run_probe(tmp_path, "a")
+    choice = json.loads(before[-1].with_suffix(".json").read_text())
+    assert choice["solver"] == "mama_sgd" and 1 <= choice["chosen_epoch"] <= 60 and len(choice["sweep"]) == 60
+    best = max(choice["sweep"], key=lambda r: (r["val_auc"], r["val_bacc"], -r["epoch"]))
+    assert best["epoch"] == choice["chosen_epoch"]
+    table = build_table(before, 100, 0, 0.95, None)
+    assert best["val_auc"] > choice["sweep"][0]["val_auc"] + 0.1  # it learns
+    assert table[(table.metric == "auc") & (table.fraction == "1")].value.iloc[0] > 0.7  # density is in the features
