@@ -61,7 +61,7 @@ def fit_sgd_probe(x_train, y_train, x_val, y_val, n_classes: int, epochs: int, b
     scaler = StandardScaler().fit(x_train)
     xt = torch.from_numpy(scaler.transform(x_train)).float()
     xv = scaler.transform(x_val)
-    yt = torch.from_numpy(np.asarray(y_train)).long()
+    yt = torch.from_numpy(np.array(y_train, dtype=np.int64))  # a copy: pandas may hand a read-only view
     layer = torch.nn.Linear(xt.shape[1], n_classes)
     optimizer = torch.optim.SGD(layer.parameters(), lr=5e-4, momentum=0.9, weight_decay=1e-3)
     present = np.unique(y_train)
