@@ -71,11 +71,10 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    records = synthetic_records(4 * (batch or 512))
     with tempfile.TemporaryDirectory() as tmp:
         if tokenizer is None:  # random-weight text towers need one: a BPE on the synthetic reports
             tokenizer = str(Path(tmp) / "tokenizer.json")
-            texts = [join_sentences(embed_sentences(r)) for r in records.head(2000).to_dict("records")]
+            texts = [join_sentences(embed_sentences(r)) for r in synthetic_records(2000).to_dict("records")]
             train_tokenizer(texts, 2000, tokenizer)
         model = build_model(model_name, preset, tokenizer=tokenizer)
     if preset == "paper" and device.type == "cuda":
