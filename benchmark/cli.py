@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError
+from benchmark.figures.names import FAMILIES
 
 
 def _manifest(path: str):
@@ -140,17 +141,22 @@ def cmd_pretrain(args, config):
               f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")
 
 
+ZEROSHOT_PROTOCOLS = ("zeroshot", "zeroshot_prefixed")
+
+
 def cmd_features(args, config):
     import numpy as np
     import torch
 
     from benchmark.checkpoint import load_checkpoint
     from benchmark.data.split import read_split, split_records
+    from benchmark.evaluate.alignment import alignment_maps
     from benchmark.evaluate.encode import encode_images
 
     torch.set_num_threads(args.threads)
-    if len(args.zeroshot_task) != len(args.zeroshot_out):
-        raise BenchmarkError("features: give one --zeroshot-out per --zeroshot-task")
+    for protocol, _, _ in args.zeroshot:
+        if protocol not in ZEROSHOT_PROTOCOLS:
+            raise BenchmarkError(f"features: --zeroshot {protocol}: protocol must be one of {ZEROSHOT_PROTOCOLS}")
     model = load_checkpoint(Path(args.checkpoint))
     records = split_records(_manifest(args.manifest), read_split(args.split), ("train", "val", "test"))
     features, embeddings = encode_images(model, Path(args.manifest).parent, records["png"].tolist())
@@ -158,12 +164,17 @@ def cmd_features(args, config):
     np.savez(args.out, image_id=records["image_id"].to_numpy(str), features=features.astype(np.float32),
              embeddings=embeddings.astype(np.float32))
     print(f"features: {features.shape}, embeddings {embeddings.shape} -> {args.out}")
-    # Zero-shot needs the loaded model's text tower: score the tasks here, saving a model load.
-    if len(args.zeroshot_kind) not in (0, len(args.zeroshot_task)):
-        raise BenchmarkError("features: give --zeroshot-prefixed or --zeroshot-plain for every --zeroshot-task")
-    kinds = args.zeroshot_kind or ["zeroshot"] * len(args.zeroshot_task)
-    for task, out, protocol in zip(args.zeroshot_task, args.zeroshot_out, kinds):
+    # Zero-shot and the alignment maps need the loaded model: made here, saving a model load.
+    for protocol, task, out in args.zeroshot:
         _zeroshot(args, config, model, task, args.out, out, protocol)
+    if args.alignment_out:
+        try:
+            maps = alignment_maps(model, records, Path(args.manifest).parent,
+                                  config["figures"]["alignment_examples"], args.seed)
+        except ValueError as exc:
+            raise BenchmarkError(f"features {args.model}: alignment maps: {exc}") from None
+        np.savez(args.alignment_out, **maps)
+        print(f"alignment maps ({'none: the model has no sentence_patch_similarity' if not maps['supported'] else len(maps['images'])}) -> {args.alignment_out}")
 
 
 def _task_records(args, config, splits, task_key):
@@ -307,9 +318,68 @@ def cmd_finetune(args, config):
         print(f"finetune {args.model} {task.key} @ {fraction:g}: {len(train)} images, best step {best['step']}")
 
 
+def cmd_tsne(args, config):
+    from benchmark.data.split import read_split, split_records
+    from benchmark.figures.tsne import embed_2d
+
+    records = split_records(_manifest(args.manifest), read_split(args.split), ("test",))
+    _, embeddings = _load_features(args.features, records)
+    tasks = [t for t in config["tasks"] if t.split("/")[0] == args.dataset]
+    try:
+        coordinates = embed_2d(embeddings, records, tasks, config["figures"]["tsne_max_points"], args.seed)
+    except ValueError as exc:
+        raise BenchmarkError(f"tsne {args.model} {args.dataset}: {exc}") from None
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    coordinates.to_csv(args.out, index=False)
+    print(f"tsne {args.model} {args.dataset}: {len(coordinates)} test images -> {args.out}")
+
+
+def _named_inputs(values: list[str]) -> dict[str, str]:
+    pairs = [v.split("=", 1) for v in values]
+    bad = [v for v, p in zip(values, pairs) if len(p) != 2]
+    if bad:
+        raise BenchmarkError(f"figures: --inputs {bad[0]}: expected <model>=<path>")
+    return dict(pairs)
+
+
+def cmd_figures(args, config):
+    from benchmark.figures import draw
+
+    reference = config["stats"].get("reference_model")
+    models = sorted(config["models"], key=lambda m: m != reference)  # the reference first: the same colour always
+    tasks = config["tasks"]
+    out_dir = Path(args.out_dir)
+    try:
+        written = draw.draw_family(args.family, out_dir, models=models, tasks=tasks, table=args.table,
+                                   predictions=args.predictions, named_inputs=_named_inputs(args.inputs),
+                                   budget=args.budget)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise BenchmarkError(f"figures {args.family}: {exc}") from None
+    print(f"figures {args.family}: {len(written)} files -> {out_dir}")
+
+
+def cmd_check_report(args, config):
+    from benchmark.report_check import check_report
+
+    try:
+        check = check_report(Path(args.report), Path(args.out_dir))
+    except (FileNotFoundError, TimeoutError) as exc:
+        raise BenchmarkError(f"check-report: {exc}") from None
+    for name, kind in check.viewed.items():
+        print(f"ok      {kind:5s}  {name}")
+    for name, why in check.failed.items():
+        print(f"FAILED  {name}: {why}")
+    for message in check.console_errors:
+        print(f"console error: {message}")
+    print(f"check-report: {len(check.viewed)} results rendered, {len(check.failed)} failed, "
+          f"{len(check.console_errors)} console errors; screenshots in {args.out_dir}")
+    if not check.ok:
+        raise BenchmarkError(f"check-report: {args.report} did not render cleanly (see above)")
+
+
 def cmd_table(args, config):
     from benchmark.tables import build_budget, build_table
-    from benchmark.wide_tables import to_latex, to_markdown
+    from benchmark.wide_tables import to_html, to_latex, to_markdown
 
     stats = config["stats"]
     table = build_table([Path(p) for p in args.predictions], stats["n_boot"], stats["seed"], stats["ci"],
@@ -319,6 +389,7 @@ def cmd_table(args, config):
     table.to_csv(out, index=False)
     out.with_suffix(".md").write_text(to_markdown(table))
     out.with_suffix(".tex").write_text(to_latex(table))
+    out.with_suffix(".html").write_text(to_html(table))
     if args.ledgers:
         build_budget([Path(p) for p in args.ledgers]).to_csv(args.budget_out, index=False)
     print(f"table: {len(table)} rows -> {args.out}")
@@ -383,12 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
         manifest, split, (["--tokenizer"], {"default": None}), (["--out-dir"], req))
     add("features", cmd_features, "image features and embeddings for every split (+ zero-shot predictions)",
         model, seed, (["--checkpoint"], req), manifest, split, (["--out"], req),
-        (["--zeroshot-task"], {"action": "append", "default": [], "help": "also score this task zero-shot"}),
-        (["--zeroshot-out"], {"action": "append", "default": [], "help": "predictions file for each task"}),
-        (["--zeroshot-prefixed"], {"dest": "zeroshot_kind", "action": "append_const", "const": "zeroshot_prefixed",
-                                   "help": "this task's prompts get each image's metadata prefix (MaMA)"}),
-        (["--zeroshot-plain"], {"dest": "zeroshot_kind", "action": "append_const", "const": "zeroshot",
-                                "help": "this task's prompts as they are (the default protocol)"}))
+        (["--zeroshot"], {"nargs": 3, "action": "append", "default": [], "metavar": ("PROTOCOL", "TASK", "OUT"),
+                          "help": "also score TASK zero-shot into OUT; PROTOCOL zeroshot (prompts as they are) "
+                                  "or zeroshot_prefixed (each image's metadata in front, MaMA's way)"}),
+        (["--alignment-out"], {"default": None, "help": "also save sentence-to-patch maps of a few test images "
+                                                        "(.npz; for the alignment figure)"}))
+    add("tsne", cmd_tsne, "2-D t-SNE of the test-split image embeddings, with each task's labels", model, seed,
+        dataset, manifest, split, (["--features"], req), (["--out"], req))
+    add("figures", cmd_figures, "draw one figure family from saved predictions, embeddings and ledgers",
+        (["family"], {"choices": list(FAMILIES)}), (["--out-dir"], req),
+        (["--table"], {"default": None, "help": "table.csv (label_efficiency, bars, roc)"}),
+        (["--predictions"], {"nargs": "*", "action": "extend", "default": [], "help": "predictions files (roc)"}),
+        (["--inputs"], {"nargs": "*", "action": "extend", "default": [], "help": "tsne: coordinate CSVs as <model>:<dataset>=<path>; "
+                                                              "alignment: maps as <model>=<path>"}),
+        (["--budget"], {"default": None, "help": "budget.csv (compute_ledger)"}))
     add("zeroshot", cmd_zeroshot, "zero-shot predictions on the test split", model, seed, task, manifest, split,
         (["--checkpoint"], req), (["--features"], req), (["--out"], req))
     add("probe", cmd_probe, "linear-probe predictions on the test split", model, seed, task, manifest, split,
@@ -406,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
         (["--batch"], {"type": int, "default": None, "help": "default: the preset's batch size"}),
         (["--tokenizer"], {"default": None}),
         (["--loader-workers"], {"type": int, "default": 0}))
+    add("check-report", cmd_check_report, "open the HTML report in headless Chromium, view and screenshot every "
+        "result", (["--report"], {"default": "results/report.html"}),
+        (["--out-dir"], {"default": "results/report-check", "help": "screenshots go here"}))
     add("models", cmd_models, "list registered models and their presets' parameter counts")
     add("check-config", cmd_check_config, "validate a config file")
     return parser

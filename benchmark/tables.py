@@ -41,7 +41,7 @@ BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimize
                   "params_trainable", "peak_memory_bytes"]
 
 
-def _units(frame: pd.DataFrame, task, breast_level: bool):
+def evaluation_units(frame: pd.DataFrame, task, breast_level: bool):
     """Labels, scores and patient of each evaluated unit (an image, or a breast)."""
     if not breast_level:
         return frame["label"].to_numpy(int), score_matrix(frame, task.n_classes), frame["patient_id"].to_numpy()
@@ -101,9 +101,9 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
         for key, cell in sorted(cells.items()):
             protocol, fraction, model, _, _ = key
             if task.n_classes == 2 and key in val_cells:  # thresholds from validation only
-                y_val, scores_val, _ = _units(val_cells[key], task, task.breast_level)
+                y_val, scores_val, _ = evaluation_units(val_cells[key], task, task.breast_level)
                 threshold = youden_threshold(y_val, scores_val[:, 1])
-                y, scores, unit_patients = _units(cell, task, task.breast_level)
+                y, scores, unit_patients = evaluation_units(cell, task, task.breast_level)
                 patient_n = np.array([patient_pos[p] for p in unit_patients])
                 full = clustered_sens_spec(y, scores[:, 1], threshold, np.ones((1, len(patients))), patient_n)
                 boot = clustered_sens_spec(y, scores[:, 1], threshold, resamples_bp, patient_n)
@@ -113,7 +113,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                     entry["boot"].append(boot_m)
                     entry["units"].append((y, scores))
             for metric, fn_name, breast in _metric_specs(task):
-                y, scores, unit_patients = _units(cell, task, breast)
+                y, scores, unit_patients = evaluation_units(cell, task, breast)
                 patient_n = np.array([patient_pos[p] for p in unit_patients])
                 full = float(METRICS[fn_name](y, scores, np.ones((1, len(patients))), patient_n)[0])
                 boot = METRICS[fn_name](y, scores, resamples_bp, patient_n)

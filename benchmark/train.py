@@ -147,11 +147,14 @@ class RunOptions:
         return options if pretrain else replace(options, samples_seen=0, device_hours=None)
 
 
+def steps_per_epoch(n_records: int, global_batch: int) -> int:
+    return max(1, n_records // global_batch)
+
+
 def step_indices(n_records: int, global_batch: int, seed: int, step: int) -> tuple[int, np.ndarray]:
     """The epoch and the record indices of optimizer step ``step``: each epoch is a seeded
     permutation cut into whole global batches (the remainder is dropped)."""
-    per_epoch = max(1, n_records // global_batch)
-    epoch, k = divmod(step, per_epoch)
+    epoch, k = divmod(step, steps_per_epoch(n_records, global_batch))
     order = np.random.default_rng([seed, epoch]).permutation(n_records)
     return epoch, order[k * global_batch:(k + 1) * global_batch]
 
@@ -292,7 +295,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
             with counter:
                 for micro in range(options.grad_accum):
                     batch = _to_device(next(batches), device)
-                    batch |= {"step": step, "epoch": batch_epoch(step, len(records), batch_size)}
+                    batch |= {"step": step, "epoch": step // steps_per_epoch(len(records), batch_size)}
                     last = micro == options.grad_accum - 1
                     sync = nullcontext() if last or ranks.world == 1 else step_module.no_sync()
                     with sync, autocast:
@@ -344,10 +347,6 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         clear_state(resume_dir)
     close_distributed()
     return ledger
-
-
-def batch_epoch(step: int, n_records: int, global_batch: int) -> int:
-    return step // max(1, n_records // global_batch)
 
 
 def device_name(device: torch.device) -> str:

@@ -76,3 +76,34 @@ def to_latex(table: pd.DataFrame) -> str:
             parts.append(_tex_escape(model) + " & " + " & ".join(cells) + " \\\\\n")
         parts.append("\\bottomrule\n\\end{tabular}\n\n")
     return "".join(parts)
+
+
+HTML_STYLE = """body{font-family:sans-serif;font-size:13px;margin:16px;color:#222}
+table{border-collapse:collapse;margin:4px 0 18px}th,td{padding:3px 8px;border-bottom:1px solid #ddd;
+text-align:right;white-space:nowrap}th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #444}
+h2{font-size:16px;margin:18px 0 4px}h3{font-size:14px;margin:10px 0 2px}"""
+
+
+def to_html(table: pd.DataFrame) -> str:
+    """A standalone page (for the HTML report): per metric, a table per task."""
+    from html import escape
+
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Results</title>",
+             f"<style>{HTML_STYLE}</style></head><body><h1>Results</h1>",
+             "<p>value [95 % CI] from the patient bootstrap; best per column in bold (the highest point estimate, "
+             "not a significance test: see delta_vs_ref and its interval in table.csv).</p>"]
+    for title, text, bold in wide_blocks(table):
+        parts.append(f"<h2>{escape(title)}</h2>")
+        tasks = list(dict.fromkeys(c.split(" ")[0] for c in text.columns))
+        for task in tasks:
+            columns = [c for c in text.columns if c.split(" ")[0] == task]
+            parts.append(f"<h3>{escape(task)}</h3><table><thead><tr><th>model</th>")
+            parts += [f"<th>{escape(c[len(task) + 1:])}</th>" for c in columns]
+            parts.append("</tr></thead><tbody>")
+            for model in text.index:
+                cells = [f"<td><b>{escape(text.loc[model, c])}</b></td>" if bold.loc[model, c] and text.loc[model, c]
+                         else f"<td>{escape(text.loc[model, c])}</td>" for c in columns]
+                parts.append(f"<tr><td>{escape(model)}</td>{''.join(cells)}</tr>")
+            parts.append("</tbody></table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)

@@ -101,6 +101,20 @@ class MaMA(DualEncoder):
         mask_ns[rows, order] = 1
         return F.normalize(self.sentence_head(sent_nsd), dim=-1), mask_ns
 
+    def sentence_patch_similarity(self, images: torch.Tensor, captions: list[str]):
+        """Optional contract method (the alignment figure): the cosine similarity of each
+        report sentence with each patch, as the local alignment loss sees them.
+
+        Returns ((N, S, H', W') similarity on the patch grid, (N, S) sentence mask); sentence
+        s is the text before the caption's (s+1)-th separator."""
+        tokens = self._tokens(images)
+        patches_npd = F.normalize(self.local_head(tokens[:, self.visual.num_prefix_tokens:]), dim=-1)
+        out, ids, _ = self.text(captions)
+        sentences_nsd, mask_ns = self._sentences(out.last_hidden_state, ids)
+        grid = self.image_size // self.visual.patch_embed.patch_size[0]
+        sim_nsp = torch.einsum("npd,nsd->nsp", patches_npd, sentences_nsd)
+        return sim_nsp.reshape(*sim_nsp.shape[:2], grid, grid), mask_ns
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         super().set_grad_checkpointing(enable)
         self.grad_checkpointing = enable  # _tokens runs the blocks itself

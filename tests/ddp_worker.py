@@ -18,6 +18,7 @@ from benchmark.registry import build_model
 from benchmark.train import LossModule, collate
 from models.gather import set_gather_negatives
 
+# tests/conftest.py's record; a copy, because torchrun runs this file as a script
 REC = {"study_description": "MG Screening Bilateral", "reason": "screening", "age": "56", "race": "Asian",
        "ethnicity": "Unreported", "image_type": "2D", "laterality": "L", "view": "CC"}
 

@@ -3,9 +3,9 @@ import torch
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.tokenizer import train_tokenizer
 from benchmark.registry import available_models, build_model
+from tests.conftest import REC as BASE_REC
 
-REC = {"study_description": "MG Screening Bilateral", "reason": "screening", "age": "56", "race": "Asian",
-       "ethnicity": "Unreported", "image_type": "2D", "laterality": "L", "view": "CC", "density": 2, "birads": 1}
+REC = BASE_REC | {"density": 2, "birads": 1}
 
 
 def _model(tmp_path):

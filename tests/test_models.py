@@ -9,10 +9,9 @@ from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import Augment
 from benchmark.registry import available_models, build_model
 from benchmark.train import BATCH_FIELDS, collate
+from tests.conftest import REC
 
 METHODS = ["clip", "convirt", "mgca", "medclip", "mama"]
-REC = {"study_description": "MG Screening Bilateral", "reason": "screening", "age": "56", "race": "Asian",
-       "ethnicity": "Unreported", "image_type": "2D", "laterality": "L", "view": "CC"}
 
 
 def _batch(model, n=16):

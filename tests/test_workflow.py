@@ -1,5 +1,8 @@
-"""The ci config's whole workflow, end to end, twice: the table is complete and reproducible."""
+"""The ci config's whole workflow, end to end, twice: the table is complete and reproducible;
+then the figures target, the HTML report in headless Chromium, and what a new model schedules."""
 
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -7,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from benchmark.figures.names import FAMILIES, figure_stems
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {"mama", "clip", "convirt", "mgca", "medclip", "random_init"}
@@ -82,3 +87,97 @@ def test_budget_ledger_and_exclusions_are_written(two_runs):
     for dataset in ("embed", "rsna"):
         manifest = pd.read_csv(two_runs[0] / f"cache/{dataset}/manifest.csv")
         assert len(manifest) > 0 and (two_runs[0] / f"cache/{dataset}/exclusions.csv").exists()
+
+
+# --- figures and report -----------------------------------------------------------------
+FIGURE_RULES = {f"figure_{family}" for family in FAMILIES} | {"figures"}
+
+
+def _snakemake(*args, cwd=REPO):
+    run = subprocess.run(["snakemake", *args], capture_output=True, text=True, cwd=cwd)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return run.stdout + run.stderr
+
+
+def _jobs(log: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a Snakemake log lists (a dry run or a real one)."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", log):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if match:
+            found = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+            wildcards = dict(kv.split("=", 1) for kv in found.group(1).split(", ")) if found else {}
+            jobs.append((match.group(1), wildcards))
+    return jobs
+
+
+def _figure_files(out: Path) -> list[Path]:
+    stems = [stem for family in FAMILIES for stem in figure_stems(family, sorted(f"{d}/{t}" for d, t in TASKS),
+                                                                  ["embed", "rsna"])]
+    return [out / "figures" / f"{stem}.{ext}" for stem in stems for ext in ("png", "pdf")]
+
+
+@pytest.fixture(scope="module")
+def figures_run(two_runs):
+    out = two_runs[0]
+    config = out.parent / f"{out.name}.yaml"
+    log = _snakemake("figures", "--cores", "2", "--configfile", str(config))
+    return out, config, log
+
+
+@pytest.mark.slow
+def test_figures_target_writes_every_figure_at_paper_width(figures_run):
+    from PIL import Image
+
+    out, _, log = figures_run
+    assert not {rule for rule, _ in _jobs(log)} & {"pretrain", "table"}  # the table run made those
+    for path in _figure_files(out):
+        assert path.exists() and path.stat().st_size > 1000, path
+        if path.suffix == ".png":
+            width_in = Image.open(path).size[0] / 300
+            assert width_in <= 7.5, (path.name, width_in)  # a full page width, legends included
+        else:
+            assert path.read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.slow
+def test_deleted_figures_are_redrawn_without_training_or_evaluating(figures_run):
+    out, config, _ = figures_run
+    shutil.rmtree(out / "figures")
+    log = _snakemake("figures", "--cores", "2", "--configfile", str(config))
+    ran = {rule for rule, _ in _jobs(log)}
+    assert ran and ran <= FIGURE_RULES, ran
+    assert all(path.exists() for path in _figure_files(out))
+
+
+@pytest.mark.slow
+def test_a_new_model_schedules_only_its_own_jobs_and_the_aggregations(figures_run):
+    out, config_path, _ = figures_run
+    config = yaml.safe_load(config_path.read_text())
+    config["models"]["clip2"] = {"method": "clip", "preset": "tiny"}
+    extended = config_path.with_name("with-clip2.yaml")
+    extended.write_text(yaml.safe_dump(config))
+    jobs = _jobs(_snakemake("figures", "--dry-run", "--configfile", str(extended)))
+    others = [(rule, wc) for rule, wc in jobs if wc.get("model") not in (None, "clip2")]
+    assert not others, others
+    own = sorted(rule for rule, wc in jobs if wc.get("model") == "clip2")
+    assert own == sorted(["pretrain", "features_embed", "features_rsna", "linear_probe", "linear_probe",
+                          "linear_probe", "finetune", "tsne", "tsne"]), own
+    aggregations = {rule for rule, wc in jobs if "model" not in wc}
+    assert aggregations == FIGURE_RULES | {"table"}, aggregations
+
+
+@pytest.mark.slow
+def test_report_shows_every_figure_and_the_table_in_headless_chromium(figures_run):
+    from benchmark.report_check import check_report, find_browser
+
+    if find_browser() is None:
+        pytest.skip("chromium and chromedriver are not installed (.ci/run installs them)")
+    out, config, _ = figures_run
+    _snakemake("--report", str(out / "report.html"), "--configfile", str(config))
+    check = check_report(out / "report.html", out / "report-check")
+    assert not check.failed and not check.console_errors, (check.failed, check.console_errors)
+    figures = {p.stem for p in _figure_files(out)}
+    assert figures <= set(check.viewed) and check.viewed.get("table (wide layout)") == "html", check.viewed
+    assert all(check.viewed[name] == "image" for name in figures)
+    assert len(check.screenshots) == len(figures) + 2 and all(p.stat().st_size > 5000 for p in check.screenshots)

@@ -8,13 +8,20 @@ def dataset_tasks(dataset):
 
 
 def _task_of(prediction_path):
-    """'<R>/predictions/<dataset>/<task>/zeroshot[_prefixed]/...' -> '<dataset>/<task>'."""
+    """'<R>/predictions/<dataset>/<task>/<protocol>/<model>/...' -> '<dataset>/<task>'."""
     parts = prediction_path[len(R) + 1 :].split("/")
     return f"{parts[1]}/{parts[2]}"
 
 
-# One features rule per dataset: its zero-shot outputs are that dataset's tasks.
+def alignment_file(model, seed):
+    """Sentence-to-patch maps of a few test images (the pretraining dataset has the reports)."""
+    return f"{R}/features/{model}/seed{seed}/alignment.npz"
+
+
+# One features rule per dataset: its zero-shot outputs are that dataset's tasks; the
+# pretraining dataset's also saves the alignment maps.
 for _dataset in DATASETS:
+    _alignment = {"alignment": alignment_file("{model}", "{seed}")} if _dataset == PRETRAIN_DATASET else {}
 
     rule:
         name:
@@ -31,20 +38,20 @@ for _dataset in DATASETS:
                 for task in dataset_tasks(_dataset)
                 for path in zeroshot_files(f"{_dataset}/{task}", "{model}", "{seed}")
             ],
+            **_alignment,
         params:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             zeroshot=lambda wc, output: " ".join(
-                f"--zeroshot-task {_task_of(path)} --zeroshot-out {path}"
-                + (" --zeroshot-prefixed" if "/zeroshot_prefixed/" in path else " --zeroshot-plain")
-                for path in output.zeroshot
+                f"--zeroshot {path.split('/')[-3]} {_task_of(path)} {path}" for path in output.zeroshot
             ),
+            alignment=lambda wc, output: f"--alignment-out {output.alignment}" if "alignment" in output.keys() else "",
         threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
         log:
             f"{R}/logs/features/{{model}}-seed{{seed}}-{_dataset}.log",
         shell:
             "{BENCH} features --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
             "--checkpoint {params.ckpt} --manifest {input.manifest} --split {input.split} "
-            "--out {output.features} {params.zeroshot} --threads {threads} 2> {log}"
+            "--out {output.features} {params.zeroshot} {params.alignment} --threads {threads} 2> {log}"
 
 
 rule linear_probe:

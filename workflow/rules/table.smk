@@ -1,4 +1,4 @@
-# Bootstrap statistics over all predictions -> table.csv; ledgers -> budget.csv.
+# Bootstrap statistics over all predictions -> table.csv (+ .md, .tex, .html); ledgers -> budget.csv.
 
 
 rule table:
@@ -6,10 +6,14 @@ rule table:
         predictions=prediction_files(),
         ledgers=expand(f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json", model=MODELS, seed=SEEDS),
     output:
-        table=f"{R}/table.csv",
+        table=report(f"{R}/table.csv", caption="../report/table.rst", category="Table",
+                     labels={"file": "table.csv (download)"}),
         markdown=f"{R}/table.md",
+        html=report(f"{R}/table.html", caption="../report/table_html.rst", category="Table",
+                    labels={"file": "table (wide layout)"}),
         latex=f"{R}/table.tex",
-        budget=f"{R}/budget.csv",
+        budget=report(f"{R}/budget.csv", caption="../report/budget.rst", category="Table",
+                      labels={"file": "budget.csv (download)"}),
     log:
         f"{R}/logs/table.log",
     shell:

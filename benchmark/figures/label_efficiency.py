@@ -1,0 +1,65 @@
+"""Label-efficiency curves: a metric against the share of labelled training patients, a
+line per model with its bootstrap interval as a band, one figure per task (read from
+``table.csv``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmark.figures.style import (
+    COLUMN_IN,
+    METRIC_LABELS,
+    PAGE_IN,
+    PROTOCOL_TITLES,
+    figure,
+    fraction_label,
+    model_style,
+    styled,
+    task_title,
+)
+
+PROTOCOLS = ("linear_probe", "finetune")
+METRICS = ("auc", "bacc")
+
+
+@styled
+def plot_label_efficiency(table: pd.DataFrame, task_key: str, models: list[str]):
+    dataset, task = task_key.split("/")
+    rows = table[(table.dataset == dataset) & (table.task == task) & table.protocol.isin(PROTOCOLS)
+                 & table.metric.isin(METRICS)].copy()
+    if rows.empty:
+        raise ValueError(f"table has no linear-probe or fine-tune rows for {task_key}")
+    rows["fraction"] = rows["fraction"].astype(float)
+    protocols = [p for p in PROTOCOLS if p in set(rows.protocol)]
+    fig, axes = figure(COLUMN_IN if len(protocols) == 1 else PAGE_IN / 2 * len(protocols), 1.9 * len(METRICS),
+                       nrows=len(METRICS), ncols=len(protocols), sharex=True)
+    styles = model_style(models)
+    fractions = sorted(rows.fraction.unique())
+    for col, protocol in enumerate(protocols):
+        for row, metric in enumerate(METRICS):
+            ax = axes[row][col]
+            for model in models:
+                line = rows[(rows.protocol == protocol) & (rows.metric == metric) & (rows.model == model)]
+                line = line.sort_values("fraction")
+                if line.empty:
+                    continue
+                style = styles[model]
+                ax.plot(line.fraction, line.value, label=model, color=style["color"], marker=style["marker"],
+                        linestyle=style["linestyle"])
+                ax.fill_between(line.fraction, line.ci_low, line.ci_high, color=style["color"], alpha=0.15,
+                                linewidth=0)
+            ax.set_xscale("log")
+            ax.set_xticks(fractions, [fraction_label(f) for f in fractions])
+            ax.minorticks_off()
+            ax.set_ylabel(METRIC_LABELS[metric])
+            ax.set_title(f"{PROTOCOL_TITLES[protocol]}: {METRIC_LABELS[metric]}")
+            ax.grid(alpha=0.3, linewidth=0.5)
+            if row == len(METRICS) - 1:
+                ax.set_xlabel("labelled training patients (log scale)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3 * len(protocols)), frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"{task_title(task_key)}: label efficiency\n(bands: 95 % patient-bootstrap CI)")
+    fig.tight_layout(rect=(0, 0.1 if len(protocols) == 1 else 0.06, 1, 1))
+    return fig
+

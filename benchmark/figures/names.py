@@ -1,0 +1,22 @@
+"""File stems of every figure, shared by the ``figures`` command and the workflow.
+
+Kept free of heavy imports: Snakemake reads it while it parses the rules."""
+
+from __future__ import annotations
+
+FAMILIES = ("label_efficiency", "bars", "roc", "tsne", "alignment", "compute_ledger")
+
+
+def task_slug(task_key: str) -> str:
+    return task_key.replace("/", "_")
+
+
+def figure_stems(family: str, tasks: list[str], datasets: list[str]) -> list[str]:
+    """Stems (no extension) that ``family`` writes; each is saved as .png and .pdf."""
+    if family in ("label_efficiency", "bars", "roc"):
+        return [f"{family}_{task_slug(t)}" for t in tasks]
+    if family == "tsne":
+        return [f"tsne_{d}" for d in datasets]
+    if family in ("alignment", "compute_ledger"):
+        return [family]
+    raise ValueError(f"unknown figure family {family!r} (known: {', '.join(FAMILIES)})")

@@ -1,0 +1,78 @@
+"""t-SNE of each model's test-split image embeddings (the joint image-text space the
+zero-shot scores use), coloured by each of the dataset's task labels.
+
+The 2-D coordinates are computed once per (model, seed, dataset) by ``embed_2d`` and
+saved, so the figure is an aggregation that only reads them. A dataset bigger than
+``max_points`` test images is subsampled (seeded, whole patients at a time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from benchmark.evaluate.predictions import label_indices
+from benchmark.figures.style import CLASS_NA, PAGE_IN, class_colors, dataset_title, figure, styled
+from benchmark.tasks import get_task
+
+
+def embed_2d(embeddings: np.ndarray, records: pd.DataFrame, tasks: list[str], max_points: int,
+             seed: int) -> pd.DataFrame:
+    """t-SNE coordinates of ``records`` (rows of ``embeddings``), with a label column per
+    task (class index, empty where the image has none for that task)."""
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    patients = records["patient_id"].unique()
+    keep = np.ones(len(records), bool)
+    if len(records) > max_points:  # whole patients, in a seeded order, until max_points images
+        order = rng.permutation(patients)
+        counts = records.groupby("patient_id").size().reindex(order).to_numpy()
+        chosen = set(order[: int(np.searchsorted(np.cumsum(counts), max_points, side="right"))])
+        keep = records["patient_id"].isin(chosen).to_numpy()
+    records, embeddings = records[keep], embeddings[keep]
+    if len(records) < 5:
+        raise ValueError(f"t-SNE needs at least 5 test images, got {len(records)}")
+    perplexity = min(30.0, (len(records) - 1) / 3)
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed,
+              ).fit_transform(embeddings.astype(np.float64))
+    out = pd.DataFrame({"image_id": records["image_id"].to_numpy(), "patient_id": records["patient_id"].to_numpy(),
+                        "x": np.round(xy[:, 0], 5), "y": np.round(xy[:, 1], 5)})
+    for key in tasks:
+        out[key.split("/")[1]] = label_indices(records, get_task(*key.split("/"))).astype("Int64").to_numpy()
+    return out
+
+
+@styled
+def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[str]):
+    """``coordinates``: {model: embed_2d output}; a row per task, a column per model."""
+    models = list(coordinates)
+    legend_in = 1.3
+    side = min((PAGE_IN - legend_in) / len(models), 1.6)
+    fig, axes = figure(side * len(models) + legend_in, side * len(tasks) + 0.4, nrows=len(tasks), ncols=len(models))
+    for row, key in enumerate(tasks):
+        task = get_task(*key.split("/"))
+        colors = class_colors(task.n_classes)
+        for col, model in enumerate(models):
+            ax = axes[row][col]
+            points = coordinates[model]
+            labels = points[task.name]
+            ax.scatter(points.x[labels.isna()], points.y[labels.isna()], s=1.5, color=CLASS_NA, linewidths=0,
+                       label="no label")
+            for k in range(task.n_classes):
+                sel = (labels == k).fillna(False).to_numpy()
+                ax.scatter(points.x[sel], points.y[sel], s=1.5, color=colors[k], linewidths=0,
+                           label=task.class_names[k])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(model)
+            if col == 0:
+                ax.set_ylabel(f"{task.name}\nt-SNE 2 (unitless)")
+            if row == len(tasks) - 1:
+                ax.set_xlabel("t-SNE 1 (unitless)")
+        axes[row][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=3,
+                             title=task.name, title_fontsize=6, handletextpad=0.2)
+    n = len(next(iter(coordinates.values())))
+    fig.suptitle(f"{dataset_title(dataset)}: t-SNE of {n} test-image embeddings per model")
+    fig.tight_layout()
+    return fig

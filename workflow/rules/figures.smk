@@ -1,0 +1,136 @@
+# The paper's figures (`snakemake --cores all figures`), drawn from saved predictions,
+# embeddings, alignment maps and ledgers only: every rule here reads files and draws, so
+# deleting results/figures and rerunning the target trains and evaluates nothing. The
+# t-SNE coordinates are per (model, dataset); everything else is an aggregation.
+from benchmark.figures.names import figure_stems
+
+FIG = f"{R}/figures"
+TASK_DATASETS = sorted({t.split("/")[0] for t in TASKS})
+FIGURE_SEED = SEEDS[0]  # t-SNE and alignment maps show the first pretraining seed
+FAMILY_TITLES = {
+    "label_efficiency": "Label efficiency",
+    "bars": "Every protocol",
+    "roc": "ROC curves",
+    "tsne": "t-SNE of embeddings",
+    "alignment": "Sentence-to-patch alignment",
+    "compute_ledger": "Compute ledger",
+}
+
+
+localrules:
+    figures,
+    figure_label_efficiency,
+    figure_bars,
+    figure_roc,
+    figure_tsne,
+    figure_alignment,
+    figure_compute_ledger,
+
+
+def figure_files(family, report_png=False):
+    """PNG and PDF per figure of a family; the PNGs go into the HTML report."""
+    files = []
+    for stem in figure_stems(family, TASKS, TASK_DATASETS):
+        png = f"{FIG}/{stem}.png"
+        if report_png:
+            png = report(png, caption=f"../report/{family}.rst", category="Figures",
+                         subcategory=FAMILY_TITLES[family], labels={"figure": stem})
+        files += [png, f"{FIG}/{stem}.pdf"]
+    return files
+
+
+def tsne_file(model, dataset):
+    return f"{R}/embeddings/{model}/seed{FIGURE_SEED}/tsne_{dataset}.csv"
+
+
+rule tsne:
+    input:
+        features=f"{R}/features/{{model}}/seed{{seed}}/{{dataset}}.npz",
+        manifest=lambda wc: manifest(wc.dataset),
+        split=lambda wc: split_file(wc.dataset),
+    output:
+        f"{R}/embeddings/{{model}}/seed{{seed}}/tsne_{{dataset}}.csv",
+    threads: 1
+    log:
+        f"{R}/logs/tsne/{{model}}-seed{{seed}}-{{dataset}}.log",
+    shell:
+        "{BENCH} tsne --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
+        "--dataset {wildcards.dataset} --features {input.features} --manifest {input.manifest} "
+        "--split {input.split} --out {output} 2> {log}"
+
+
+rule figure_label_efficiency:
+    input:
+        table=f"{R}/table.csv",
+    output:
+        figure_files("label_efficiency", report_png=True),
+    log:
+        f"{R}/logs/figures/label_efficiency.log",
+    shell:
+        "{BENCH} figures label_efficiency --config {CONFIGFILE} --out-dir {FIG} --table {input.table} 2> {log}"
+
+
+rule figure_bars:
+    input:
+        table=f"{R}/table.csv",
+    output:
+        figure_files("bars", report_png=True),
+    log:
+        f"{R}/logs/figures/bars.log",
+    shell:
+        "{BENCH} figures bars --config {CONFIGFILE} --out-dir {FIG} --table {input.table} 2> {log}"
+
+
+rule figure_roc:
+    input:
+        table=f"{R}/table.csv",
+        predictions=prediction_files(),
+    output:
+        figure_files("roc", report_png=True),
+    log:
+        f"{R}/logs/figures/roc.log",
+    shell:
+        "{BENCH} figures roc --config {CONFIGFILE} --out-dir {FIG} --table {input.table} "
+        "--predictions {input.predictions} 2> {log}"
+
+
+rule figure_tsne:
+    input:
+        **{f"{m}:{d}": tsne_file(m, d) for m in MODELS for d in TASK_DATASETS},
+    output:
+        figure_files("tsne", report_png=True),
+    params:
+        inputs=lambda wc, input: " ".join(f"{key}={path}" for key, path in input.items()),
+    log:
+        f"{R}/logs/figures/tsne.log",
+    shell:
+        "{BENCH} figures tsne --config {CONFIGFILE} --out-dir {FIG} --inputs {params.inputs} 2> {log}"
+
+
+rule figure_alignment:
+    input:
+        **{m: alignment_file(m, FIGURE_SEED) for m in MODELS},
+    output:
+        figure_files("alignment", report_png=True),
+    params:
+        inputs=lambda wc, input: " ".join(f"{key}={path}" for key, path in input.items()),
+    log:
+        f"{R}/logs/figures/alignment.log",
+    shell:
+        "{BENCH} figures alignment --config {CONFIGFILE} --out-dir {FIG} --inputs {params.inputs} 2> {log}"
+
+
+rule figure_compute_ledger:
+    input:
+        budget=f"{R}/budget.csv",
+    output:
+        figure_files("compute_ledger", report_png=True),
+    log:
+        f"{R}/logs/figures/compute_ledger.log",
+    shell:
+        "{BENCH} figures compute_ledger --config {CONFIGFILE} --out-dir {FIG} --budget {input.budget} 2> {log}"
+
+
+rule figures:
+    input:
+        [f for family in FAMILY_TITLES for f in figure_files(family)],
