@@ -48,7 +48,10 @@ def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[st
     models = list(coordinates)
     legend_in = 1.3
     side = min((PAGE_IN - legend_in) / len(models), 1.6)
-    fig, axes = figure(side * len(models) + legend_in, side * len(tasks) + 0.4, nrows=len(tasks), ncols=len(models))
+    # a row is as tall as its legend needs (one line per class, plus title and "no label")
+    heights = [max(side, 0.12 * (get_task(*key.split("/")).n_classes + 2)) for key in tasks]
+    fig, axes = figure(side * len(models) + legend_in, sum(heights) + 0.5, nrows=len(tasks), ncols=len(models),
+                       gridspec_kw={"height_ratios": heights})
     for row, key in enumerate(tasks):
         task = get_task(*key.split("/"))
         colors = class_colors(task.n_classes)
@@ -67,12 +70,13 @@ def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[st
             if row == 0:
                 ax.set_title(model)
             if col == 0:
-                ax.set_ylabel(f"{task.name}\nt-SNE 2 (unitless)")
+                ax.set_ylabel(f"{task.name}\nt-SNE 2")
             if row == len(tasks) - 1:
-                ax.set_xlabel("t-SNE 1 (unitless)")
+                ax.set_xlabel("t-SNE 1")
         axes[row][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=3,
                              title=task.name, title_fontsize=6, handletextpad=0.2)
     n = len(next(iter(coordinates.values())))
-    fig.suptitle(f"{dataset_title(dataset)}: t-SNE of {n} test-image embeddings per model")
+    fig.suptitle(f"{dataset_title(dataset)}: t-SNE of {n} test-image embeddings per model "
+                 "(coordinates are unitless)")
     fig.tight_layout()
     return fig
