@@ -151,13 +151,14 @@ def cmd_features(args, config):
     from benchmark.checkpoint import load_checkpoint
     from benchmark.data.split import read_split, split_records
     from benchmark.evaluate.alignment import alignment_maps
+    from benchmark.evaluate.device import evaluation_device
     from benchmark.evaluate.encode import encode_images
 
     torch.set_num_threads(args.threads)
     for protocol, _, _ in args.zeroshot:
         if protocol not in ZEROSHOT_PROTOCOLS:
             raise BenchmarkError(f"features: --zeroshot {protocol}: protocol must be one of {ZEROSHOT_PROTOCOLS}")
-    model = load_checkpoint(Path(args.checkpoint))
+    model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())
     records = split_records(_manifest(args.manifest), read_split(args.split), ("train", "val", "test"))
     features, embeddings = encode_images(model, Path(args.manifest).parent, records["png"].tolist())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -219,9 +220,11 @@ def cmd_zeroshot(args, config):
     import torch
 
     from benchmark.checkpoint import load_checkpoint
+    from benchmark.evaluate.device import evaluation_device
 
     torch.set_num_threads(args.threads)
-    _zeroshot(args, config, load_checkpoint(Path(args.checkpoint)), args.task, args.features, args.out)
+    model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())
+    _zeroshot(args, config, model, args.task, args.features, args.out)
 
 
 def cmd_probe(args, config):
@@ -282,6 +285,7 @@ def cmd_finetune(args, config):
     from benchmark.checkpoint import load_checkpoint
     from benchmark.data.images import load_images
     from benchmark.data.split import fraction_column, read_split
+    from benchmark.evaluate.device import evaluation_device
     from benchmark.evaluate.finetune import finetune, predict
     from benchmark.evaluate.predictions import write_predictions
 
@@ -298,7 +302,7 @@ def cmd_finetune(args, config):
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
         evaluated = records[records["split"].isin(["val", "test"])]
         val = evaluated[evaluated["split"] == "val"]
-        model = load_checkpoint(Path(args.checkpoint))  # afresh for every fraction
+        model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())  # afresh for every fraction
         size = model.image_size
         try:
             classifier, history = finetune(

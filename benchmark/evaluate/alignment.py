@@ -17,6 +17,7 @@ import torch
 
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import load_images, normalise
+from benchmark.evaluate.device import model_device
 
 
 def pick_examples(records: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -42,7 +43,9 @@ def alignment_maps(model, records: pd.DataFrame, cache_dir: Path, n_examples: in
     sentences = [embed_sentences(r) for r in examples.to_dict("records")]
     images_u8 = load_images(cache_dir, examples["png"].tolist(), model.image_size)
     model.eval()
-    maps, mask = model.sentence_patch_similarity(normalise(images_u8), [join_sentences(s) for s in sentences])
+    maps, mask = model.sentence_patch_similarity(normalise(images_u8).to(model_device(model)),
+                                                 [join_sentences(s) for s in sentences])
+    maps, mask = maps.float().cpu(), mask.cpu()
     width = maps.shape[1]
     text = np.array([[s[i] if i < len(s) and mask[n, i] else "" for i in range(width)]
                      for n, s in enumerate(sentences)], dtype=str)

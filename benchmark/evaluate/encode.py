@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from benchmark.data.images import load_images, normalise
+from benchmark.evaluate.device import model_device
 
 
 @torch.no_grad()
@@ -17,8 +18,9 @@ def encode_images(model, cache_dir: Path, pngs: list[str], batch_size: int = 64)
     """Backbone features (for probes) and joint-space embeddings (for zero-shot) of every
     image, from one pass of the backbone: embedding = normalise(project_image(feature))."""
     features, embeddings = [], []
+    device = model_device(model)
     for start in tqdm(range(0, len(pngs), batch_size), desc="encode", unit="batch"):
-        images = normalise(load_images(cache_dir, pngs[start: start + batch_size], model.image_size))
+        images = normalise(load_images(cache_dir, pngs[start: start + batch_size], model.image_size)).to(device)
         feats = model.image_features(images)
         features.append(feats.float().cpu().numpy())
         embeddings.append(F.normalize(model.project_image(feats), dim=-1).float().cpu().numpy())

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.data.images import normalise, normalise_float
+from benchmark.evaluate.device import model_device
 from benchmark.stats import balanced_accuracy, macro_auc
 
 
@@ -34,7 +35,8 @@ class Classifier(nn.Module):
 @torch.no_grad()
 def predict(classifier: Classifier, images_u8: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     classifier.eval()
-    out = [torch.softmax(classifier(normalise(images_u8[i: i + batch_size])), dim=-1)
+    device = model_device(classifier)
+    out = [torch.softmax(classifier(normalise(images_u8[i: i + batch_size].to(device))), dim=-1).float().cpu()
            for i in range(0, len(images_u8), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, classifier.head.out_features))
 
@@ -56,7 +58,8 @@ def finetune(model: nn.Module, train_u8: torch.Tensor, y_train: np.ndarray, val_
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    classifier = Classifier(model, n_classes)
+    device = model_device(model)
+    classifier = Classifier(model, n_classes).to(device)
     params = [p for p in classifier.parameters()]
     for p in params:
         p.requires_grad_(True)  # full fine-tune: frozen pretraining parts (e.g. LoRA bases) train too
@@ -66,8 +69,8 @@ def finetune(model: nn.Module, train_u8: torch.Tensor, y_train: np.ndarray, val_
     for step in range(1, steps + 1):
         classifier.train()
         index = balanced_draws(y_train, n_classes, batch_size, rng)
-        images = normalise_float(torch.stack([model.augment(train_u8[i], gen) for i in index]))
-        loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long())
+        images = normalise_float(torch.stack([model.augment(train_u8[i], gen) for i in index])).to(device)
+        loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long().to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

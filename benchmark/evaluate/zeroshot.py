@@ -59,6 +59,6 @@ def prefixed_zeroshot_scores(model, image_embeddings: np.ndarray, prompts: list[
 @torch.no_grad()
 def zeroshot_scores(model, image_embeddings: np.ndarray, prompts: list[list[str]]) -> np.ndarray:
     classes_kd = class_embeddings(model, prompts)
-    image_nd = torch.from_numpy(image_embeddings).to(classes_kd.dtype)
+    image_nd = torch.from_numpy(image_embeddings).to(classes_kd.device, classes_kd.dtype)
     scale = model.logit_scale.detach().clamp(max=float(np.log(100))).exp()
-    return torch.softmax(scale * image_nd @ classes_kd.T, dim=-1).numpy()
+    return torch.softmax(scale * image_nd @ classes_kd.T, dim=-1).cpu().numpy()
