@@ -175,7 +175,8 @@ def cmd_features(args, config):
         except ValueError as exc:
             raise BenchmarkError(f"features {args.model}: alignment maps: {exc}") from None
         np.savez(args.alignment_out, **maps)
-        print(f"alignment maps ({'none: the model has no sentence_patch_similarity' if not maps['supported'] else len(maps['images'])}) -> {args.alignment_out}")
+        shown = len(maps["images"]) if maps["supported"] else "none: the model has no sentence_patch_similarity"
+        print(f"alignment maps ({shown}) -> {args.alignment_out}")
 
 
 def _task_records(args, config, splits, task_key):
@@ -213,7 +214,7 @@ def _zeroshot(args, config, model, task_key, features_path, out, protocol="zeros
         scores = zeroshot_scores(model, embeddings, prompts)
     write_predictions(Path(out), records, scores, task=task, protocol=protocol, fraction=None,
                       model=args.model, seed=args.seed)
-    print(f"{protocol} {args.model} {task.key}: {len(records)} test images -> {out}")
+    print(f"{protocol} {args.model} {task.key}: {len(records)} validation and test images -> {out}")
 
 
 def cmd_zeroshot(args, config):
@@ -296,23 +297,26 @@ def cmd_finetune(args, config):
     task, records = _task_records(args, config, ("train", "val", "test"), args.task)
     split = read_split(args.split)
     cache = Path(args.manifest).parent
+    evaluated = records[records["split"].isin(["val", "test"])]
+    is_val = torch.from_numpy((evaluated["split"] == "val").to_numpy())
+    evaluated_u8 = None
     for fraction, out in zip(args.fraction, args.out):
         in_fraction = set(split.loc[(split["split"] == "train") & (split[fraction_column(fraction)] == 1),
                                     "patient_id"])
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
-        evaluated = records[records["split"].isin(["val", "test"])]
-        val = evaluated[evaluated["split"] == "val"]
         model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())  # afresh for every fraction
         size = model.image_size
+        if evaluated_u8 is None:  # the same images for every fraction: loaded once
+            evaluated_u8 = load_images(cache, evaluated["png"].tolist(), size)
         try:
             classifier, history = finetune(
                 model, load_images(cache, train["png"].tolist(), size), train["label"].to_numpy(),
-                load_images(cache, val["png"].tolist(), size), val["label"].to_numpy(), task.n_classes,
+                evaluated_u8[is_val], evaluated.loc[is_val.numpy(), "label"].to_numpy(), task.n_classes,
                 steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                 eval_every=cfg["eval_every"], patience=cfg["patience"], seed=args.seed)
         except ValueError as exc:
             raise BenchmarkError(f"finetune {args.model} {task.key} fraction {fraction}: {exc}") from None
-        scores = predict(classifier, load_images(cache, evaluated["png"].tolist(), size))
+        scores = predict(classifier, evaluated_u8)
         write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
                           model=args.model, seed=args.seed)
         best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
@@ -456,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], req))
     add("pretrain", cmd_pretrain, "pretrain a model for the configured samples-seen budget", model, seed,
         manifest, split, (["--tokenizer"], {"default": None}), (["--out-dir"], req))
-    add("features", cmd_features, "image features and embeddings for every split (+ zero-shot predictions)",
+    add("features", cmd_features, "image features and embeddings for every split (+ zero-shot predictions, alignment maps)",
         model, seed, (["--checkpoint"], req), manifest, split, (["--out"], req),
         (["--zeroshot"], {"nargs": 3, "action": "append", "default": [], "metavar": ("PROTOCOL", "TASK", "OUT"),
                           "help": "also score TASK zero-shot into OUT; PROTOCOL zeroshot (prompts as they are) "
@@ -472,9 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
         (["--inputs"], {"nargs": "*", "action": "extend", "default": [], "help": "tsne: coordinate CSVs as <model>:<dataset>=<path>; "
                                                               "alignment: maps as <model>=<path>"}),
         (["--budget"], {"default": None, "help": "budget.csv (compute_ledger)"}))
-    add("zeroshot", cmd_zeroshot, "zero-shot predictions on the test split", model, seed, task, manifest, split,
+    add("zeroshot", cmd_zeroshot, "zero-shot predictions on the validation and test splits", model, seed, task, manifest, split,
         (["--checkpoint"], req), (["--features"], req), (["--out"], req))
-    add("probe", cmd_probe, "linear-probe predictions on the test split", model, seed, task, manifest, split,
+    add("probe", cmd_probe, "linear-probe predictions on the validation and test splits", model, seed, task, manifest, split,
         (["--features"], req), (["--fraction"], {"type": float, "nargs": "+", **req}),
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
     add("finetune", cmd_finetune, "fine-tune encoder + linear head; predictions on validation and test", model,

@@ -89,9 +89,12 @@ def check_report(report: Path, out_dir: Path, timeout_s: float = 30.0) -> Report
         for category in categories:
             open_page()
             nav_link(category).click()
-            time.sleep(0.2)
-            groups = [None] if rows() else [a.text for a in driver.find_elements(
-                By.XPATH, f"//nav//a[normalize-space()='{category}']/following::a[ancestor::nav][normalize-space()!='']")]
+            # a category lists its results, or its subcategories (links after its own in the menu)
+            subcategories_xpath = (f"//nav//a[normalize-space()='{category}']/following::a[ancestor::nav]"
+                                   "[normalize-space()!='']")
+            listed = wait_for(lambda xpath=subcategories_xpath: rows() or driver.find_elements(By.XPATH, xpath),
+                              f"the contents of {category}")
+            groups = [None] if rows() else [a.text for a in listed]
             for group in groups:
                 if group is not None:
                     open_page()

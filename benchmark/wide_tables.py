@@ -1,4 +1,4 @@
-"""``table.csv`` in the paper's wide layout: ``table.md`` and ``table.tex``.
+"""``table.csv`` in the paper's wide layout: ``table.md``, ``table.tex`` and ``table.html``.
 
 Methods are rows; columns are (dataset/task, protocol, fraction); a cell is
 ``value [ci_low, ci_high]``. One block per metric (AUC first, then balanced accuracy,
@@ -18,6 +18,13 @@ METRIC_TITLES = {"auc": "AUC", "bacc": "Balanced accuracy", "auc_breast": "AUC (
 PROTOCOL_NAMES = {"zeroshot": "ZS", "zeroshot_prefixed": "ZS-prefixed", "linear_probe": "LP", "finetune": "FT"}
 
 
+def cell_order(protocol: str, fraction: str) -> tuple[int, float]:
+    """Reading order of (protocol, fraction) cells, shared by the tables and the figures:
+    zero-shot first, then each protocol by label fraction; unknown protocols last."""
+    order = list(PROTOCOL_NAMES)
+    return (order.index(protocol) if protocol in order else len(order), float(fraction) if fraction else -1.0)
+
+
 def _column_name(dataset: str, task: str, protocol: str, fraction: str) -> str:
     name = f"{dataset}/{task} {PROTOCOL_NAMES.get(protocol, protocol)}"
     return f"{name} {float(fraction) * 100:g}%" if fraction not in ("", None) and pd.notna(fraction) else name
@@ -33,8 +40,7 @@ def wide_blocks(table: pd.DataFrame, digits: int = 3) -> list[tuple[str, pd.Data
         if rows.empty:
             continue
         keys = sorted({(r.dataset, r.task, r.protocol, r.fraction) for r in rows.itertuples()},
-                      key=lambda k: (k[0], k[1], list(PROTOCOL_NAMES).index(k[2]) if k[2] in PROTOCOL_NAMES else 9,
-                                     float(k[3]) if k[3] else -1))
+                      key=lambda k: (k[0], k[1], *cell_order(k[2], k[3])))
         text = pd.DataFrame("", index=models, columns=[_column_name(*k) for k in keys])
         bold = pd.DataFrame(False, index=models, columns=text.columns)
         for key, column in zip(keys, text.columns):

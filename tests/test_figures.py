@@ -205,7 +205,7 @@ def test_draw_family_writes_the_declared_files(tmp_path):
     table_path = tmp_path / "table.csv"
     _table().to_csv(table_path, index=False)
     written = draw.draw_family("bars", tmp_path / "figures", models=MODELS, tasks=TASKS, table=table_path)
-    expected = {f"{stem}.{ext}" for stem in names.figure_stems("bars", TASKS, ["embed", "rsna"])
+    expected = {f"{stem}.{ext}" for stem in names.figure_stems("bars", TASKS)
                 for ext in ("png", "pdf")}
     assert {p.name for p in written} == expected and all(p.stat().st_size > 1000 for p in written)
     with pytest.raises(ValueError, match="--inputs clip:embed"):

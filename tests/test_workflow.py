@@ -112,8 +112,7 @@ def _jobs(log: str) -> list[tuple[str, dict]]:
 
 
 def _figure_files(out: Path) -> list[Path]:
-    stems = [stem for family in FAMILIES for stem in figure_stems(family, sorted(f"{d}/{t}" for d, t in TASKS),
-                                                                  ["embed", "rsna"])]
+    stems = [stem for family in FAMILIES for stem in figure_stems(family, sorted(f"{d}/{t}" for d, t in TASKS))]
     return [out / "figures" / f"{stem}.{ext}" for stem in stems for ext in ("png", "pdf")]
 
 

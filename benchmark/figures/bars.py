@@ -10,7 +10,6 @@ import pandas as pd
 from benchmark.figures.style import (
     METRIC_LABELS,
     PAGE_IN,
-    PROTOCOL_TITLES,
     figure,
     fraction_label,
     model_style,
@@ -18,6 +17,7 @@ from benchmark.figures.style import (
     task_title,
 )
 from benchmark.tasks import get_task
+from benchmark.wide_tables import cell_order
 
 METRICS = ("auc", "bacc")
 SHORT = {"zeroshot": "zero-shot", "zeroshot_prefixed": "zero-shot\nprefixed", "linear_probe": "probe",
@@ -26,10 +26,7 @@ SHORT = {"zeroshot": "zero-shot", "zeroshot_prefixed": "zero-shot\nprefixed", "l
 
 def protocol_cells(rows: pd.DataFrame) -> list[tuple[str, str]]:
     """(protocol, fraction) in reading order: zero-shot first, then each protocol by fraction."""
-    cells = {(r.protocol, r.fraction) for r in rows.itertuples()}
-    order = list(PROTOCOL_TITLES)
-    return sorted(cells, key=lambda c: (order.index(c[0]) if c[0] in order else len(order),
-                                        float(c[1]) if c[1] else -1.0))
+    return sorted({(r.protocol, r.fraction) for r in rows.itertuples()}, key=lambda c: cell_order(*c))
 
 
 def cell_label(protocol: str, fraction: str) -> str:

@@ -25,14 +25,10 @@ def _input(named_inputs: dict, key: str) -> str:
     return named_inputs[key]
 
 
-def _datasets(tasks: list[str]) -> list[str]:
-    return sorted({t.split("/")[0] for t in tasks})
-
-
 def draw_family(family: str, out_dir: Path, *, models: list[str], tasks: list[str], table=None,
                 predictions=(), named_inputs=None, budget=None) -> list[Path]:
     named_inputs = named_inputs or {}
-    stems = names.figure_stems(family, tasks, _datasets(tasks))
+    stems = names.figure_stems(family, tasks)
     written = []
     if family == "label_efficiency":
         from benchmark.figures.label_efficiency import plot_label_efficiency
@@ -60,7 +56,7 @@ def draw_family(family: str, out_dir: Path, *, models: list[str], tasks: list[st
     elif family == "tsne":
         from benchmark.figures.tsne import plot_tsne
 
-        for dataset, stem in zip(_datasets(tasks), stems):
+        for dataset, stem in zip(names.task_datasets(tasks), stems):
             coordinates = {m: pd.read_csv(_input(named_inputs, f"{m}:{dataset}"), dtype={"image_id": str}) for m in models}
             dataset_tasks = [t for t in tasks if t.startswith(f"{dataset}/")]
             written += save(plot_tsne(coordinates, dataset, dataset_tasks), out_dir, stem)

@@ -11,12 +11,17 @@ def task_slug(task_key: str) -> str:
     return task_key.replace("/", "_")
 
 
-def figure_stems(family: str, tasks: list[str], datasets: list[str]) -> list[str]:
+def task_datasets(tasks: list[str]) -> list[str]:
+    """The datasets the tasks come from, sorted: one t-SNE figure each."""
+    return sorted({t.split("/")[0] for t in tasks})
+
+
+def figure_stems(family: str, tasks: list[str]) -> list[str]:
     """Stems (no extension) that ``family`` writes; each is saved as .png and .pdf."""
     if family in ("label_efficiency", "bars", "roc"):
         return [f"{family}_{task_slug(t)}" for t in tasks]
     if family == "tsne":
-        return [f"tsne_{d}" for d in datasets]
+        return [f"tsne_{d}" for d in task_datasets(tasks)]
     if family in ("alignment", "compute_ledger"):
         return [family]
     raise ValueError(f"unknown figure family {family!r} (known: {', '.join(FAMILIES)})")

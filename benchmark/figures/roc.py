@@ -19,6 +19,7 @@ from benchmark.figures.style import (
 )
 from benchmark.tables import evaluation_units
 from benchmark.tasks import get_task
+from benchmark.wide_tables import cell_order
 
 FPR_GRID = np.linspace(0.0, 1.0, 201)
 
@@ -41,8 +42,7 @@ def mean_roc(labels: np.ndarray, scores_nk: np.ndarray) -> np.ndarray:
 def roc_panels(predictions: pd.DataFrame) -> list[tuple[str, str]]:
     """(protocol, fraction) cells drawn: zero-shot ones and every protocol at fraction 1."""
     cells = {(p, f) for p, f in zip(predictions.protocol, predictions.fraction) if f in ("", "1")}
-    order = list(PROTOCOL_TITLES)
-    return sorted(cells, key=lambda c: order.index(c[0]) if c[0] in order else len(order))
+    return sorted(cells, key=lambda c: cell_order(*c))
 
 
 def _auc_label(table: pd.DataFrame, task, protocol, fraction, model, metric) -> str:

@@ -80,16 +80,22 @@ def fraction_label(fraction):
     return f"{float(fraction):g}"
 
 
-def zeroshot_files(task, model, seed):
-    """The leakage-safe zero-shot predictions, and MaMA's metadata-prefixed ones on EMBED."""
+def zeroshot_cells(task, model, seed):
+    """(protocol, predictions file): the leakage-safe zero-shot, and MaMA's metadata-prefixed
+    one on EMBED."""
     protocols = ["zeroshot"]
     if config["zeroshot"]["prefixed"] and task.startswith("embed/"):
         protocols.append("zeroshot_prefixed")
-    return [f"{R}/predictions/{task}/{protocol}/{model}/seed{seed}.csv" for protocol in protocols]
+    return [(protocol, f"{R}/predictions/{task}/{protocol}/{model}/seed{seed}.csv") for protocol in protocols]
 
 
-def finetune_files(task, model, seed, every_task=False):
-    """Fine-tune predictions per fraction; ``every_task`` for the rule's output patterns."""
+def zeroshot_files(task, model, seed):
+    return [path for _, path in zeroshot_cells(task, model, seed)]
+
+
+def finetune_files(task, model, seed, every_task=False, fractions=None):
+    """Fine-tune predictions per fraction (``fractions``: a subset of finetune.fractions);
+    ``every_task`` for the rule's output patterns."""
     if not config["finetune"]["enabled"]:
         return []
     if not every_task and task not in config["finetune"].get("tasks", TASKS):
@@ -97,16 +103,19 @@ def finetune_files(task, model, seed, every_task=False):
     return [
         f"{R}/predictions/{task}/finetune_{fraction_label(f)}/{model}/seed{seed}-draw0.csv"
         for f in config["finetune"]["fractions"]
+        if fractions is None or f in fractions
     ]
 
 
-def probe_files(task, model, seed):
-    """One predictions file per (fraction, draw), fraction-major (the probe command's order)."""
+def probe_files(task, model, seed, fractions=None):
+    """One predictions file per (fraction, draw), fraction-major (the probe command's order);
+    ``fractions``: a subset of split.fractions."""
     from benchmark.data.split import fraction_draws
 
     return [
         f"{R}/predictions/{task}/linear_probe_{fraction_label(f)}/{model}/seed{seed}-draw{d}.csv"
         for f in FRACTIONS
+        if fractions is None or f in fractions
         for d in fraction_draws(f, DRAWS)
     ]
 

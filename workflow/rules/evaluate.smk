@@ -7,10 +7,17 @@ def dataset_tasks(dataset):
     return [t.split("/")[1] for t in TASKS if t.split("/")[0] == dataset]
 
 
-def _task_of(prediction_path):
-    """'<R>/predictions/<dataset>/<task>/<protocol>/<model>/...' -> '<dataset>/<task>'."""
-    parts = prediction_path[len(R) + 1 :].split("/")
-    return f"{parts[1]}/{parts[2]}"
+def zeroshot_args(dataset):
+    """The features command's ``--zeroshot PROTOCOL TASK OUT`` options for a dataset's tasks."""
+
+    def args(wildcards):
+        return " ".join(
+            f"--zeroshot {protocol} {dataset}/{task} {path}"
+            for task in dataset_tasks(dataset)
+            for protocol, path in zeroshot_cells(f"{dataset}/{task}", wildcards.model, wildcards.seed)
+        )
+
+    return args
 
 
 def alignment_file(model, seed):
@@ -41,9 +48,7 @@ for _dataset in DATASETS:
             **_alignment,
         params:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
-            zeroshot=lambda wc, output: " ".join(
-                f"--zeroshot {path.split('/')[-3]} {_task_of(path)} {path}" for path in output.zeroshot
-            ),
+            zeroshot=zeroshot_args(_dataset),
             alignment=lambda wc, output: f"--alignment-out {output.alignment}" if "alignment" in output.keys() else "",
         threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
         log:

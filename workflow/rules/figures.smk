@@ -2,10 +2,10 @@
 # embeddings, alignment maps and ledgers only: every rule here reads files and draws, so
 # deleting results/figures and rerunning the target trains and evaluates nothing. The
 # t-SNE coordinates are per (model, dataset); everything else is an aggregation.
-from benchmark.figures.names import figure_stems
+from benchmark.figures.names import figure_stems, task_datasets
 
 FIG = f"{R}/figures"
-TASK_DATASETS = sorted({t.split("/")[0] for t in TASKS})
+TASK_DATASETS = task_datasets(TASKS)
 FIGURE_SEED = SEEDS[0]  # t-SNE and alignment maps show the first pretraining seed
 FAMILY_TITLES = {
     "label_efficiency": "Label efficiency",
@@ -30,7 +30,7 @@ localrules:
 def figure_files(family, report_png=False):
     """PNG and PDF per figure of a family; the PNGs go into the HTML report."""
     files = []
-    for stem in figure_stems(family, TASKS, TASK_DATASETS):
+    for stem in figure_stems(family, TASKS):
         png = f"{FIG}/{stem}.png"
         if report_png:
             png = report(png, caption=f"../report/{family}.rst", category="Figures",
@@ -81,10 +81,22 @@ rule figure_bars:
         "{BENCH} figures bars --config {CONFIGFILE} --out-dir {FIG} --table {input.table} 2> {log}"
 
 
+def roc_prediction_files():
+    """What the ROC figure draws: zero-shot and the full label fraction."""
+    files = []
+    for task in TASKS:
+        for model in MODELS:
+            for seed in SEEDS:
+                files += zeroshot_files(task, model, seed)
+                files += probe_files(task, model, seed, fractions=[1.0])
+                files += finetune_files(task, model, seed, fractions=[1.0])
+    return files
+
+
 rule figure_roc:
     input:
         table=f"{R}/table.csv",
-        predictions=prediction_files(),
+        predictions=roc_prediction_files(),
     output:
         figure_files("roc", report_png=True),
     log:
