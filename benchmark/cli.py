@@ -85,7 +85,7 @@ def cmd_bench_train(args, config):
     from benchmark.perf.train import bench_train, format_result
 
     print(format_result(bench_train(args.model, args.preset, args.steps, args.batch, args.tokenizer, args.threads,
-                                    args.loader_workers)))
+                                    args.loader_workers, args.streamed_from)))
 
 
 def cmd_split(args, config):
@@ -130,7 +130,8 @@ def cmd_pretrain(args, config):
         context["tokenizer"] = args.tokenizer
     if entry.get("weights"):
         context["weights"] = entry["weights"]
-    options = RunOptions.from_config(config["pretrain"], pretrain=entry.get("pretrain", True))
+    options = RunOptions.from_config(config["pretrain"], pretrain=entry.get("pretrain", True),
+                                     images=config["images"])
     ledger = pretrain(method=entry["method"], preset=entry["preset"], context=context,
                       manifest=_manifest(args.manifest), split=read_split(args.split),
                       cache_dir=Path(args.manifest).parent, options=options, seed=args.seed,
@@ -281,10 +282,12 @@ def cmd_probe(args, config):
 def cmd_finetune(args, config):
     import json
 
+    import numpy as np
+    import pandas as pd
     import torch
 
     from benchmark.checkpoint import load_checkpoint
-    from benchmark.data.images import load_images
+    from benchmark.data.images import open_images
     from benchmark.data.split import fraction_column, read_split
     from benchmark.evaluate.device import evaluation_device
     from benchmark.evaluate.finetune import finetune, predict
@@ -297,26 +300,27 @@ def cmd_finetune(args, config):
     task, records = _task_records(args, config, ("train", "val", "test"), args.task)
     split = read_split(args.split)
     cache = Path(args.manifest).parent
-    evaluated = records[records["split"].isin(["val", "test"])]
-    is_val = torch.from_numpy((evaluated["split"] == "val").to_numpy())
-    evaluated_u8 = None
+    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
+    evaluated = pd.concat([val, test])
+    val_u8 = test_u8 = None
+    memory_gib = config["images"]["memory_gib"] / 3  # shared by the training, validation and test images
     for fraction, out in zip(args.fraction, args.out):
         in_fraction = set(split.loc[(split["split"] == "train") & (split[fraction_column(fraction)] == 1),
                                     "patient_id"])
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
         model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())  # afresh for every fraction
         size = model.image_size
-        if evaluated_u8 is None:  # the same images for every fraction: loaded once
-            evaluated_u8 = load_images(cache, evaluated["png"].tolist(), size)
+        if val_u8 is None:  # the same images for every fraction: opened once
+            val_u8, test_u8 = (open_images(cache, part["png"].tolist(), size, memory_gib) for part in (val, test))
         try:
             classifier, history = finetune(
-                model, load_images(cache, train["png"].tolist(), size), train["label"].to_numpy(),
-                evaluated_u8[is_val], evaluated.loc[is_val.numpy(), "label"].to_numpy(), task.n_classes,
+                model, open_images(cache, train["png"].tolist(), size, memory_gib), train["label"].to_numpy(),
+                val_u8, val["label"].to_numpy(), task.n_classes,
                 steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                 eval_every=cfg["eval_every"], patience=cfg["patience"], seed=args.seed)
         except ValueError as exc:
             raise BenchmarkError(f"finetune {args.model} {task.key} fraction {fraction}: {exc}") from None
-        scores = predict(classifier, evaluated_u8)
+        scores = np.concatenate([predict(classifier, val_u8), predict(classifier, test_u8)])
         write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
                           model=args.model, seed=args.seed)
         best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
@@ -492,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
         (["--preset"], {"default": "tiny"}), (["--steps"], {"type": int, "default": 10}),
         (["--batch"], {"type": int, "default": None, "help": "default: the preset's batch size"}),
         (["--tokenizer"], {"default": None}),
-        (["--loader-workers"], {"type": int, "default": 0}))
+        (["--loader-workers"], {"type": int, "default": 0}),
+        (["--streamed-from"], {"type": int, "default": None, "metavar": "SIDE",
+                               "help": "read the images from random 16-bit PNGs of this long side instead of memory"}))
     add("check-report", cmd_check_report, "open the HTML report in headless Chromium, view and screenshot every "
         "result", (["--report"], {"default": "results/report.html"}),
         (["--out-dir"], {"default": "results/report-check", "help": "screenshots go here"}))

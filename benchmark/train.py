@@ -30,7 +30,7 @@ from tqdm import tqdm
 from benchmark.checkpoint import save_checkpoint
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.exams import exam_members
-from benchmark.data.images import load_images, normalise_float
+from benchmark.data.images import StreamedImages, normalise_float, open_images
 from benchmark.data.labels import label_vector
 from benchmark.distributed import (
     Ranks,
@@ -60,7 +60,8 @@ class PretrainDataset(Dataset):
     (epoch, index) and every draw is seeded by (seed, epoch, index), so a batch depends on
     neither the number of loader workers nor where a resumed run picked up."""
 
-    def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor, augment, mask_prob: float, seed: int,
+    def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor | StreamedImages, augment, mask_prob: float,
+                 seed: int,
                  needs: tuple[str, ...] = ("image", "caption")):
         unknown = set(needs) - set(BATCH_FIELDS)
         if unknown:
@@ -139,11 +140,16 @@ class RunOptions:
     grad_accum: int = 1
     gather_negatives: bool = True
     grad_checkpointing: bool = False
+    image_memory_gib: float = 8.0  # the config's images.memory_gib
+    loader_workers: int = 4  # the config's images.loader_workers (used when images are streamed)
 
     @classmethod
-    def from_config(cls, section: dict, pretrain: bool = True) -> RunOptions:
+    def from_config(cls, section: dict, pretrain: bool = True, images: dict | None = None) -> RunOptions:
         names = {f for f in cls.__dataclass_fields__}
         options = cls(**{k: v for k, v in section.items() if k in names})
+        if images:
+            options = replace(options, image_memory_gib=images.get("memory_gib", options.image_memory_gib),
+                              loader_workers=images.get("loader_workers", options.loader_workers))
         return options if pretrain else replace(options, samples_seen=0, device_hours=None)
 
 
@@ -267,12 +273,16 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
 
     start = time.perf_counter()
     resumed_seconds = state["device_seconds"]
+    streamed = False
     if budgeted and not out_of_budget():
-        images = load_images(cache_dir, records["png"].tolist(), model.image_size)
+        images = open_images(cache_dir, records["png"].tolist(), model.image_size, options.image_memory_gib)
+        streamed = isinstance(images, StreamedImages)
         data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs)
         sampler = StepSampler(len(records), batch_size, seed, state["step"], ranks, options.grad_accum)
-        # its own generator: a loader seeds itself from the global RNG, which a resumed run restores
-        batches = iter(DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=0,
+        # its own generator: a loader seeds itself from the global RNG, which a resumed run restores.
+        # Images in memory need no worker processes; streamed ones are decoded by workers.
+        batches = iter(DataLoader(data, batch_sampler=sampler, collate_fn=collate,
+                                  num_workers=options.loader_workers if streamed else 0,
                                   pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed)))
         step_module = LossModule(model)
         if ranks.world > 1:  # unused parameters: e.g. MaMA's late-loss heads before their start step
@@ -337,7 +347,8 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
                       "the set of loss terms changes, summed over ranks, times steps",
         "params_total": sum(p.numel() for p in model.parameters()), "params_trainable": sum(p.numel() for p in params),
         "peak_memory_bytes": peak_memory_bytes(device),
-        "train_images": len(records), "excluded_no_caption": no_caption, "split_sha256": split_sha256,
+        "train_images": len(records), "images_streamed": streamed,
+        "loader_workers": options.loader_workers if streamed else 0, "excluded_no_caption": no_caption, "split_sha256": split_sha256,
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
     }
     if ranks.main:

@@ -185,6 +185,34 @@ def test_finetune_learns_a_visible_label_and_keeps_the_best_validation_state(tok
                  weight_decay=0.0, eval_every=1, patience=1, seed=0)
 
 
+def test_finetune_on_streamed_images_equals_finetune_in_memory(tokenizer, tmp_path):
+    """Images above images.memory_gib are read from the PNG cache: same classifier, same scores."""
+    import torch
+    from PIL import Image
+
+    from benchmark.data.images import StreamedImages, load_images
+    from benchmark.evaluate.finetune import finetune, predict
+    from benchmark.registry import build_model
+
+    rng = np.random.default_rng(0)
+    y_train, y_val = np.arange(24) % 2, np.arange(12) % 2
+    names = {}
+    for part, y in (("train", y_train), ("val", y_val)):
+        names[part] = [f"{part}{i}.png" for i in range(len(y))]
+        for name, label in zip(names[part], y):
+            Image.fromarray((rng.integers(0, 150, (40, 30)) + 60 * label).astype(np.uint8)).save(tmp_path / name)
+    scores = {}
+    for kind, open_set in (("memory", load_images), ("streamed", StreamedImages)):
+        torch.manual_seed(0)
+        model = build_model("clip", "tiny", tokenizer=tokenizer)
+        train, val = (open_set(tmp_path, names[part], model.image_size) for part in ("train", "val"))
+        classifier, _ = finetune(model, train, y_train, val, y_val, 2, steps=6, batch_size=8, lr=1e-3,
+                                 weight_decay=0.0, eval_every=3, patience=2, seed=0)
+        scores[kind] = predict(classifier, val, batch_size=5)
+    assert isinstance(val, StreamedImages)
+    np.testing.assert_array_equal(scores["memory"], scores["streamed"])
+
+
 def test_mama_sgd_probe_option_chooses_its_epoch_on_validation(tmp_path):
     _probe_inputs(tmp_path)
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())

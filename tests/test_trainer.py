@@ -117,6 +117,27 @@ def test_kill_9_then_rerun_ends_with_the_uninterrupted_weights(prepared, tmp_pat
 
 
 @pytest.mark.slow
+def test_streamed_images_with_loader_workers_train_the_same_weights(prepared, tmp_path):
+    """images.memory_gib 0 reads every image from the PNG cache in 2 loader processes."""
+    base, config = prepared
+    streamed_config = tmp_path / "streamed.yaml"
+    streamed_config.write_text(yaml.safe_dump(yaml.safe_load(config.read_text())
+                                              | {"images": {"memory_gib": 0, "loader_workers": 2}}))
+    ledgers, weights = {}, {}
+    for name, path in (("memory", config), ("streamed", streamed_config)):
+        cmd = _pretrain_cmd((base, path), "clip", tmp_path / name)
+        run = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=REPO)
+        assert run.returncode == 0, run.stderr[-2000:]
+        ledgers[name] = json.loads((tmp_path / name / "ledger.json").read_text())
+        weights[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    assert not ledgers["memory"]["images_streamed"] and ledgers["memory"]["loader_workers"] == 0
+    assert ledgers["streamed"]["images_streamed"] and ledgers["streamed"]["loader_workers"] == 2
+    assert ledgers["memory"]["final_loss"] == ledgers["streamed"]["final_loss"]
+    a, b = weights["memory"], weights["streamed"]
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.slow
 def test_pretrain_under_torchrun_with_two_cpu_processes(prepared, tmp_path):
     out = tmp_path / "ddp"
     _torchrun(*_pretrain_cmd(prepared, "clip", out))

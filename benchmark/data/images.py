@@ -1,8 +1,10 @@
 """Cached PNGs to model inputs: pad to square, resize, augment, normalise (mean = std = 0.5).
 
-Images are loaded once into a uint8 tensor, so the tiny presets are never input-bound.
-Every random draw takes a ``torch.Generator`` seeded per (seed, epoch, index): the
-batches do not depend on the number of loader workers.
+A job's images are loaded once into a uint8 tensor when they fit in ``images.memory_gib``
+(the tiny presets are then never input-bound); above it they are read from the PNG cache
+as they are indexed (``StreamedImages``), which gives the same pixels. Every random draw
+takes a ``torch.Generator`` seeded per (seed, epoch, index): the batches do not depend on
+the number of loader workers or on where the images come from.
 """
 
 from __future__ import annotations
@@ -37,6 +39,33 @@ def load_images(cache_dir: Path, pngs: list[str], size: int) -> torch.Tensor:
     """(N, 1, size, size) uint8 tensor."""
     stack = np.stack([load_square(Path(cache_dir) / p, size) for p in pngs]) if pngs else np.zeros((0, size, size), np.uint8)
     return torch.from_numpy(stack).unsqueeze(1)
+
+
+class StreamedImages:
+    """Cached PNGs read when indexed, for image sets larger than memory. Indexes like the
+    (N, 1, size, size) uint8 tensor of ``load_images``: an integer gives (1, size, size);
+    a slice, an index array or a boolean mask gives (B, 1, size, size)."""
+
+    def __init__(self, cache_dir: Path, pngs: list[str], size: int):
+        self.cache_dir, self.pngs, self.size = Path(cache_dir), list(pngs), size
+
+    def __len__(self) -> int:
+        return len(self.pngs)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, (int, np.integer)):
+            return torch.from_numpy(load_square(self.cache_dir / self.pngs[key], self.size)).unsqueeze(0)
+        positions = np.arange(len(self))[key.numpy() if isinstance(key, torch.Tensor) else key]
+        if len(positions) == 0:
+            return torch.zeros((0, 1, self.size, self.size), dtype=torch.uint8)
+        return torch.stack([self[int(i)] for i in positions])
+
+
+def open_images(cache_dir: Path, pngs: list[str], size: int, memory_gib: float) -> torch.Tensor | StreamedImages:
+    """The images in memory when N x size x size bytes fit in ``memory_gib``, else streamed."""
+    if len(pngs) * size * size <= memory_gib * 2**30:
+        return load_images(cache_dir, pngs, size)
+    return StreamedImages(cache_dir, pngs, size)
 
 
 def normalise(images_u8: torch.Tensor) -> torch.Tensor:

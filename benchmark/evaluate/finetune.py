@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.data.images import normalise, normalise_float
+from benchmark.data.images import StreamedImages, normalise, normalise_float
 from benchmark.evaluate.device import model_device
 from benchmark.stats import balanced_accuracy, macro_auc
 
@@ -33,7 +33,7 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def predict(classifier: Classifier, images_u8: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+def predict(classifier: Classifier, images_u8: torch.Tensor | StreamedImages, batch_size: int = 64) -> np.ndarray:
     classifier.eval()
     device = model_device(classifier)
     out = [torch.softmax(classifier(normalise(images_u8[i: i + batch_size].to(device))), dim=-1).float().cpu()
@@ -49,7 +49,8 @@ def balanced_draws(y_n: np.ndarray, n_classes: int, count: int, rng: np.random.G
     return np.array([members[c][rng.integers(0, len(members[c]))] for c in classes])
 
 
-def finetune(model: nn.Module, train_u8: torch.Tensor, y_train: np.ndarray, val_u8: torch.Tensor, y_val: np.ndarray,
+def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train: np.ndarray,
+             val_u8: torch.Tensor | StreamedImages, y_val: np.ndarray,
              n_classes: int, *, steps: int, batch_size: int, lr: float, weight_decay: float, eval_every: int,
              patience: int, seed: int) -> tuple[Classifier, list[dict]]:
     """Return the classifier in its best validation state and the validation history."""

@@ -3,8 +3,9 @@
     python -m benchmark bench-train --model mama --preset tiny [--steps 10] [--batch N]
 
 Builds the real data path (``PretrainDataset`` + ``collate``, the model's own augmentations
-and batch needs) over in-memory random images and EMBED-like records, then measures, in
-one run:
+and batch needs) over in-memory random images and EMBED-like records (or, with
+``--streamed-from SIDE``, random 16-bit PNGs of that long side read as they are indexed, as
+pretraining does above ``images.memory_gib``), then measures, in one run:
 
 - loader samples/s: batches drawn through the DataLoader alone;
 - training samples/s: full optimizer steps (forward, backward, AdamW) on batches drawn
@@ -27,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.data.captions import embed_sentences, join_sentences
+from benchmark.data.images import StreamedImages
 from benchmark.data.tokenizer import train_tokenizer
 from benchmark.registry import build_model
 from benchmark.train import PretrainDataset, collate
@@ -66,8 +69,18 @@ def synthetic_records(n: int, seed: int = 0) -> pd.DataFrame:
     })
 
 
+def write_random_pngs(folder: Path, n: int, long_side: int) -> list[str]:
+    """``n`` random 16-bit PNGs of a mammogram's aspect (long side x 0.8 long side)."""
+    rng = np.random.default_rng(0)
+    names = [f"{i}.png" for i in range(n)]
+    for name in names:
+        pixels = rng.integers(0, 65536, (long_side, int(0.8 * long_side)), dtype=np.uint16)
+        Image.fromarray(pixels).save(folder / name)
+    return names
+
+
 def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tokenizer: str | None,
-                threads: int, loader_workers: int) -> dict:
+                threads: int, loader_workers: int, streamed_from: int | None = None) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -83,7 +96,12 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     batch = batch or model.train_settings["batch_size"]
     n = batch * 4
     records = synthetic_records(n)
-    images = torch.randint(0, 256, (n, 1, model.image_size, model.image_size), dtype=torch.uint8)
+    png_dir = tempfile.TemporaryDirectory()
+    if streamed_from:
+        images = StreamedImages(Path(png_dir.name), write_random_pngs(Path(png_dir.name), n, streamed_from),
+                                model.image_size)
+    else:
+        images = torch.randint(0, 256, (n, 1, model.image_size, model.image_size), dtype=torch.uint8)
     data = PretrainDataset(records, images, model.augment, 0.8, 0, model.batch_needs)
     loader = DataLoader(_Keyed(data, [(0, i) for i in range(n)]), batch_size=batch, shuffle=True,
                         collate_fn=collate, num_workers=loader_workers, drop_last=True,
@@ -97,6 +115,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
             if len(batches) == steps + 2:
                 break
     loader_rate = len(batches) * batch / (time.perf_counter() - start)
+    png_dir.cleanup()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -125,6 +144,8 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     peak = peak_tflops(name) if device.type == "cuda" else None
     return {"model": model_name, "preset": preset, "device": name, "batch": batch, "steps": steps,
+            "images": f"streamed from {streamed_from} px PNGs" if streamed_from else "in memory",
+            "loader_workers": loader_workers,
             "train_samples_per_s": batch / seconds, "loader_samples_per_s": loader_rate,
             "loader_over_train": loader_rate / (batch / seconds), "tflops_per_step": flops_per_step / 1e12,
             "achieved_tflops": tflops, "peak_tflops": peak, "mfu": tflops / peak if peak else None,
@@ -146,7 +167,8 @@ class _Keyed(torch.utils.data.Dataset):
 
 def format_result(r: dict) -> str:
     mfu = f"{100 * r['mfu']:.1f} % of {r['peak_tflops']:.0f}" if r["mfu"] is not None else "n/a (no GPU peak known)"
-    return (f"bench-train {r['model']}/{r['preset']} on {r['device']}, batch {r['batch']}, {r['steps']} steps\n"
+    return (f"bench-train {r['model']}/{r['preset']} on {r['device']}, batch {r['batch']}, {r['steps']} steps, "
+            f"images {r['images']}, {r['loader_workers']} loader workers\n"
             f"  training   {r['train_samples_per_s']:9.1f} samples/s\n"
             f"  loader     {r['loader_samples_per_s']:9.1f} samples/s  ({r['loader_over_train']:.1f}x training; "
             f"target >= 2x)\n"
