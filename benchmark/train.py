@@ -147,9 +147,8 @@ class RunOptions:
     def from_config(cls, section: dict, pretrain: bool = True, images: dict | None = None) -> RunOptions:
         names = {f for f in cls.__dataclass_fields__}
         options = cls(**{k: v for k, v in section.items() if k in names})
-        if images:
-            options = replace(options, image_memory_gib=images.get("memory_gib", options.image_memory_gib),
-                              loader_workers=images.get("loader_workers", options.loader_workers))
+        if images:  # the config's images section, schema defaults filled in
+            options = replace(options, image_memory_gib=images["memory_gib"], loader_workers=images["loader_workers"])
         return options if pretrain else replace(options, samples_seen=0, device_hours=None)
 
 

@@ -96,8 +96,8 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     batch = batch or model.train_settings["batch_size"]
     n = batch * 4
     records = synthetic_records(n)
-    png_dir = tempfile.TemporaryDirectory()
-    if streamed_from:
+    png_dir = tempfile.TemporaryDirectory() if streamed_from else None
+    if png_dir:
         images = StreamedImages(Path(png_dir.name), write_random_pngs(Path(png_dir.name), n, streamed_from),
                                 model.image_size)
     else:
@@ -115,7 +115,8 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
             if len(batches) == steps + 2:
                 break
     loader_rate = len(batches) * batch / (time.perf_counter() - start)
-    png_dir.cleanup()
+    if png_dir:
+        png_dir.cleanup()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
