@@ -1,4 +1,4 @@
-"""Metrics and the patient-level, class-stratified bootstrap (METHODS.md section 4).
+"""Metrics and the patient-level, class-stratified bootstrap (docs/protocol.md, Evaluation and Statistics).
 
 A bootstrap resample draws patients with replacement within strata (a patient's
 stratum is their rarest class in the test set), so every class stays in every

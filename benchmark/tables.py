@@ -1,4 +1,4 @@
-"""Predictions to ``results/table.csv`` (DESIGN.md columns) and ledgers to ``budget.csv``.
+"""Predictions to ``results/table.csv`` (columns in README.md, What you get) and ledgers to ``budget.csv``.
 
 For each (dataset, task) every model and protocol is resampled with the same patient
 bootstrap matrix, so deltas against the reference model are paired. A cell's replicates

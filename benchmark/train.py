@@ -17,6 +17,7 @@ import resource
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ from tqdm import tqdm
 from benchmark.checkpoint import save_checkpoint
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.exams import exam_members
-from benchmark.data.images import StreamedImages, normalise_float, open_images
-from benchmark.data.labels import label_vector
+from benchmark.data.images import HALF, StreamedImages, normalise_float, open_images
+from benchmark.data.labels import label_vector, sentence_label_vector
 from benchmark.distributed import (
     Ranks,
     any_rank,
@@ -52,6 +53,7 @@ BATCH_FIELDS = {
     "random_sentence": "one sentence of the masked report, drawn at random",
     "view2": "another image of the same exam (p 0.5) or a second augmentation of the same image",
     "label_vector": "density, BI-RADS, mass and calcification labels from the tables",
+    "sentence_label_vector": "the same labels as the random sentence states them (rule-based labeller)",
 }
 
 
@@ -87,8 +89,12 @@ class PretrainDataset(Dataset):
         item = {"image": self.augment(self.images_u8[i], gen)}
         if "caption" in self.needs:
             item["caption"] = join_sentences(sentences)
-        if "random_sentence" in self.needs:
-            item["random_sentence"] = sentences[int(rng.integers(len(sentences)))]
+        if self.needs & {"random_sentence", "sentence_label_vector"}:
+            sentence = sentences[int(rng.integers(len(sentences)))]
+            if "random_sentence" in self.needs:
+                item["random_sentence"] = sentence
+            if "sentence_label_vector" in self.needs:
+                item["sentence_label_vector"] = torch.from_numpy(sentence_label_vector(sentence))
         if "view2" in self.needs:
             others = [j for j in self.exams[rec["exam_id"]] if j != i]
             j = int(rng.choice(others)) if others and rng.random() < 0.5 else i
@@ -98,17 +104,42 @@ class PretrainDataset(Dataset):
         return item
 
 
-def collate(items: list[dict]) -> dict:
+def collate(items: list[dict], mean: tuple = HALF, std: tuple = HALF) -> dict:
+    """Stack a batch; images normalised with the model's statistics (``model_collate``)."""
     batch = {}
     for key in items[0]:
         values = [it[key] for it in items]
         if key in ("image", "view2"):
-            batch[key] = normalise_float(torch.stack(values))
+            batch[key] = normalise_float(torch.stack(values), mean, std)
         elif isinstance(values[0], torch.Tensor):
             batch[key] = torch.stack(values)
         else:
             batch[key] = values
     return batch
+
+
+def model_collate(model: nn.Module):
+    """``collate`` with ``model``'s image statistics (a picklable callable for loader workers)."""
+    return partial(collate, mean=getattr(model, "image_mean", HALF), std=getattr(model, "image_std", HALF))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, no_weight_decay) -> list[dict]:
+    """The trainable parameters split by the preset's ``no_weight_decay`` rule: ``"1d"``
+    (open_clip: no decay on gains, biases and scales, every parameter of fewer than two
+    dimensions), ``"none"`` (decay on everything, as the official MaMA and MGCA code pass
+    ``self.parameters()`` to AdamW) or a list of name fragments (MedCLIP's trainer:
+    ``bias``, ``LayerNorm.weight``, ``LayerNorm.bias``)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if no_weight_decay == "1d":
+        exempt = {n for n, p in named if p.ndim < 2}
+    elif no_weight_decay == "none":
+        exempt = set()
+    elif isinstance(no_weight_decay, (list, tuple)):
+        exempt = {n for n, _ in named if any(fragment in n for fragment in no_weight_decay)}
+    else:
+        raise BenchmarkError(f"pretrain: no_weight_decay {no_weight_decay!r} is not '1d', 'none' or a list of names")
+    return [{"params": [p for n, p in named if n not in exempt], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0}]
 
 
 def lr_at(progress: float, base_lr: float, warmup_fraction: float, step: int = 0, warmup_steps: int = 0) -> float:
@@ -243,10 +274,11 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     warmup_fraction = settings.get("warmup_fraction", 0.1)
     warmup_steps = max(1, int(warmup_fraction * total_steps)) if total_steps else 0
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": settings["weight_decay"]},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = parameter_groups(model, settings["weight_decay"], settings.get("no_weight_decay", "1d"))
     optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.get("optimizer", "adamw")]
-    optimizer = optimizer_class(groups, lr=settings["lr"], betas=tuple(settings.get("betas", (0.9, 0.98))))
+    optimizer = optimizer_class(groups, lr=settings["lr"], betas=tuple(settings.get("betas", (0.9, 0.98))),
+                                eps=settings.get("eps", 1e-8))
+    grad_clip_norm = settings.get("grad_clip_norm")
 
     fingerprint = {"method": method, "preset": preset, "seed": seed, "samples_seen": options.samples_seen,
                    "device_hours": options.device_hours, "batch_size": batch_size, "world": ranks.world,
@@ -280,7 +312,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         sampler = StepSampler(len(records), batch_size, seed, state["step"], ranks, options.grad_accum)
         # its own generator: a loader seeds itself from the global RNG, which a resumed run restores.
         # Images in memory need no worker processes; streamed ones are decoded by workers.
-        batches = iter(DataLoader(data, batch_sampler=sampler, collate_fn=collate,
+        batches = iter(DataLoader(data, batch_sampler=sampler, collate_fn=model_collate(model),
                                   num_workers=options.loader_workers if streamed else 0,
                                   pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed)))
         step_module = LossModule(model)
@@ -312,8 +344,12 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
                         (terms["loss"] / options.grad_accum).backward()
                     for k, v in terms.items():
                         logged[k] = logged.get(k, 0.0) + float(v.detach()) / options.grad_accum
+            if grad_clip_norm:
+                nn.utils.clip_grad_norm_(params, grad_clip_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if hasattr(model, "clamp_parameters"):  # optional contract method: e.g. a logit scale's bounds
+                model.clamp_parameters()
             if measure:
                 state["flops_per_step"] = int(sum_over_ranks(counter.get_total_flops()))
                 state["flops_terms"] = sorted(terms)

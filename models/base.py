@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.data.images import Augment
+from benchmark.data.images import HALF, Augment
 from models.encoders import TextEncoder, image_backbone, load_image_weights
 
 
@@ -38,7 +38,13 @@ class DualEncoder(nn.Module, abc.ABC):
         self.visual = image_backbone(image["name"], image_size, **image.get("kwargs", {}))
         load_image_weights(self.visual, image_weights, f"{name} image backbone")
         self.text = TextEncoder(text["arch"], text["context_length"], tokenizer=tokenizer, weights=text_weights,
-                                config=text.get("config"), what=f"{name} text encoder")
+                                config=text.get("config"), special_tokens=text.get("special_tokens"),
+                                what=f"{name} text encoder")
+        # the statistics the image backbone was pretrained with (timm's pretrained_cfg), or the
+        # preset's own; mean = std = 0.5 for the tiny presets' from-scratch backbones
+        cfg = getattr(self.visual, "pretrained_cfg", None) or {}
+        self.image_mean = tuple(image.get("mean", cfg.get("mean", HALF)))
+        self.image_std = tuple(image.get("std", cfg.get("std", HALF)))
         self.feature_dim = self.visual.num_features
         self.embed_dim = embed_dim
         scale = torch.tensor(float(init_logit_scale))
@@ -67,6 +73,9 @@ class DualEncoder(nn.Module, abc.ABC):
             self.text.model.gradient_checkpointing_disable()
 
     # --- what a method may override -------------------------------------------------------
+    def clamp_parameters(self) -> None:
+        """Called by the trainer after every optimizer step (e.g. a logit scale's bounds)."""
+
     def text_hidden(self, texts: list[str]):
         out, ids, mask = self.text(texts)
         return out.last_hidden_state, mask

@@ -1,5 +1,9 @@
-"""CLIP (Radford et al. 2021) through open_clip: symmetric InfoNCE, learnable logit scale
-initialised at ln(1/0.07) and clamped at ln(100) (METHODS.md section 3).
+"""CLIP (Radford et al. 2021) through open_clip: symmetric InfoNCE (the two directions
+averaged), learnable logit scale initialised at ln(1/0.07) and clamped to [0, ln 100] after
+every optimizer step, as open_clip's training loop does. AdamW (0.9, 0.98), eps 1e-6, no
+weight decay on gains, biases and the logit scale; augmentation as open_clip's training
+transform (random resized crop, scale 0.9 to 1, nothing else); images normalised with
+open_clip's (OpenAI) statistics. Constants per source: docs/protocol.md.
 
 ``tiny``: a small ViT and text transformer built with open_clip's own classes, a BPE
 tokenizer trained on the training captions. ``paper``: open_clip's ViT-B-16 and its
@@ -16,6 +20,7 @@ import open_clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
 from benchmark.data.images import Augment
@@ -24,6 +29,8 @@ from benchmark.errors import BenchmarkError
 from benchmark.registry import register_model
 from models.gather import gather_rows
 from models.losses import ClipLoss
+
+OPEN_CLIP_AUGMENT = dict(crop_scale=(0.9, 1.0), hflip=False, vflip=False, jitter=0)
 
 
 @register_model("clip")
@@ -34,13 +41,13 @@ class Clip(nn.Module):
             image_size=96, embed_dim=128,
             vision=dict(layers=4, width=192, head_width=64, patch_size=16),
             text=dict(layers=2, width=96, heads=4, context_length=112),
-            train=dict(batch_size=64, lr=5e-4, weight_decay=0.1, warmup_fraction=0.1),
-            augment=dict(crop_scale=(0.6, 1.0)),
+            train=dict(batch_size=64, lr=5e-4, weight_decay=0.1, warmup_fraction=0.1, eps=1e-6),
+            augment=OPEN_CLIP_AUGMENT,
         ),
         "paper": dict(
             image_size=224, open_clip_name="ViT-B-16",
-            train=dict(batch_size=256, lr=5e-4, weight_decay=0.2, warmup_fraction=0.05),
-            augment=dict(crop_scale=(0.5, 1.0)),
+            train=dict(batch_size=256, lr=5e-4, weight_decay=0.2, warmup_fraction=0.05, eps=1e-6),
+            augment=OPEN_CLIP_AUGMENT,
         ),
     }
 
@@ -68,6 +75,8 @@ class Clip(nn.Module):
             self.clip = open_clip.CLIP(embed_dim, vision_cfg, text_cfg, init_logit_scale=init_scale)
             self._tokenize = self._tokenize_bpe
         self.clip.logit_scale.data.fill_(init_scale)
+        self.image_mean = tuple(getattr(self.clip.visual, "image_mean", None) or OPENAI_DATASET_MEAN)
+        self.image_std = tuple(getattr(self.clip.visual, "image_std", None) or OPENAI_DATASET_STD)
         self.loss_fn = ClipLoss()
         self.feature_dim = self.clip.visual.ln_post.normalized_shape[0]
         self._pooled = None
@@ -104,9 +113,12 @@ class Clip(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.clip.set_grad_checkpointing(enable)
 
+    @torch.no_grad()
+    def clamp_parameters(self) -> None:
+        self.clip.logit_scale.clamp_(0, math.log(100))
+
     def training_loss(self, batch: dict) -> dict:
         image_nd = gather_rows(self.encode_image(batch["image"]))
         text_nd = gather_rows(self.encode_text(batch["caption"]))
-        loss = self.loss_fn(image_nd, text_nd, self.clip.logit_scale)
-        return {"loss": loss, "clip": loss.detach(),
-                "logit_scale": self.clip.logit_scale.detach().clamp(max=math.log(100)).exp()}
+        loss = self.loss_fn(image_nd, text_nd, self.clip.logit_scale.exp())
+        return {"loss": loss, "clip": loss.detach(), "logit_scale": self.clip.logit_scale.detach().exp()}

@@ -1,7 +1,7 @@
 """ConVIRT (Zhang et al. 2020): ResNet-50 + a clinical BERT with its embeddings and first
 6 layers frozen, MLP heads to 512, loss 0.75 * L(image->text) + 0.25 * L(text->image) at
 temperature 0.1, Adam lr 1e-4, weight decay 1e-6, batch 32; each report is augmented
-by sampling one of its sentences (METHODS.md section 3). The text feature is a max
+by sampling one of its sentences (docs/protocol.md, Methods). The text feature is a max
 pool over the last hidden states, as in the paper. There is no official training code.
 """
 

@@ -56,7 +56,11 @@ class TextEncoder(nn.Module):
     """A Hugging Face text model plus its tokenizer; returns hidden states and the mask."""
 
     def __init__(self, arch: str, context_length: int, tokenizer: str | None = None, weights: str | None = None,
-                 config: dict | None = None, what: str = "text encoder"):
+                 config: dict | None = None, special_tokens: dict | None = None, what: str = "text encoder"):
+        """``special_tokens`` (Hugging Face tokenizers only): tokens to add, as
+        ``tokenizer.add_special_tokens`` takes them, with the embeddings resized to match
+        (MaMA adds a separator, which BioMedLM's GPT-2 tokenizer lacks); with a ``bos_token``
+        among them every text is wrapped as bos + text + eos, as the official MaMA code does."""
         super().__init__()
         from transformers import (
             AutoModel,
@@ -69,13 +73,19 @@ class TextEncoder(nn.Module):
 
         self.context_length = context_length
         self.arch = arch
+        self.wrap_bos_eos = False
         if weights:
             if not Path(weights).is_dir():
                 raise BenchmarkError(f"{what}: {weights} not found; put the Hugging Face model folder there "
                                      "(config.json, weights and tokenizer files), e.g. from `huggingface-cli "
                                      "download` on a machine with internet")
-            self.model = AutoModel.from_pretrained(weights)
+            attention = (config or {}).get("attn_implementation")  # e.g. eager: MGCA reads attention maps
+            self.model = AutoModel.from_pretrained(weights, **({"attn_implementation": attention} if attention else {}))
             self.hf_tokenizer = AutoTokenizer.from_pretrained(weights)
+            if special_tokens:
+                self.hf_tokenizer.add_special_tokens(dict(special_tokens))
+                self.model.resize_token_embeddings(len(self.hf_tokenizer))
+                self.wrap_bos_eos = "bos_token" in special_tokens
             if self.hf_tokenizer.pad_token is None:
                 self.hf_tokenizer.pad_token = self.hf_tokenizer.eos_token
             self.bpe = None
@@ -104,6 +114,8 @@ class TextEncoder(nn.Module):
         if self.hf_tokenizer is None:
             raise BenchmarkError(f"{self.arch} text encoder has no tokenizer: give `weights` (a local model "
                                  "folder) or a trained tokenizer")
+        if self.wrap_bos_eos:
+            texts = [f"{self.hf_tokenizer.bos_token}{t}{self.hf_tokenizer.eos_token}" for t in texts]
         out = self.hf_tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
                                 return_tensors="pt")
         return out["input_ids"], out["attention_mask"]
@@ -136,6 +148,23 @@ def mlp(in_dim: int, hidden: int, out_dim: int, batch_norm: bool = False) -> nn.
         layers.append(nn.BatchNorm1d(hidden))
     layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)]
     return nn.Sequential(*layers)
+
+
+class BatchNormMLP(nn.Module):
+    """Linear -> BatchNorm -> ReLU -> Linear -> BatchNorm, the official MaMA and MGCA heads
+    (``GlobalEmbedding``, ``LocalEmbedding``, ``SimCLRProjectionHead``). Takes (N, C) or
+    (N, L, C): a 1x1 convolution over tokens is a linear layer per token, and its batch
+    norm pools the batch and the tokens, as it does here on the flattened (N * L, C)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, bias: bool = True, out_affine: bool = False):
+        super().__init__()
+        self.fc1, self.bn1 = nn.Linear(in_dim, hidden, bias=bias), nn.BatchNorm1d(hidden)
+        self.fc2, self.bn2 = nn.Linear(hidden, out_dim, bias=bias), nn.BatchNorm1d(out_dim, affine=out_affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = self.bn2(self.fc2(torch.relu(self.bn1(self.fc1(flat)))))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def freeze(module: nn.Module) -> None:

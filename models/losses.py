@@ -2,32 +2,40 @@
 
 N: batch, D: embedding width, P: patches, S: sentences, T: tokens, K: prototypes.
 All features handed to a loss are L2-normalised unless its docstring says otherwise.
+``logit_scale`` arguments are multipliers (the exponential already taken), as in
+open_clip's ``ClipLoss``; clamping a learnable scale is the model's business (it clamps
+the parameter after each optimizer step, see ``DualEncoder.clamp_parameters``).
+Every constant and weight is listed, with the official file it comes from, in
+docs/protocol.md; tests/reference/ checks each loss against an independent reference.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MAX_LOGIT_SCALE = math.log(100.0)
+
+def _diagonal_targets(logits_nn: torch.Tensor) -> torch.Tensor:
+    return torch.arange(logits_nn.shape[0], device=logits_nn.device)
 
 
 class ClipLoss(nn.Module):
-    """Symmetric InfoNCE: mean of image->text and text->image cross-entropy.
+    """Symmetric InfoNCE: cross-entropy image->text and text->image on one N x N matrix.
 
-    ``logit_scale`` is the log of the inverse temperature; it is clamped at ln(100)
-    here, in the forward pass, as CLIP does.
-    """
+    ``sum_directions``: the official MaMA and MGCA code add the two directions; CLIP
+    (open_clip) and MedCLIP average them."""
+
+    def __init__(self, sum_directions: bool = False):
+        super().__init__()
+        self.sum_directions = sum_directions
 
     def forward(self, image_features_nd: torch.Tensor, text_features_nd: torch.Tensor,
-                logit_scale: torch.Tensor) -> torch.Tensor:
-        scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-        logits_nn = scale * image_features_nd @ text_features_nd.T
-        targets_n = torch.arange(logits_nn.shape[0], device=logits_nn.device)
-        return (F.cross_entropy(logits_nn, targets_n) + F.cross_entropy(logits_nn.T, targets_n)) / 2
+                logit_scale: torch.Tensor | float) -> torch.Tensor:
+        logits_nn = logit_scale * image_features_nd @ text_features_nd.T
+        targets_n = _diagonal_targets(logits_nn)
+        total = F.cross_entropy(logits_nn, targets_n) + F.cross_entropy(logits_nn.T, targets_n)
+        return total if self.sum_directions else total / 2
 
 
 class WeightedInfoNCE(nn.Module):
@@ -40,7 +48,7 @@ class WeightedInfoNCE(nn.Module):
 
     def forward(self, image_features_nd: torch.Tensor, text_features_nd: torch.Tensor) -> torch.Tensor:
         logits_nn = image_features_nd @ text_features_nd.T / self.temperature
-        targets_n = torch.arange(logits_nn.shape[0], device=logits_nn.device)
+        targets_n = _diagonal_targets(logits_nn)
         image_to_text = F.cross_entropy(logits_nn, targets_n)
         text_to_image = F.cross_entropy(logits_nn.T, targets_n)
         return self.weight * image_to_text + (1 - self.weight) * text_to_image
@@ -48,7 +56,7 @@ class WeightedInfoNCE(nn.Module):
 
 class NTXentLoss(nn.Module):
     """SimCLR's NT-Xent between two views: each view's positive is the other view of the
-    same image, negatives are the other 2N - 2 embeddings."""
+    same image, negatives are the other 2N - 2 embeddings; mean over the 2N anchors."""
 
     def __init__(self, temperature: float = 0.5):
         super().__init__()
@@ -65,61 +73,95 @@ class NTXentLoss(nn.Module):
 
 def local_alignment_scores(patches_npd: torch.Tensor, sentences_nsd: torch.Tensor,
                            sentence_mask_ns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MaMA's symmetric local alignment scores for every (image i, report j) pair.
+    """MaMA's two local alignment scores for every (image i, report j) pair, rows = images.
 
-    text->image: for each sentence of j the best-matching patch of i, averaged over j's
-    sentences; image->text: for each patch of i the best-matching sentence of j, averaged
-    over i's patches. Returns (image_to_text_nn, text_to_image_nn), rows = images."""
+    text->image: for each sentence of j its best-matching patch of i, averaged over j's
+    sentences; image->text: for each patch of i its best-matching sentence of j, averaged
+    over i's patches. Padded sentences (mask 0) take part in neither."""
     sim_ijps = torch.einsum("ipd,jsd->ijps", patches_npd, sentences_nsd)
-    mask_1j1s = sentence_mask_ns[None, :, None, :].bool()
-    best_patch_ijs = sim_ijps.amax(dim=2)  # (i, j, s): best patch of i for sentence s of j
-    counts_j = sentence_mask_ns.sum(dim=1).clamp(min=1)
-    text_to_image_ij = (best_patch_ijs * sentence_mask_ns[None]).sum(-1) / counts_j[None]
-    best_sentence_ijp = sim_ijps.masked_fill(~mask_1j1s, float("-inf")).amax(dim=3)
+    valid_ns = sentence_mask_ns.bool()
+    best_patch_ijs = sim_ijps.amax(dim=2)
+    counts_j = valid_ns.sum(dim=1).clamp(min=1)
+    text_to_image_ij = (best_patch_ijs * valid_ns[None]).sum(-1) / counts_j[None]
+    best_sentence_ijp = sim_ijps.masked_fill(~valid_ns[None, :, None, :], float("-inf")).amax(dim=3)
     image_to_text_ij = best_sentence_ijp.mean(dim=2)
     return image_to_text_ij, text_to_image_ij
 
 
 class LocalAlignmentLoss(nn.Module):
-    """Cross-entropy both ways on the local alignment scores, with their own logit scale."""
+    """MaMA's symmetric local alignment (SLA): each of the two score matrices gets
+    cross-entropy both ways; the four terms are summed (official ``model.py``)."""
 
     def forward(self, patches_npd, sentences_nsd, sentence_mask_ns, logit_scale) -> torch.Tensor:
         image_to_text_nn, text_to_image_nn = local_alignment_scores(patches_npd, sentences_nsd, sentence_mask_ns)
-        scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-        targets_n = torch.arange(image_to_text_nn.shape[0], device=image_to_text_nn.device)
-        return (F.cross_entropy(scale * image_to_text_nn, targets_n)
-                + F.cross_entropy(scale * text_to_image_nn.T, targets_n)) / 2
+        targets_n = _diagonal_targets(image_to_text_nn)
+        total = image_to_text_nn.new_zeros(())
+        for scores_nn in (text_to_image_nn, image_to_text_nn):
+            logits_nn = logit_scale * scores_nn
+            total = total + F.cross_entropy(logits_nn, targets_n) + F.cross_entropy(logits_nn.T, targets_n)
+        return total
+
+
+def clipped_weights(weights_nt: torch.Tensor, valid_nt: torch.Tensor, low: float = 0.1,
+                    high: float = 0.9) -> torch.Tensor:
+    """MGCA's token weights: each sample's valid weights clipped to their own 10 % and 90 %
+    quantiles (linear interpolation, as ``torch.quantile``), invalid ones 0, then
+    normalised to sum 1 per sample."""
+    valid_nt = valid_nt.bool()
+    masked = weights_nt.masked_fill(~valid_nt, float("nan"))
+    low_n1 = torch.nanquantile(masked, low, dim=1, keepdim=True)
+    high_n1 = torch.nanquantile(masked, high, dim=1, keepdim=True)
+    clipped = torch.minimum(torch.maximum(weights_nt, low_n1), high_n1) * valid_nt
+    return clipped / clipped.sum(dim=1, keepdim=True)
+
+
+def _weighted_token_contrast(sim_nqq: torch.Tensor, weight_nq: torch.Tensor) -> torch.Tensor:
+    """Each query q against every attended context (and each context against every query),
+    cross-entropy with target q, weighted per query, summed and divided by N; the mean of
+    the two ways (official ``mgca_module.py``)."""
+    n, q, _ = sim_nqq.shape
+    targets = torch.arange(q, device=sim_nqq.device).repeat(n)
+    rows = F.cross_entropy(sim_nqq.reshape(n * q, q), targets, reduction="none")
+    cols = F.cross_entropy(sim_nqq.transpose(1, 2).reshape(n * q, q), targets, reduction="none")
+    weights = weight_nq.reshape(-1)
+    return ((rows * weights).sum() / n + (cols * weights).sum() / n) / 2
 
 
 class TokenAlignmentLoss(nn.Module):
-    """MGCA's token-level alignment: parameter-free cross attention from each word to the
-    patches (and each patch to the words), then a per-sample contrast of every token with
-    its attended context among the sample's tokens, weighted by [CLS] attention."""
+    """MGCA's token-level alignment, word half plus patch half (summed).
 
-    def __init__(self, attention_temperature: float = 0.1, temperature: float = 0.1):
+    Word half: each word attends to the patches (softmax of similarity / 0.1), its context
+    is L2-normalised, and each sample's words are contrasted with their contexts
+    (temperature 0.1), weighted by BERT's [CLS] attention clipped to its 10-90 % quantiles.
+    Every word position takes part as a negative, as in the official code (whose padding
+    words are the local head applied to zero vectors); ``word_valid_nt`` marks the words
+    that are queries and carry weight. Patch half: each patch attends to the valid words
+    only (padding keys masked), is contrasted with its context, weighted by the ViT's [CLS]
+    attention clipped the same way. The official code L2-normalises the patch context only
+    for CNN backbones (``normalize_patch_context``)."""
+
+    def __init__(self, temperature: float = 0.1, normalize_patch_context: bool = False):
         super().__init__()
-        self.attention_temperature = attention_temperature
         self.temperature = temperature
+        self.normalize_patch_context = normalize_patch_context
 
-    def _one_way(self, queries_nqd, keys_nkd, query_mask_nq, query_weight_nq) -> torch.Tensor:
-        attn_nqk = torch.softmax(queries_nqd @ keys_nkd.transpose(1, 2) / self.attention_temperature, dim=-1)
-        context_nqd = F.normalize(attn_nqk @ keys_nkd, dim=-1)
-        logits_nqq = queries_nqd @ context_nqd.transpose(1, 2) / self.temperature
-        logits_nqq = logits_nqq.masked_fill(~query_mask_nq[:, None, :].bool(), float("-inf"))
-        q = logits_nqq.shape[1]
-        targets = torch.arange(q, device=logits_nqq.device).expand(logits_nqq.shape[0], q)
-        per_query = (F.cross_entropy(logits_nqq.reshape(-1, q), targets.reshape(-1), reduction="none")
-                     + F.cross_entropy(logits_nqq.transpose(1, 2).reshape(-1, q), targets.reshape(-1),
-                                       reduction="none")) / 2
-        weights = (query_weight_nq * query_mask_nq).reshape(-1)
-        per_query = torch.where(weights > 0, per_query, torch.zeros_like(per_query))
-        return (per_query * weights).sum() / weights.sum().clamp(min=1e-8)
+    def forward(self, words_ntd, word_valid_nt, word_attention_nt, patches_npd, patch_attention_np):
+        t = self.temperature
+        attn_ntp = torch.softmax(words_ntd @ patches_npd.transpose(1, 2) / t, dim=-1)
+        word_context_ntd = F.normalize(attn_ntp @ patches_npd, dim=-1)
+        word_sim_ntt = words_ntd @ word_context_ntd.transpose(1, 2) / t
+        word_weight_nt = clipped_weights(word_attention_nt, word_valid_nt)
+        loss_word = _weighted_token_contrast(word_sim_ntt, word_weight_nt)
 
-    def forward(self, words_ntd, word_mask_nt, word_weight_nt, patches_npd, patch_weight_np) -> torch.Tensor:
-        patch_mask_np = torch.ones(patches_npd.shape[:2], device=patches_npd.device)
-        word_to_patch = self._one_way(words_ntd, patches_npd, word_mask_nt, word_weight_nt)
-        patch_to_word = self._one_way(patches_npd, words_ntd, patch_mask_np, patch_weight_np)
-        return (word_to_patch + patch_to_word) / 2
+        sim_npt = (patches_npd @ words_ntd.transpose(1, 2)).masked_fill(~word_valid_nt.bool()[:, None, :],
+                                                                         float("-inf"))
+        patch_context_npd = torch.softmax(sim_npt / t, dim=-1) @ words_ntd
+        if self.normalize_patch_context:
+            patch_context_npd = F.normalize(patch_context_npd, dim=-1)
+        patch_sim_npp = patches_npd @ patch_context_npd.transpose(1, 2) / t
+        patch_weight_np = clipped_weights(patch_attention_np, torch.ones_like(patch_attention_np))
+        loss_patch = _weighted_token_contrast(patch_sim_npp, patch_weight_np)
+        return loss_word + loss_patch
 
 
 @torch.no_grad()
@@ -154,21 +196,22 @@ class PrototypeLoss(nn.Module):
         return -((text_codes * image_logp).sum(1).mean() + (image_codes * text_logp).sum(1).mean()) / 2
 
 
-def semantic_targets(image_labels_nl: torch.Tensor, text_labels_ml: torch.Tensor) -> torch.Tensor:
-    """MedCLIP's soft targets: row-softmax of label-vector similarity (labels L2-normalised)."""
-    sim_nm = F.normalize(image_labels_nl.float(), dim=-1) @ F.normalize(text_labels_ml.float(), dim=-1).T
-    return torch.softmax(sim_nm / 0.01, dim=1)  # sharp: equal label vectors share the mass
+def semantic_targets(row_labels_nl: torch.Tensor, column_labels_ml: torch.Tensor) -> torch.Tensor:
+    """MedCLIP's soft targets: the row-softmax of the raw label-vector dot products
+    (official ``losses.py``: ``softmax(img_labels @ text_labels.T)``, no temperature)."""
+    return torch.softmax(row_labels_nl.float() @ column_labels_ml.float().T, dim=1)
 
 
 class SemanticMatchingLoss(nn.Module):
-    """MedCLIP: soft cross-entropy both ways against label-similarity targets, so a caption
-    with the same findings counts as a positive for an image even when not its own."""
+    """MedCLIP: soft cross-entropy both ways against label-similarity targets, averaged, so
+    a sentence whose labels match an image counts as a positive even when it is not the
+    image's own. Each way is summed over its rows and divided by N."""
 
     def forward(self, image_nd, text_nd, image_labels_nl, text_labels_nl, logit_scale) -> torch.Tensor:
-        scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-        logits_nn = scale * image_nd @ text_nd.T
+        logits_nn = logit_scale * image_nd @ text_nd.T
+        n = logits_nn.shape[0]
         image_targets = semantic_targets(image_labels_nl, text_labels_nl)
         text_targets = semantic_targets(text_labels_nl, image_labels_nl)
-        image_to_text = -(image_targets * F.log_softmax(logits_nn, dim=1)).sum(1).mean()
-        text_to_image = -(text_targets * F.log_softmax(logits_nn.T, dim=1)).sum(1).mean()
+        image_to_text = -(image_targets * F.log_softmax(logits_nn, dim=1)).sum() / n
+        text_to_image = -(text_targets * F.log_softmax(logits_nn.T, dim=1)).sum() / n
         return (image_to_text + text_to_image) / 2

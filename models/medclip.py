@@ -1,15 +1,27 @@
-"""MedCLIP (Wang et al. 2022): Swin-T (or ResNet-50) + Bio_ClinicalBERT, the text feature
-the mean over tokens of hidden layers 1, 2 and the last, linear projections to 512, a
-learnable logit scale from 1/0.07 clamped at 100, and the semantic matching loss: soft
-targets from label-vector similarity, so images and captions with the same findings are
-positives for each other (METHODS.md section 3). batch 100, lr 2e-5, weight decay 1e-4.
+"""MedCLIP (Wang et al. 2022): Swin-T (or ResNet-50) + Bio_ClinicalBERT. Constants from
+the official code (RyanWangZf/MedCLIP: ``losses.py``, ``dataset.py``,
+``modeling_medclip.py``, ``trainer.py``, ``examples/run_medclip_pretrain.py``); the table
+with the paper's and this project's values is in docs/protocol.md.
 
-Label vector (13): density one-hot (4), BI-RADS one-hot (7), mass present, calcification
-present, from the tables (``benchmark.data.labels``).
-Deviations: padding tokens are left out of the mean (the official code averages them
-in); the soft targets use a sharp softmax of cosine label similarity (temperature 0.01)
-instead of a plain softmax of dot products, so that images whose label vectors differ
-get no target mass (a plain softmax puts most of it on wrong captions at batch 100).
+- Decoupled pairs: the text side of an image is **one** sentence of its report, drawn at
+  random, with that sentence's own label vector (``dataset.py``); here the labels come
+  from a rule-based labeller on the sentence (``benchmark.data.labels.sentence_label_vector``),
+  the image's from the tables. Label vector (13): density one-hot (4), BI-RADS one-hot
+  (7), mass present, calcification present.
+- Semantic matching loss: soft targets are the row-softmax of the raw label dot products
+  (image labels x sentence labels^T), soft cross-entropy both ways, averaged.
+- Text feature: the mean over tokens of hidden layers 1, 2 and the last; linear
+  projections (no bias) to 512; learnable logit scale from 1/0.07, clamped to [0, 4.6052]
+  (ln 100) after every step, as the official ``compute_logits`` clamps it before use.
+- AdamW lr 2e-5, weight decay 1e-4 except biases and LayerNorm, 10 % warm-up, cosine,
+  gradient norm clipped at 1.0, batch 100. Augmentation: horizontal flip, brightness and
+  contrast jitter 0.2, a random 224 crop of the 256 image.
+Deviations: padding tokens are left out of the text mean (the official collator pads to
+the longest sentence of the batch and averages the padding in, so a sentence's embedding
+depends on its batch); the official EDA text augmentation (synonyms from WordNet, swaps,
+deletions, its loss averaged with the plain one) and the random affine transform are not
+applied; images are normalised with the backbone's ImageNet statistics, not MedCLIP's
+chest X-ray ones.
 """
 
 from __future__ import annotations
@@ -24,18 +36,23 @@ from models.encoders import masked_mean
 from models.gather import gather_rows
 from models.losses import SemanticMatchingLoss
 
+MAX_LOGIT_SCALE = 4.6052
+AUGMENT = dict(crop_scale=((224 / 256) ** 2,) * 2, crop_ratio=(1.0, 1.0), hflip=True, vflip=False, jitter=0.2,
+               jitter_p=1.0)
+TRAIN = dict(weight_decay=1e-4, warmup_fraction=0.1, betas=(0.9, 0.999), grad_clip_norm=1.0,
+             no_weight_decay=["bias", "LayerNorm.bias", "LayerNorm.weight"])
+
 
 @register_model("medclip")
 class MedCLIP(DualEncoder):
-    batch_needs = ("image", "caption", "label_vector")
+    batch_needs = ("image", "random_sentence", "label_vector", "sentence_label_vector")
     presets = {
-        "tiny": dict(image_size=96, embed_dim=128, image=dict(name="resnet_tiny"), text=TINY_TEXT,
-                     train=dict(batch_size=64, lr=3e-4, weight_decay=1e-4, warmup_fraction=0.05),
-                     augment=dict(crop_scale=(0.6, 1.0))),
+        "tiny": dict(image_size=96, embed_dim=128, image=dict(name="resnet_tiny"),
+                     text=dict(TINY_TEXT, context_length=48),  # one sentence
+                     train=dict(TRAIN, batch_size=64, lr=3e-4), augment=AUGMENT),
         "paper": dict(image_size=224, embed_dim=512, image=dict(name="swin_tiny_patch4_window7_224"),
-                      text=dict(arch="bert", context_length=128, config={}),
-                      train=dict(batch_size=100, lr=2e-5, weight_decay=1e-4, warmup_fraction=0.05),
-                      augment=dict(crop_scale=(0.6, 1.0))),
+                      text=dict(arch="bert", context_length=77, config={}),
+                      train=dict(TRAIN, batch_size=100, lr=2e-5), augment=AUGMENT),
     }
 
     def __init__(self, **kwargs):
@@ -53,8 +70,14 @@ class MedCLIP(DualEncoder):
     def project_text(self, hidden_ntd, mask_nt):
         return self.text_head(masked_mean(hidden_ntd, mask_nt))
 
+    @torch.no_grad()
+    def clamp_parameters(self) -> None:
+        self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
     def training_loss(self, batch: dict) -> dict:
-        labels = gather_rows(batch["label_vector"])
         loss = self.loss_fn(gather_rows(self.encode_image(batch["image"])),
-                            gather_rows(self.encode_text(batch["caption"])), labels, labels, self.logit_scale)
-        return {"loss": loss, "semantic": loss.detach()}
+                            gather_rows(self.encode_text(batch["random_sentence"])),
+                            gather_rows(batch["label_vector"]), gather_rows(batch["sentence_label_vector"]),
+                            self.logit_scale.exp())
+        return {"loss": loss, "semantic": loss.detach(), "logit_scale": self.logit_scale.detach().exp()}
+

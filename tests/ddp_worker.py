@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import Augment
+from benchmark.data.labels import sentence_label_vector
 from benchmark.distributed import init_distributed, mean_over_ranks
 from benchmark.registry import build_model
 from benchmark.train import LossModule, collate
@@ -33,7 +34,8 @@ def global_batch(model, n: int) -> dict:
         item = {"image": Augment(jitter=0)(image, gen), "view2": Augment(jitter=0)(image, gen),
                 "caption": join_sentences(sentences[: 2 + i % 5]),  # reports of different lengths
                 "random_sentence": sentences[i % len(sentences)],
-                "label_vector": torch.nn.functional.one_hot(torch.tensor(i % 13), 13).float()}
+                "label_vector": torch.nn.functional.one_hot(torch.tensor(i % 13), 13).float(),
+                "sentence_label_vector": torch.from_numpy(sentence_label_vector(sentences[i % len(sentences)]))}
         items.append({k: v for k, v in item.items() if k in model.batch_needs})
     return collate(items) | {"step": 10_000, "epoch": 1}
 

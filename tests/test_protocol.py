@@ -1,4 +1,4 @@
-"""The evaluation protocol's guarantees (METHODS.md section 4): nothing is chosen on test,
+"""The evaluation protocol's guarantees (docs/protocol.md, Evaluation and Statistics): nothing is chosen on test,
 features are extracted once, degenerate inputs fail clearly, the wide tables render."""
 
 import json

@@ -1,5 +1,5 @@
 """The shared trainer: data parallelism equals one process, a killed run resumes to the same
-weights, the budget and the sampler are what they claim (METHODS.md section 5)."""
+weights, the budget and the sampler are what they claim (docs/protocol.md, Pretraining)."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""MaMA's structured report built from EMBED table fields (METHODS.md section 2).
+"""MaMA's structured report built from EMBED table fields (docs/protocol.md, Data).
 
 Seven sentences, each ending with the separator ``SEP``. At training time each of age,
 race, ethnicity, image type, side and view is replaced by "unknown" with probability

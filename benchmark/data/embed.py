@@ -1,4 +1,4 @@
-"""EMBED tables to manifest records: join, filters, BI-RADS rule (METHODS.md section 1).
+"""EMBED tables to manifest records: join, filters, BI-RADS rule (docs/protocol.md, Data).
 
 One metadata row is one DICOM. Findings (clinical rows) join on ``acc_anon``; an image
 takes the rows whose ``side`` equals its laterality, or is ``B`` or empty. Its BI-RADS

@@ -1,4 +1,5 @@
-"""Cached PNGs to model inputs: pad to square, resize, augment, normalise (mean = std = 0.5).
+"""Cached PNGs to model inputs: pad to square, resize, augment, normalise with the statistics
+the model's backbone was pretrained with.
 
 A job's images are loaded once into a uint8 tensor when they fit in ``images.memory_gib``
 (the tiny presets are then never input-bound); above it they are read from the PNG cache
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms.functional import gaussian_blur
 
 
 def load_square(png: Path, size: int) -> np.ndarray:
@@ -68,45 +70,86 @@ def open_images(cache_dir: Path, pngs: list[str], size: int, memory_gib: float) 
     return StreamedImages(cache_dir, pngs, size)
 
 
-def normalise(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, H, W) to float (N, 3, H, W) with mean = std = 0.5."""
-    x = images_u8.float().div_(255.0)
-    return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+HALF = (0.5, 0.5, 0.5)
+
+
+def normalise_float(x01: torch.Tensor, mean: tuple = HALF, std: tuple = HALF) -> torch.Tensor:
+    """float (N, 1, H, W) in [0, 1] to (N, 3, H, W), each channel (x - mean) / std: the
+    statistics the model's backbone was pretrained with (``model.image_mean``, ``image_std``)."""
+    mean_13 = torch.tensor(mean, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
+    std_13 = torch.tensor(std, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
+    return ((x01.expand(-1, 3, -1, -1) - mean_13) / std_13).contiguous()
+
+
+def normalise(images_u8: torch.Tensor, mean: tuple = HALF, std: tuple = HALF) -> torch.Tensor:
+    """uint8 (N, 1, H, W) to float (N, 3, H, W), normalised as ``normalise_float``."""
+    return normalise_float(images_u8.float().div_(255.0), mean, std)
+
+
+def model_normalise(model, images: torch.Tensor) -> torch.Tensor:
+    """``normalise`` (uint8) or ``normalise_float`` (float in [0, 1]) with ``model``'s statistics."""
+    stats = (getattr(model, "image_mean", HALF), getattr(model, "image_std", HALF))
+    return normalise(images, *stats) if images.dtype == torch.uint8 else normalise_float(images, *stats)
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Pretraining augmentations; each method names its own in its preset."""
+    """Pretraining augmentations; each method names its own in its preset, after its
+    official training transform (the list per method is in docs/protocol.md). Images are
+    grey, so colour jitter is brightness and contrast only (saturation and hue, and a
+    random greyscale, leave a grey image unchanged)."""
 
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    hflip: bool = True
-    vflip: bool = True
-    jitter: float = 0.2  # brightness / contrast strength
-    jitter_p: float = 0.8
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop: share of the area
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # and aspect ratio (torchvision's defaults)
+    hflip: bool = True  # horizontal flip with probability 0.5
+    vflip: bool = True  # vertical flip with probability 0.5
+    jitter: float = 0.2  # brightness and contrast factors drawn from [1 - jitter, 1 + jitter]
+    jitter_p: float = 0.8  # probability of the colour jitter
+    blur_p: float = 0.0  # probability of a Gaussian blur
+    blur_kernel: int = 7  # its kernel size in pixels
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # its sigma, drawn uniformly
+
+    def crop_box(self, h: int, w: int, gen: torch.Generator) -> tuple[int, int, int, int]:
+        """torchvision's ``RandomResizedCrop.get_params``: ten tries at a box of the drawn
+        area and ratio, else the central box of the clamped ratio."""
+        area = h * w
+        log_ratio = (np.log(self.crop_ratio[0]), np.log(self.crop_ratio[1]))
+        for _ in range(10):
+            u = torch.rand(4, generator=gen).tolist()
+            target = area * (self.crop_scale[0] + u[0] * (self.crop_scale[1] - self.crop_scale[0]))
+            ratio = float(np.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0])))
+            cw, ch = round(np.sqrt(target * ratio)), round(np.sqrt(target / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                return int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1)), ch, cw
+        ratio = w / h
+        if ratio < self.crop_ratio[0]:
+            cw, ch = w, round(w / self.crop_ratio[0])
+        elif ratio > self.crop_ratio[1]:
+            ch, cw = h, round(h * self.crop_ratio[1])
+        else:
+            cw, ch = w, h
+        return (h - ch) // 2, (w - cw) // 2, ch, cw
 
     def __call__(self, image_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(1, H, W) uint8 to (1, H, W) float in [0, 1]."""
         x = image_u8.float() / 255.0
         _, h, w = x.shape
-        u = torch.rand(8, generator=gen).tolist()
-        scale = self.crop_scale[0] + u[0] * (self.crop_scale[1] - self.crop_scale[0])
-        ratio = float(np.exp(np.log(3 / 4) + u[1] * (np.log(4 / 3) - np.log(3 / 4))))
-        ch = min(h, max(1, round(np.sqrt(scale * h * w / ratio))))
-        cw = min(w, max(1, round(np.sqrt(scale * h * w * ratio))))
-        top, left = int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1))
+        top, left, ch, cw = self.crop_box(h, w, gen)
         x = x[:, top: top + ch, left: left + cw]
         x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
-        if self.hflip and u[4] < 0.5:
+        u = torch.rand(5, generator=gen).tolist()
+        if self.hflip and u[0] < 0.5:
             x = x.flip(-1)
-        if self.vflip and u[5] < 0.5:
+        if self.vflip and u[1] < 0.5:
             x = x.flip(-2)
-        if self.jitter > 0 and u[6] < self.jitter_p:
-            b, c = (torch.rand(2, generator=gen) * 2 - 1) * self.jitter
-            mean = x.mean()
-            x = ((x - mean) * (1 + c) + mean) * (1 + b)
+        if self.jitter > 0 and u[2] < self.jitter_p:
+            factors = (1 - self.jitter + 2 * self.jitter * torch.rand(2, generator=gen)).tolist()
+            for op in torch.randperm(2, generator=gen).tolist():  # torchvision applies them in random order
+                if op == 0:
+                    x = (x * factors[0]).clamp(0, 1)  # brightness
+                else:
+                    x = (factors[1] * x + (1 - factors[1]) * x.mean()).clamp(0, 1)  # contrast
+        if self.blur_p > 0 and u[3] < self.blur_p:
+            sigma = self.blur_sigma[0] + u[4] * (self.blur_sigma[1] - self.blur_sigma[0])
+            x = gaussian_blur(x, [self.blur_kernel, self.blur_kernel], [sigma, sigma])
         return x.clamp(0, 1)
-
-
-def normalise_float(x01: torch.Tensor) -> torch.Tensor:
-    """float (N, 1, H, W) in [0, 1] to (N, 3, H, W), mean = std = 0.5."""
-    return ((x01 - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()

@@ -1,5 +1,5 @@
 """DICOM to PNG cache: modality LUT, MONOCHROME1 inversion, optional VOI LUT, breast
-crop, long-side area resize, 8- or 16-bit PNG (METHODS.md section 1).
+crop, long-side area resize, 8- or 16-bit PNG (docs/protocol.md, Data).
 
 Speed comes from doing the full-resolution work once, on stored integers: native
 (uncompressed) pixel data is read zero-copy, the breast box is found on a subsampled

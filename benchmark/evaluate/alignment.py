@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from benchmark.data.captions import embed_sentences, join_sentences
-from benchmark.data.images import load_images, normalise
+from benchmark.data.images import load_images, model_normalise
 from benchmark.evaluate.device import model_device
 
 
@@ -43,7 +43,7 @@ def alignment_maps(model, records: pd.DataFrame, cache_dir: Path, n_examples: in
     sentences = [embed_sentences(r) for r in examples.to_dict("records")]
     images_u8 = load_images(cache_dir, examples["png"].tolist(), model.image_size)
     model.eval()
-    maps, mask = model.sentence_patch_similarity(normalise(images_u8).to(model_device(model)),
+    maps, mask = model.sentence_patch_similarity(model_normalise(model, images_u8).to(model_device(model)),
                                                  [join_sentences(s) for s in sentences])
     maps, mask = maps.float().cpu(), mask.cpu()
     width = maps.shape[1]

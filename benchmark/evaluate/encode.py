@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from benchmark.data.images import load_images, normalise
+from benchmark.data.images import load_images, model_normalise
 from benchmark.evaluate.device import model_device
 
 
@@ -20,7 +20,7 @@ def encode_images(model, cache_dir: Path, pngs: list[str], batch_size: int = 64)
     features, embeddings = [], []
     device = model_device(model)
     for start in tqdm(range(0, len(pngs), batch_size), desc="encode", unit="batch"):
-        images = normalise(load_images(cache_dir, pngs[start: start + batch_size], model.image_size)).to(device)
+        images = model_normalise(model, load_images(cache_dir, pngs[start: start + batch_size], model.image_size)).to(device)
         feats = model.image_features(images)
         features.append(feats.float().cpu().numpy())
         embeddings.append(F.normalize(model.project_image(feats), dim=-1).float().cpu().numpy())

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.data.images import StreamedImages, normalise, normalise_float
+from benchmark.data.images import StreamedImages, model_normalise
 from benchmark.evaluate.device import model_device
 from benchmark.stats import balanced_accuracy, macro_auc
 
@@ -36,7 +36,7 @@ class Classifier(nn.Module):
 def predict(classifier: Classifier, images_u8: torch.Tensor | StreamedImages, batch_size: int = 64) -> np.ndarray:
     classifier.eval()
     device = model_device(classifier)
-    out = [torch.softmax(classifier(normalise(images_u8[i: i + batch_size].to(device))), dim=-1).float().cpu()
+    out = [torch.softmax(classifier(model_normalise(classifier.model, images_u8[i: i + batch_size].to(device))), dim=-1).float().cpu()
            for i in range(0, len(images_u8), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, classifier.head.out_features))
 
@@ -70,7 +70,7 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
     for step in range(1, steps + 1):
         classifier.train()
         index = balanced_draws(y_train, n_classes, batch_size, rng)
-        images = normalise_float(torch.stack([model.augment(train_u8[i], gen) for i in index])).to(device)
+        images = model_normalise(model, torch.stack([model.augment(train_u8[i], gen) for i in index])).to(device)
         loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long().to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,7 +1,7 @@
 """Zero-shot classification: one text embedding per class from a prompt ensemble.
 
 Class embedding = mean of the normalised prompt embeddings, renormalised; logits =
-the model's logit scale x cosine; scores = softmax (METHODS.md section 4).
+the model's logit scale x cosine; scores = softmax (docs/protocol.md, Evaluation and Statistics).
 """
 
 from __future__ import annotations

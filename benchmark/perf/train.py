@@ -36,7 +36,7 @@ from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import StreamedImages
 from benchmark.data.tokenizer import train_tokenizer
 from benchmark.registry import build_model
-from benchmark.train import PretrainDataset, collate
+from benchmark.train import PretrainDataset, model_collate
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {"H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.4, "A100": 312.0,
@@ -104,7 +104,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
         images = torch.randint(0, 256, (n, 1, model.image_size, model.image_size), dtype=torch.uint8)
     data = PretrainDataset(records, images, model.augment, 0.8, 0, model.batch_needs)
     loader = DataLoader(_Keyed(data, [(0, i) for i in range(n)]), batch_size=batch, shuffle=True,
-                        collate_fn=collate, num_workers=loader_workers, drop_last=True,
+                        collate_fn=model_collate(model), num_workers=loader_workers, drop_last=True,
                         generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
                         persistent_workers=loader_workers > 0)
 

@@ -1,0 +1,153 @@
+"""Independent reference implementations of each method's loss, written from the
+equations of the official code (open_clip ``loss.py``; XYPB/MaMA ``model.py`` and
+``backbones/loss.py``; HKU-MedAI/MGCA ``mgca_module.py``; RyanWangZf/MedCLIP
+``losses.py``), not from this project's ``models/losses.py``.
+
+They are deliberately written another way: explicit loops over samples and rows, the
+official code's order of operations (per-text SLA loop, quantiles over non-zero weights,
+Sinkhorn with marginal vectors), log-sum-exp by hand. Slow, float64, easy to check by eye.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cross_entropy_row(logits_k: torch.Tensor, target: int) -> torch.Tensor:
+    """-log softmax(logits)[target], by hand."""
+    top = logits_k.max()
+    return -(logits_k[target] - top - torch.log(torch.exp(logits_k - top).sum()))
+
+
+def mean_cross_entropy(logits_nk: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy with target = row index."""
+    return torch.stack([cross_entropy_row(logits_nk[i], i) for i in range(len(logits_nk))]).mean()
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True))
+
+
+# --- CLIP (open_clip ClipLoss) and MaMA's CLIP terms ------------------------------------
+def clip_pair(image_nd, text_nd, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two cross-entropies of an image-text score matrix: image->text, text->image."""
+    scores = scale * image_nd @ text_nd.T
+    return mean_cross_entropy(scores), mean_cross_entropy(scores.T)
+
+
+# --- NT-Xent as lightly / MaMA's backbones/loss.py builds it -----------------------------
+def ntxent(out0_nd, out1_nd, temperature=0.5) -> torch.Tensor:
+    """Normalises, then rows [out0 . out1 | out0 . out0 without self] and [out1 . out0 |
+    out1 . out1 without self]; target of row i (either half) is column i."""
+    out0, out1 = unit(out0_nd), unit(out1_nd)
+    n = len(out0)
+    losses = []
+    for anchor, partner in ((out0, out1), (out1, out0)):
+        for i in range(n):
+            cross = anchor[i] @ partner.T / temperature
+            same = torch.stack([anchor[i] @ anchor[j] for j in range(n) if j != i]) / temperature
+            losses.append(cross_entropy_row(torch.cat([cross, same]), i))
+    return torch.stack(losses).mean()
+
+
+# --- MaMA's model.py forward ----------------------------------------------------------------
+def mama_sla(patches: list[torch.Tensor], sentences: list[torch.Tensor], local_scale) -> torch.Tensor:
+    """``patches[i]``: (P, D) of image i; ``sentences[j]``: (S_j, D) of report j. The
+    official loop over reports: rows of both score matrices are reports."""
+    all_patches = torch.stack(patches)  # N, P, D
+    t2i_rows, i2t_rows = [], []
+    for sent_sd in sentences:
+        scores_nps = torch.einsum("npc,sc->nps", all_patches, sent_sd)
+        t2i_rows.append(scores_nps.max(dim=1).values.mean(dim=1))  # max over patches, mean over sentences
+        i2t_rows.append(scores_nps.max(dim=2).values.mean(dim=1))  # max over sentences, mean over patches
+    total = 0.0
+    for rows in (t2i_rows, i2t_rows):
+        scores = torch.stack(rows) * local_scale
+        total = total + mean_cross_entropy(scores) + mean_cross_entropy(scores.T)
+    return total
+
+
+def mama_total(image1, image2, text, ntx1, ntx2, patches, sentences, scale, local_scale) -> dict:
+    """Every term of the official loss after the late-loss step, and their sum."""
+    terms = {"clip_view1": sum(clip_pair(image1, text, scale)),
+             "ntxent": ntxent(ntx2, ntx1, 0.5),
+             "clip_view2": sum(clip_pair(image2, text, scale)),
+             "sla": mama_sla(patches, sentences, local_scale)}
+    return terms | {"loss": sum(terms.values())}
+
+
+# --- MGCA's mgca_module.py token-level loss -------------------------------------------------
+def quantile_clip_nonzero(weights_k: torch.Tensor) -> torch.Tensor:
+    w = weights_k.clone()
+    nonzero = w.nonzero().squeeze(-1)
+    low, high = torch.quantile(w[nonzero], 0.1), torch.quantile(w[nonzero], 0.9)
+    w[nonzero] = w[nonzero].clip(low, high)
+    return w / w.sum()
+
+
+def quantile_clip_all(weights_k: torch.Tensor) -> torch.Tensor:
+    w = weights_k.clip(torch.quantile(weights_k, 0.1), torch.quantile(weights_k, 0.9))
+    return w / w.sum()
+
+
+def _two_way_weighted(sim_qq: torch.Tensor, weight_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q = len(sim_qq)
+    by_row = sum(cross_entropy_row(sim_qq[i], i) * weight_q[i] for i in range(q))
+    by_col = sum(cross_entropy_row(sim_qq[:, j], j) * weight_q[j] for j in range(q))
+    return by_row, by_col
+
+
+def mgca_token(words, word_attention, word_is_pad, patches, patch_attention, t=0.1) -> torch.Tensor:
+    """``words`` (N, W, D) after the local head (padding rows included), ``word_attention``
+    (N, W) zero at padding, ``word_is_pad`` (N, W) bool; ``patches`` (N, P, D),
+    ``patch_attention`` (N, P). ViT backbone: the patch context is not normalised."""
+    n = len(words)
+    word_1 = word_2 = patch_1 = patch_2 = 0.0
+    for b in range(n):
+        attn = torch.softmax(words[b] @ patches[b].T / t, dim=-1)
+        context = unit(attn @ patches[b])
+        r, c = _two_way_weighted(words[b] @ context.T / t, quantile_clip_nonzero(word_attention[b]))
+        word_1, word_2 = word_1 + r, word_2 + c
+        sim = patches[b] @ words[b].T
+        sim = torch.where(word_is_pad[b][None, :], torch.full_like(sim, float("-inf")), sim)
+        patch_context = torch.softmax(sim / t, dim=-1) @ words[b]
+        r, c = _two_way_weighted(patches[b] @ patch_context.T / t, quantile_clip_all(patch_attention[b]))
+        patch_1, patch_2 = patch_1 + r, patch_2 + c
+    return (word_1 / n + word_2 / n) / 2 + (patch_1 / n + patch_2 / n) / 2
+
+
+def mgca_sinkhorn(scores_nk, epsilon=0.05, iterations=3) -> torch.Tensor:
+    q = torch.exp(scores_nk / epsilon).T.clone()
+    q = q / q.sum()
+    k, b = q.shape
+    r, c = torch.ones(k, dtype=q.dtype) / k, torch.ones(b, dtype=q.dtype) / b
+    for _ in range(iterations):
+        u = q.sum(dim=1)
+        q = q * (r / u)[:, None]
+        q = q * (c / q.sum(dim=0))[None, :]
+    return (q / q.sum(dim=0, keepdim=True)).T
+
+
+def mgca_prototype(image_nd, text_nd, prototypes_kd) -> torch.Tensor:
+    image_out, text_out = image_nd @ prototypes_kd.T, text_nd @ prototypes_kd.T
+    with torch.no_grad():
+        image_code, text_code = mgca_sinkhorn(image_out), mgca_sinkhorn(text_out)
+    image_prob, text_prob = torch.softmax(image_out / 0.2, 1), torch.softmax(text_out / 0.2, 1)
+    i2t = -torch.mean(torch.sum(image_code * torch.log(text_prob), dim=1))
+    t2i = -torch.mean(torch.sum(text_code * torch.log(image_prob), dim=1))
+    return (i2t + t2i) / 2
+
+
+def mgca_instance(image_nd, text_nd) -> torch.Tensor:
+    return sum(clip_pair(image_nd, text_nd, 1 / 0.07))
+
+
+# --- MedCLIP's losses.py ----------------------------------------------------------------------
+def medclip_soft_clip(image_nd, text_nd, image_labels, text_labels, scale) -> torch.Tensor:
+    logits = (text_nd @ image_nd.T * scale).T  # compute_logits: logits_per_text transposed
+    label_sim = image_labels @ text_labels.T
+
+    def soft_xent(inputs, target):
+        return -(target * torch.log_softmax(inputs, dim=1)).sum() / inputs.shape[0]
+
+    return (soft_xent(logits, torch.softmax(label_sim, 1)) + soft_xent(logits.T, torch.softmax(label_sim.T, 1))) / 2
