@@ -6,6 +6,8 @@ rule check_data:
         lambda wc: raw_marker(wc.dataset),
     output:
         f"{R}/checks/{{dataset}}.json",
+    params:
+        settings=lambda wc: config_hash(config["data"][wc.dataset]),
     log:
         f"{R}/logs/check/{{dataset}}.log",
     shell:

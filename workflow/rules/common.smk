@@ -16,20 +16,47 @@ validate(config, str(SCHEMA_PATH))  # snakemake's own check of the same schema
 R = config["results"]
 
 
-def _write_effective_config():
-    """The commands read the config Snakemake resolved (files, --config overrides, defaults)."""
+CONFIGFILE = f"{R}/config.effective.yaml"
+
+
+onstart:
+    # The commands read the config Snakemake resolved (files, --config overrides, schema
+    # defaults). Written when jobs are about to run, never by a dry run or a parse.
     import yaml
     from pathlib import Path
 
-    path = Path(R) / "config.effective.yaml"
     text = yaml.safe_dump(config, sort_keys=True)
+    path = Path(CONFIGFILE)
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return str(path)
 
 
-CONFIGFILE = _write_effective_config()
+def config_hash(*values):
+    """A canonical hash of the config values a rule's results depend on. Rules pass it as a
+    param, so Snakemake's params trigger reruns exactly the jobs whose settings changed
+    (and, through their outputs, what depends on them)."""
+    import hashlib
+    import json
+
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def without(section, *keys):
+    """A config section less the keys that change only speed or resources, not results."""
+    return {k: v for k, v in config.get(section, {}).items() if k not in keys}
+
+
+def model_settings(model):
+    """What a model's pretraining depends on: its entry, and the pretrain section unless the
+    entry is an untrained control (``pretrain: false``)."""
+    entry = config["models"][model]
+    if not entry.get("pretrain", True):
+        return config_hash(entry)
+    return config_hash(entry, without("pretrain", "runtime_minutes", "mem_mb", "checkpoint_every"))
+
+
 THREADS = config["threads"]
 MODELS = list(config["models"])
 SEEDS = config["seeds"]

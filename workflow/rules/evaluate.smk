@@ -50,6 +50,7 @@ for _dataset in DATASETS:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             zeroshot=zeroshot_args(_dataset),
             alignment=lambda wc, output: f"--alignment-out {output.alignment}" if "alignment" in output.keys() else "",
+            settings=lambda wc: config_hash(config["zeroshot"], config["figures"]["alignment_examples"]),
         threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
         log:
             f"{R}/logs/features/{{model}}-seed{{seed}}-{_dataset}.log",
@@ -68,6 +69,7 @@ rule linear_probe:
         probe_files("{dataset}/{task}", "{model}", "{seed}"),
     params:
         fractions=" ".join(fraction_label(f) for f in FRACTIONS),
+        settings=config_hash(config["linear_probe"], config["split"]["draws"]),
     log:
         f"{R}/logs/probe/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
     shell:
@@ -89,6 +91,7 @@ if config["finetune"]["enabled"]:
         params:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             fractions=" ".join(fraction_label(f) for f in config["finetune"]["fractions"]),
+            settings=config_hash(without("finetune", "threads"), config["split"]["draws"]),
         threads: config["finetune"].get("threads", THREADS)
         log:
             f"{R}/logs/finetune/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",

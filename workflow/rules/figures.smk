@@ -6,7 +6,9 @@ from benchmark.figures.names import figure_stems, task_datasets
 
 FIG = f"{R}/figures"
 TASK_DATASETS = task_datasets(TASKS)
-FIGURE_SEED = SEEDS[0]  # t-SNE and alignment maps show the first pretraining seed
+FIGURE_SEED = SEEDS[0]
+# what every figure depends on besides its input files
+FIGURE_SETTINGS = config_hash(config["figures"], config["stats"].get("reference_model"), MODELS, TASKS)  # t-SNE and alignment maps show the first pretraining seed
 FAMILY_TITLES = {
     "label_efficiency": "Label efficiency",
     "bars": "Every protocol",
@@ -50,6 +52,8 @@ rule tsne:
         split=lambda wc: split_file(wc.dataset),
     output:
         f"{R}/embeddings/{{model}}/seed{{seed}}/tsne_{{dataset}}.csv",
+    params:
+        settings=config_hash(config["figures"]["tsne_max_points"], TASKS),
     threads: 1
     log:
         f"{R}/logs/tsne/{{model}}-seed{{seed}}-{{dataset}}.log",
@@ -64,6 +68,8 @@ rule figure_label_efficiency:
         table=f"{R}/table.csv",
     output:
         figure_files("label_efficiency", report_png=True),
+    params:
+        settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/label_efficiency.log",
     shell:
@@ -75,6 +81,8 @@ rule figure_bars:
         table=f"{R}/table.csv",
     output:
         figure_files("bars", report_png=True),
+    params:
+        settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/bars.log",
     shell:
@@ -99,6 +107,8 @@ rule figure_roc:
         predictions=roc_prediction_files(),
     output:
         figure_files("roc", report_png=True),
+    params:
+        settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/roc.log",
     shell:
@@ -112,6 +122,7 @@ rule figure_tsne:
     output:
         figure_files("tsne", report_png=True),
     params:
+        settings=FIGURE_SETTINGS,
         inputs=lambda wc, input: " ".join(f"{key}={path}" for key, path in input.items()),
     log:
         f"{R}/logs/figures/tsne.log",
@@ -125,6 +136,7 @@ rule figure_alignment:
     output:
         figure_files("alignment", report_png=True),
     params:
+        settings=FIGURE_SETTINGS,
         inputs=lambda wc, input: " ".join(f"{key}={path}" for key, path in input.items()),
     log:
         f"{R}/logs/figures/alignment.log",
@@ -137,6 +149,8 @@ rule figure_compute_ledger:
         budget=f"{R}/budget.csv",
     output:
         figure_files("compute_ledger", report_png=True),
+    params:
+        settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/compute_ledger.log",
     shell:

@@ -8,6 +8,8 @@ rule preprocess:
     output:
         manifest=f"{R}/cache/{{dataset}}/manifest.csv",
         exclusions=f"{R}/cache/{{dataset}}/exclusions.csv",
+    params:
+        settings=lambda wc: config_hash(config["data"][wc.dataset], config["preprocess"]),
     threads: THREADS
     log:
         f"{R}/logs/preprocess/{{dataset}}.log",

@@ -17,6 +17,7 @@ rule pretrain:
     params:
         tokenizer=lambda wc, input: f"--tokenizer {input.tokenizer}" if input.tokenizer else "",
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
+        settings=lambda wc: model_settings(wc.model),
     threads: THREADS
     resources:
         gpu=GPUS,

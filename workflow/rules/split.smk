@@ -7,6 +7,8 @@ rule split:
     output:
         split=f"{R}/splits/{{dataset}}.csv",
         sha=f"{R}/splits/{{dataset}}.sha256",
+    params:
+        settings=lambda wc: config_hash(without("split", "stratify"), config["split"]["stratify"][wc.dataset]),
     log:
         f"{R}/logs/split/{{dataset}}.log",
     shell:

@@ -6,6 +6,7 @@ rule synth:
         "{root}/SYNTHETIC.json",
     params:
         dataset=lambda wc: next(d for d in config["data"] if config["data"][d]["root"] == wc.root),
+        settings=lambda wc: config_hash(next(e for e in config["data"].values() if e["root"] == wc.root)),
     threads: THREADS
     log:
         "{root}/synth.log",

@@ -14,6 +14,8 @@ rule table:
         latex=f"{R}/table.tex",
         budget=report(f"{R}/budget.csv", caption="../report/budget.rst", category="Table",
                       labels={"file": "budget.csv (download)"}),
+    params:
+        settings=config_hash(config["stats"], MODELS, TASKS),
     log:
         f"{R}/logs/table.log",
     shell:

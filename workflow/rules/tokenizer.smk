@@ -8,6 +8,8 @@ rule tokenizer:
         split=split_file(TOKENIZER_DATASET),
     output:
         f"{R}/tokenizer/tokenizer.json",
+    params:
+        settings=config_hash(config["tokenizer"]),
     log:
         f"{R}/logs/tokenizer.log",
     shell:
