@@ -1,4 +1,11 @@
-"""Checkpoints: weights as safetensors plus ``model.json`` saying how to rebuild the model."""
+"""Checkpoints: weights as safetensors plus ``model.json`` saying how to rebuild the model.
+
+A checkpoint is self-contained: evaluation reads nothing outside its folder. The state
+dict holds every weight (the pretrained backbones' included), a trained BPE tokenizer is
+copied in as ``tokenizer.json``, and a Hugging Face text encoder's config and tokenizer
+(with any special tokens the method added) are saved under ``text/``; ``model.json`` refers
+to them by relative path and drops the original weight paths.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +19,20 @@ from safetensors.torch import load_file, save_file
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_model
 
+TEXT_DIR = "text"
+
 
 def save_checkpoint(model: torch.nn.Module, out_dir: Path, method: str, preset: str, context: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stored_context = dict(context)
-    if context.get("tokenizer"):  # keep the checkpoint self-contained
+    stored_context = {k: v for k, v in context.items() if k != "weights"}
+    if context.get("tokenizer"):
         shutil.copyfile(context["tokenizer"], out_dir / "tokenizer.json")
         stored_context["tokenizer"] = "tokenizer.json"
+    text = getattr(model, "text", None)
+    if context.get("weights") and getattr(text, "hf_tokenizer", None) is not None:
+        text.save_architecture(out_dir / TEXT_DIR)
+        stored_context["weights"] = {"text": TEXT_DIR}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tmp = out_dir / "model.safetensors.tmp"
     save_file(state, str(tmp))
@@ -37,6 +50,8 @@ def load_checkpoint(ckpt_dir: Path) -> torch.nn.Module:
     context = dict(spec["context"])
     if context.get("tokenizer"):
         context["tokenizer"] = str(ckpt_dir / context["tokenizer"])
+    if context.get("weights"):
+        context["weights"] = {"text": str(ckpt_dir / context["weights"]["text"])}
     model = build_model(spec["method"], spec["preset"], **context)
     model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
     return model.eval()

@@ -430,7 +430,34 @@ def cmd_models(args, config):
 
 
 def cmd_check_config(args, config):
-    print(f"config {args.config}: ok ({len(config['models'])} models, {len(config['tasks'])} tasks)")
+    from benchmark.config import check_weights
+
+    check_weights(config)
+    print(f"config {args.config}: ok ({len(config['models'])} models, {len(config['tasks'])} tasks, "
+          "every weights path present)")
+
+
+def cmd_make_test_weights(args, config):
+    from benchmark.test_weights import make_test_weights
+
+    for path in make_test_weights(Path(args.out)):
+        print(path)
+
+
+def cmd_convert_weights(args, config):
+    from benchmark.registry import merge_settings, model_class
+    from models.encoders import image_backbone
+    from models.weights import convert_to_timm
+
+    if args.model not in config["models"]:
+        raise BenchmarkError(f"convert-weights: models.{args.model}: no such model entry in {args.config}")
+    entry = config["models"][args.model]
+    preset = merge_settings(model_class(entry["method"]).presets[entry["preset"]], entry.get("overrides", {}))
+    if "image" not in preset:
+        raise BenchmarkError(f"convert-weights: {entry['method']} builds its image encoder itself (no timm backbone)")
+    backbone = image_backbone(preset["image"]["name"], preset["image_size"], **preset["image"].get("kwargs", {}))
+    count = convert_to_timm(Path(args.folder), backbone, Path(args.out))
+    print(f"convert-weights: {count} tensors for {preset['image']['name']} -> {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -503,12 +530,20 @@ def build_parser() -> argparse.ArgumentParser:
         "result", (["--report"], {"default": "results/report.html"}),
         (["--out-dir"], {"default": "results/report-check", "help": "screenshots go here"}))
     add("models", cmd_models, "list registered models and their presets' parameter counts")
-    add("check-config", cmd_check_config, "validate a config file")
+    add("check-config", cmd_check_config, "validate a config file, every weights path included")
+    add("make-test-weights", cmd_make_test_weights, "small random weights in every real format the paper presets "
+        "read (for config/paper-smoke.yaml)", (["out"], {"help": "folder to write (e.g. weights-smoke)"}))
+    add("convert-weights", cmd_convert_weights, "a Hugging Face DINOv2 folder as a timm safetensors file for a "
+        "model entry's image backbone", (["folder"], {"help": "Hugging Face model folder"}),
+        (["out"], {"help": "timm state dict to write (.safetensors)"}),
+        (["--model"], {**req, "help": "model entry name in the config (its preset and overrides give the backbone)"}))
     return parser
 
 
-# Commands that build models from config entries check them against the registry.
-MODEL_COMMANDS = {"pretrain", "models", "check-config"}
+# Commands that build models from config entries check them against the registry; those
+# that read no data need no data folder.
+MODEL_COMMANDS = {"pretrain", "models", "check-config", "convert-weights"}
+NO_DATA_COMMANDS = {"models", "make-test-weights", "convert-weights"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -516,7 +551,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from benchmark.config import load_config
 
-        config = load_config(args.config, models=args.command in MODEL_COMMANDS)
+        config = load_config(args.config, models=args.command in MODEL_COMMANDS,
+                             data=args.command not in NO_DATA_COMMANDS)
         if args.threads is None:
             args.threads = config.get("threads", 2)
         args.fn(args, config)

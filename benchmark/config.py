@@ -79,7 +79,68 @@ def check_models(config: dict) -> None:
                                  f"{entry['preset']} preset (keys: {', '.join(sorted(preset_keys))})")
 
 
-def check_semantics(config: dict) -> None:
+IMAGE_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model")
+
+
+def _check_weights_file(path: Path, where: str) -> None:
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BenchmarkError(f"{where}: {path} is a folder without config.json (not a Hugging Face model folder)")
+        _check_hf_weights(path, where)
+        return
+    if not path.is_file():
+        raise BenchmarkError(f"{where}: {path} not found")
+    if path.suffix not in IMAGE_WEIGHT_SUFFIXES:
+        raise BenchmarkError(f"{where}: {path}: unknown weights format (expected "
+                             f"{', '.join(IMAGE_WEIGHT_SUFFIXES)} or a Hugging Face folder)")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if not list(f.keys()):
+                    raise BenchmarkError(f"{where}: {path} holds no tensors")
+        except BenchmarkError:
+            raise
+        except Exception as exc:  # the header is not safetensors
+            raise BenchmarkError(f"{where}: {path} is not a readable safetensors file ({exc})") from None
+
+
+def _check_hf_weights(folder: Path, where: str) -> None:
+    from models.encoders import HF_WEIGHT_FILES, has_weight_files
+
+    if not has_weight_files(folder):
+        raise BenchmarkError(f"{where}: {folder} has no weights ({' or '.join(HF_WEIGHT_FILES[::2])})")
+
+
+def check_weights(config: dict, names: list[str] | None = None) -> None:
+    """Every ``weights`` path of the model entries (``names``, default all) exists and has
+    its form: an image backbone a state-dict file (safetensors header readable) or a Hugging
+    Face folder, a text encoder a Hugging Face folder with config, tokenizer and weights.
+    One line naming the model and the file."""
+    for name in names if names is not None else list(config["models"]):
+        weights = config["models"][name].get("weights")
+        if not weights:
+            continue
+        slots = weights if isinstance(weights, dict) else {"image": weights}
+        for slot, value in slots.items():
+            where = f"config: models.{name}.weights.{slot}" if isinstance(weights, dict) else f"config: models.{name}.weights"
+            path = Path(value)
+            if slot == "text":
+                if not path.is_dir():
+                    raise BenchmarkError(f"{where}: {path} is not a folder (a Hugging Face model folder: "
+                                         "config.json, tokenizer and weights)")
+                if not (path / "config.json").is_file():
+                    raise BenchmarkError(f"{where}: {path} has no config.json")
+                if not any((path / t).is_file() for t in TOKENIZER_FILES):
+                    raise BenchmarkError(f"{where}: {path} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
+                _check_hf_weights(path, where)
+            else:
+                _check_weights_file(path, where)
+
+
+def check_semantics(config: dict, data: bool = True) -> None:
     ref = config["stats"].get("reference_model")
     if ref is not None and ref not in config["models"]:
         raise BenchmarkError(f"config: stats.reference_model: {ref!r} is not in models")
@@ -88,7 +149,7 @@ def check_semantics(config: dict) -> None:
         if dataset not in config["data"]:
             raise BenchmarkError(f"config: data.{dataset}: missing, but tasks or pretrain use it")
         entry = config["data"][dataset]
-        if "synthetic" not in entry and not Path(entry["root"]).is_dir():
+        if data and "synthetic" not in entry and not Path(entry["root"]).is_dir():
             raise BenchmarkError(f"config: data.{dataset}.root: {entry['root']} does not exist")
     if config["tokenizer"]["dataset"] not in config["data"]:
         raise BenchmarkError(f"config: tokenizer.dataset: {config['tokenizer']['dataset']!r} is not in data")
@@ -101,8 +162,10 @@ def check_semantics(config: dict) -> None:
         raise BenchmarkError(f"config: finetune.fractions: {extra} not in split.fractions")
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None, models: bool = True) -> dict:
-    """Read and check a config; ``models=False`` skips the registry check (and its imports)."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, models: bool = True,
+                data: bool = True) -> dict:
+    """Read and check a config; ``models=False`` skips the registry check (and its imports),
+    ``data=False`` the check that real data folders exist."""
     path = Path(path)
     if not path.is_file():
         raise BenchmarkError(f"config: {path} not found")
@@ -111,12 +174,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, model
     except yaml.YAMLError as exc:
         raise BenchmarkError(f"config: {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     config.update(overrides or {})
-    return validate_config(config, models=models)
+    return validate_config(config, models=models, data=data)
 
 
-def validate_config(config: dict, models: bool = True) -> dict:
+def validate_config(config: dict, models: bool = True, data: bool = True) -> dict:
     check_schema(config)
-    check_semantics(config)
+    check_semantics(config, data=data)
     if models:
         check_models(config)
     return config

@@ -82,4 +82,16 @@ def build_model(name: str, preset: str, **context: Any):
     cls = model_class(name)
     if preset not in cls.presets:
         raise KeyError(f"model {name!r} has no preset {preset!r} (presets: {', '.join(cls.presets)})")
-    return cls(**(cls.presets[preset] | context))
+    return cls(**merge_settings(cls.presets[preset], context))
+
+
+def merge_settings(preset: dict, overrides: dict) -> dict:
+    """The preset with ``overrides`` applied; a dict-valued override merges into the preset's
+    dict (``train: {batch_size: 16}`` keeps the preset's learning rate), anything else replaces."""
+    merged = dict(preset)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.data.images import HALF, Augment
-from models.encoders import TextEncoder, image_backbone, load_image_weights
+from models.encoders import TextEncoder, image_backbone
+from models.weights import load_image_weights
 
 
 def split_weights(weights) -> tuple[str | None, str | None]:

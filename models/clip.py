@@ -45,7 +45,7 @@ class Clip(nn.Module):
             augment=OPEN_CLIP_AUGMENT,
         ),
         "paper": dict(
-            image_size=224, open_clip_name="ViT-B-16",
+            image_size=224, open_clip_name="ViT-B-16", open_clip_cfg={},
             train=dict(batch_size=256, lr=5e-4, weight_decay=0.2, warmup_fraction=0.05, eps=1e-6),
             augment=OPEN_CLIP_AUGMENT,
         ),
@@ -53,7 +53,8 @@ class Clip(nn.Module):
 
     def __init__(self, *, image_size: int, train: dict, augment: dict, embed_dim: int | None = None,
                  vision: dict | None = None, text: dict | None = None, open_clip_name: str | None = None,
-                 tokenizer: str | None = None, weights: str | None = None):
+                 open_clip_cfg: dict | None = None, tokenizer: str | None = None, weights: str | None = None):
+        """``open_clip_cfg``: values replacing the open_clip model config (e.g. smaller towers)."""
         super().__init__()
         self.image_size = image_size
         self.train_settings = dict(train)
@@ -64,7 +65,7 @@ class Clip(nn.Module):
                 raise BenchmarkError(f"clip paper weights: {weights} not found; put the open_clip "
                                      f"{open_clip_name} checkpoint there or remove `weights`")
             self.clip = open_clip.create_model(open_clip_name, pretrained=weights or None,
-                                               device=torch.get_default_device())
+                                               device=torch.get_default_device(), **(open_clip_cfg or {}))
             self._tokenize = open_clip.get_tokenizer(open_clip_name)
         else:
             self._tokenizer = load_tokenizer(tokenizer, text["context_length"]) if tokenizer else None

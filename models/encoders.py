@@ -20,7 +20,8 @@ from benchmark.errors import BenchmarkError
 
 
 def image_backbone(name: str, image_size: int, **kwargs) -> nn.Module:
-    """A timm backbone with its classifier removed (``num_classes=0``), random init."""
+    """A timm backbone with its classifier removed (``num_classes=0``), random init; ``kwargs``
+    go to timm (e.g. a smaller ``embed_dim`` and ``depth``, as config/paper-smoke.yaml shrinks them)."""
     if name in ("vit_tiny", "vit_tiny_reg"):
         return timm.models.vision_transformer.VisionTransformer(
             img_size=image_size, patch_size=kwargs.get("patch_size", 16), embed_dim=kwargs.get("width", 192),
@@ -30,26 +31,15 @@ def image_backbone(name: str, image_size: int, **kwargs) -> nn.Module:
         return timm.models.resnet.ResNet(block=timm.models.resnet.BasicBlock, layers=(1, 1, 1, 1), num_classes=0,
                                          channels=(32, 64, 128, 256), stem_width=32)
     extra = {"img_size": image_size} if not name.startswith("resnet") else {}
-    return timm.create_model(name, pretrained=False, num_classes=0, **extra)
+    return timm.create_model(name, pretrained=False, num_classes=0, **extra, **kwargs)
 
 
-def load_image_weights(model: nn.Module, weights: str | None, what: str) -> None:
-    """Load a local state dict (safetensors or a torch file) into an image backbone."""
-    if not weights:
-        return
-    path = Path(weights)
-    if not path.is_file():
-        raise BenchmarkError(f"{what}: weights file {path} not found; put the backbone's state dict there "
-                             "(safetensors or .pth) or remove `weights` to train from random initialisation")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, _ = model.load_state_dict(state, strict=False)
-    if missing:
-        raise BenchmarkError(f"{what}: {path} lacks {len(missing)} backbone weights, e.g. {missing[0]}")
+
+def has_weight_files(folder: Path) -> bool:
+    return any((Path(folder) / name).is_file() for name in HF_WEIGHT_FILES)
 
 
 class TextEncoder(nn.Module):
@@ -63,6 +53,7 @@ class TextEncoder(nn.Module):
         among them every text is wrapped as bos + text + eos, as the official MaMA code does."""
         super().__init__()
         from transformers import (
+            AutoConfig,
             AutoModel,
             AutoTokenizer,
             BertConfig,
@@ -80,7 +71,11 @@ class TextEncoder(nn.Module):
                                      "(config.json, weights and tokenizer files), e.g. from `huggingface-cli "
                                      "download` on a machine with internet")
             attention = (config or {}).get("attn_implementation")  # e.g. eager: MGCA reads attention maps
-            self.model = AutoModel.from_pretrained(weights, **({"attn_implementation": attention} if attention else {}))
+            options = {"attn_implementation": attention} if attention else {}
+            if has_weight_files(Path(weights)):
+                self.model = AutoModel.from_pretrained(weights, **options)
+            else:  # a checkpoint's architecture folder: its state dict brings the weights
+                self.model = AutoModel.from_config(AutoConfig.from_pretrained(weights), **options)
             self.hf_tokenizer = AutoTokenizer.from_pretrained(weights)
             if special_tokens:
                 self.hf_tokenizer.add_special_tokens(dict(special_tokens))
@@ -119,6 +114,13 @@ class TextEncoder(nn.Module):
         out = self.hf_tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
                                 return_tensors="pt")
         return out["input_ids"], out["attention_mask"]
+
+    def save_architecture(self, folder: Path) -> None:
+        """The Hugging Face config and tokenizer (special tokens included), without weights:
+        with a checkpoint's state dict, all a checkpoint needs to rebuild this encoder."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        base.config.save_pretrained(folder)
+        self.hf_tokenizer.save_pretrained(folder)
 
     def token_id(self, token: str) -> int | None:
         """The id of a special token, or None if the tokenizer lacks it (or there is none)."""

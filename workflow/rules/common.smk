@@ -1,9 +1,10 @@
 # Config checks (before any job runs) and the path helpers every rules file uses.
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
-from benchmark.config import SCHEMA_PATH, validate_config
+from benchmark.config import SCHEMA_PATH, check_weights, validate_config
 from benchmark.errors import BenchmarkError
 
 try:
@@ -14,6 +15,18 @@ except BenchmarkError as exc:
 validate(config, str(SCHEMA_PATH))  # snakemake's own check of the same schema
 
 R = config["results"]
+
+
+def _untrained(model):
+    """Models with a seed still to pretrain: only their weights paths are read by a job."""
+    return any(not Path(f"{R}/checkpoints/{model}/seed{seed}/model.safetensors").exists() for seed in config["seeds"])
+
+
+try:  # every weights path a pretraining job will read, before any job starts
+    check_weights(config, [m for m in config["models"] if _untrained(m)])
+except BenchmarkError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(1)
 
 
 CONFIGFILE = f"{R}/config.effective.yaml"
