@@ -18,6 +18,8 @@ from benchmark.figures.names import FAMILIES
 def _manifest(path: str):
     import pandas as pd
 
+    if not Path(path).is_file():
+        raise BenchmarkError(f"{path}: manifest not found (the preprocess step writes it)")
     return pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "exam_id": str, "breast_id": str},
                        keep_default_na=True)
 
@@ -49,6 +51,10 @@ def cmd_preprocess(args, config):
                                   workers=args.threads)
     exclusions = pd.concat([excluded, failed], ignore_index=True).reindex(columns=EXCLUSION_COLUMNS)
     dropped = int((exclusions["scope"] == "all").sum())
+    if manifest.empty:
+        reasons = exclusions[exclusions["scope"] == "all"]["reason"].value_counts()
+        counts = "; ".join(f"{reason}: {n}" for reason, n in reasons.head(5).items()) or "the table has no rows"
+        raise BenchmarkError(f"preprocess {args.dataset}: no usable image of {rows_in} rows ({counts})")
     if rows_in != len(manifest) + dropped:
         raise BenchmarkError(f"preprocess: {rows_in} rows in but {len(manifest)} kept + {dropped} excluded")
     extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
@@ -89,11 +95,18 @@ def cmd_bench_train(args, config):
 
 
 def cmd_split(args, config):
-    from benchmark.data.split import make_split, write_split
+    from benchmark.data.split import check_split, make_split, write_split
+    from benchmark.tasks import TASKS
 
     split_cfg = config["split"]
-    table = make_split(_manifest(args.manifest), split_cfg["stratify"][args.dataset], split_cfg["seed"],
+    manifest = _manifest(args.manifest)
+    if manifest.empty:
+        raise BenchmarkError(f"split {args.dataset}: {args.manifest} has no image to split")
+    table = make_split(manifest, split_cfg["stratify"][args.dataset], split_cfg["seed"],
                        split_cfg["ratios"], split_cfg["fractions"], split_cfg["draws"])
+    tasks = [t for t in TASKS.values() if t.dataset == args.dataset]
+    for line in check_split(table, manifest, tasks, args.dataset):
+        print(f"warning: {line}", file=sys.stderr)
     digest = write_split(table, Path(args.out))
     counts = table["split"].value_counts().to_dict()
     print(f"split {args.dataset}: {counts} patients; sha256 {digest[:12]}")

@@ -72,11 +72,44 @@ def check_models(config: dict) -> None:
         if entry["preset"] not in preset_names(entry["method"]):
             raise BenchmarkError(f"config: models.{name}.preset: {entry['method']} has no preset "
                                  f"{entry['preset']!r} (presets: {', '.join(preset_names(entry['method']))})")
-        preset_keys = set(preset_values(entry["method"], entry["preset"]))
-        unknown = sorted(set(entry.get("overrides", {})) - preset_keys)
+        preset = preset_values(entry["method"], entry["preset"])
+        unknown = sorted(set(entry.get("overrides", {})) - set(preset))
         if unknown:
             raise BenchmarkError(f"config: models.{name}.overrides: {', '.join(unknown)} not in the "
-                                 f"{entry['preset']} preset (keys: {', '.join(sorted(preset_keys))})")
+                                 f"{entry['preset']} preset (keys: {', '.join(sorted(preset))})")
+        check_override_types(entry.get("overrides", {}), preset, f"config: models.{name}.overrides")
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "null" if value is None else type(value).__name__
+
+
+def check_override_types(overrides: dict, preset: dict, where: str) -> None:
+    """Each override has the kind of the preset value it replaces (a number for a number, a
+    list for a tuple, ...), checked into nested mappings; a preset value of None takes any.
+    An integer preset value takes only whole numbers."""
+    for key, value in overrides.items():
+        if key not in preset or preset[key] is None:
+            continue
+        expected, path = preset[key], f"{where}.{key}"
+        if isinstance(expected, dict) and isinstance(value, dict):
+            check_override_types(value, expected, path)
+            continue
+        if _kind(value) != _kind(expected):
+            raise BenchmarkError(f"{path}: {value!r} is {_kind(value)}, but the preset's value is "
+                                 f"{_kind(expected)} ({expected!r})")
+        if isinstance(expected, int) and not isinstance(expected, bool) and value != int(value):
+            raise BenchmarkError(f"{path}: {value!r} is not a whole number (the preset's value is {expected!r})")
 
 
 IMAGE_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -173,6 +206,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, model
         config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise BenchmarkError(f"config: {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise BenchmarkError(f"config: {path}: the top level must be a mapping of keys (results, data, models, ...), "
+                             f"not a {type(config).__name__}")
     config.update(overrides or {})
     return validate_config(config, models=models, data=data)
 

@@ -49,6 +49,15 @@ def load_state(resume_dir: Path, fingerprint: dict) -> dict | None:
     if not latest.is_file():
         return None
     folder = Path(resume_dir) / latest.read_text().strip()
+    if not _complete(folder):
+        complete = sorted(f for f in Path(resume_dir).glob("step-*") if _complete(f))
+        if not complete:
+            print(f"resume: {latest} names {folder.name}, which is gone, and no complete state is left; "
+                  "starting afresh")
+            return None
+        print(f"resume: {latest} names {folder.name}, which is gone; resuming from the newest complete state "
+              f"{complete[-1].name}")
+        folder = complete[-1]
     trainer = torch.load(folder / "trainer.pt", weights_only=False)
     if trainer["fingerprint"] != fingerprint:
         changed = sorted(k for k in fingerprint if trainer["fingerprint"].get(k) != fingerprint[k])
@@ -56,6 +65,10 @@ def load_state(resume_dir: Path, fingerprint: dict) -> dict | None:
         return None
     trainer["weights"] = load_file(str(folder / "model.safetensors"))
     return trainer
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "trainer.pt").is_file() and (folder / "model.safetensors").is_file()
 
 
 def restore_rng(rng: dict) -> None:

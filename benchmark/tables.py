@@ -133,7 +133,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                    "seeds": " ".join(seeds),
                    "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
                    "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
-                   "p_delong": np.nan, "note": _nan_reason(entry["units"][0][0], value)}
+                   "p_delong": np.nan, "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
             ref = values.get((protocol, fraction, reference, metric)) if reference else None
             if ref is not None and model != reference:
                 delta_b = boot - np.mean(ref["boot"], axis=0)
@@ -151,12 +151,18 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
     return table
 
 
-def _nan_reason(y: np.ndarray, value: float) -> str:
-    if not np.isnan(value):
-        return ""
-    if len(np.unique(y)) < 2:
-        return f"test set has a single class ({int(y[0])}): the metric is undefined"
-    return "undefined on the full test set"
+def _degenerate_note(y: np.ndarray, value: float, n_classes: int, metric: str) -> str:
+    """Why a value is NaN, or forced by a test set that lacks some of the task's classes."""
+    present = sorted(int(k) for k in np.unique(y))
+    if np.isnan(value):
+        if len(present) < 2:
+            return f"test set has a single class ({present[0]}): the metric is undefined"
+        return "undefined on the full test set"
+    absent = [k for k in range(n_classes) if k not in present]
+    if absent:
+        return (f"test set lacks class(es) {', '.join(map(str, absent))}: {metric} covers only the classes "
+                "present, and with one class it is forced (e.g. balanced accuracy 1 or 0)")
+    return ""
 
 
 def build_budget(ledger_files: list[Path]) -> pd.DataFrame:

@@ -63,8 +63,8 @@ def test_bad_files_become_exclusions_with_reasons(tmp_path):
     assert reasons["empty"] == "zero-byte DICOM file"
     assert reasons["missing"] == "DICOM file not found"
     assert reasons["escape"] == "path escapes the data root"
-    assert reasons["corrupt"].startswith("unreadable DICOM")
-    assert reasons["truncated"].startswith("unreadable DICOM")
+    assert reasons["corrupt"] == "not a DICOM file (no DICM header)"
+    assert reasons["truncated"].startswith(("pixel data holds", "truncated or unreadable file")), reasons["truncated"]
     assert len(manifest) + len(excluded) == len(records)
 
 

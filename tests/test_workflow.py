@@ -1,4 +1,5 @@
-"""The ci config's whole workflow, end to end, twice: the table is complete and reproducible;
+"""The ci config's whole workflow, end to end, twice (the second in folders whose names have a
+space and a non-ASCII character): the table is complete and reproducible;
 then the figures target, the HTML report in headless Chromium, and what a new model schedules."""
 
 import re
@@ -35,8 +36,10 @@ def _run_ci_workflow(out: Path) -> None:
 def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("workflow")
     _run_ci_workflow(base / "a")
-    _run_ci_workflow(base / "b")
-    return base / "a", base / "b"
+    # the second run's results and data folders have a space and a non-ASCII character:
+    # every path in every rule is quoted, and the outputs are byte-identical
+    _run_ci_workflow(base / "b résultats")
+    return base / "a", base / "b résultats"
 
 
 @pytest.mark.slow

@@ -39,6 +39,13 @@ def _text(series: pd.Series) -> pd.Series:
     return series.astype("string").fillna("").str.split().str.join(" ").astype(object)
 
 
+def _asses_reason(codes: pd.Series) -> str:
+    """Why an image's assessment is unusable, saying what the cells held."""
+    values = sorted(set(codes))
+    parts = ["asses empty" if v == "" else f"unknown asses code {v!r}" for v in values]
+    return "; ".join(parts)
+
+
 def _reason(desc: pd.Series) -> pd.Series:
     out = np.where(desc.str.lower().str.contains("screen"), "screening", "diagnostic")
     return pd.Series(np.where(desc == "", "", out), index=desc.index)
@@ -99,7 +106,7 @@ def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, 
 
     image_of_row = joined["image_id"]
     unknown = joined[joined["value"].isna() & (joined["asses"] != "X")]
-    unknown_codes = unknown.groupby("image_id")["asses"].agg(lambda s: str(sorted(set(s))))
+    unknown_codes = unknown.groupby("image_id")["asses"].agg(_asses_reason)
     has_x = joined["asses"].eq("X").groupby(image_of_row, sort=False).any()
     worst_value = joined["value"].groupby(image_of_row, sort=False).max()
     any_zero = joined["value"].eq(0).groupby(image_of_row, sort=False).any()
@@ -111,7 +118,9 @@ def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, 
     setting = joined[joined["value"] == joined["birads"]].sort_values("_order").drop_duplicates("image_id")
     first = joined.sort_values("_order").drop_duplicates("image_id").set_index("image_id")
     source_row = setting.set_index("image_id").reindex(first.index).combine_first(first)
-    density = pd.to_numeric(joined["tissueden"], errors="coerce").groupby(joined["image_id"]).first()
+    # the first non-empty tissueden cell of the image's findings, as text and as a number
+    raw_density = _text(joined["tissueden"]).replace("", pd.NA).groupby(joined["image_id"]).first()
+    density = pd.to_numeric(raw_density, errors="coerce")
 
     meta = meta.set_index("image_id", drop=False)
     ids = meta.index
@@ -121,11 +130,14 @@ def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, 
         excluded.append(pd.DataFrame({"dataset": "embed", "image_id": index, "source": source.reindex(index).values,
                                       "scope": scope, "reason": reasons}))
 
-    task_exclusion(unknown_codes.index, "task:birads", "unknown asses code(s) " + unknown_codes.values)
+    task_exclusion(unknown_codes.index, "task:birads", unknown_codes.values)
     x_only = has_x.index[has_x & ~has_x.index.isin(unknown_codes.index)]
     task_exclusion(x_only, "task:birads", "asses X (no assessment)")
-    density = density.reindex(ids)
-    task_exclusion(ids[density.isna()], "task:density", "tissueden missing")
+    density, raw_density = density.reindex(ids), raw_density.reindex(ids)
+    task_exclusion(ids[raw_density.isna()], "task:density", "tissueden missing")
+    not_number = density.isna() & raw_density.notna()
+    task_exclusion(ids[not_number], "task:density",
+                   "tissueden is '" + raw_density[not_number].astype(str) + "', not a number 1 to 5")
     task_exclusion(ids[density == 5], "task:density", "tissueden 5 (normal male)")
     bad_density = density.notna() & ~density.isin([1, 2, 3, 4, 5])
     task_exclusion(ids[bad_density], "task:density", "unknown tissueden " + density[bad_density].astype(str))

@@ -16,6 +16,7 @@ Output does not depend on the number of workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -25,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pydicom
+import pydicom.errors
 from PIL import Image
 from pydicom.pixels import apply_voi_lut
 from scipy import ndimage
 from tqdm import tqdm
 
-from benchmark.data.tables import EXCLUSION_COLUMNS, exclusion, resolve_under_root
+from benchmark.data.tables import EXCLUSION_COLUMNS, exclusion, resolve_under_root, safe_name
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,56 @@ class PreprocessSettings:
     flip_to_left: bool = False  # optional canonical orientation (chest wall on the left)
 
 
+class UnusableImage(ValueError):
+    """A DICOM that is read but cannot be a grey mammogram; the message is the reason."""
+
+
+def check_usable(ds: pydicom.Dataset) -> None:
+    """Say in words why a file cannot be used, before any decoding."""
+    if "PixelData" not in ds:
+        raise UnusableImage("no pixel data")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise UnusableImage(f"colour image ({ds.get('PhotometricInterpretation', '?')}, "
+                            f"{ds.SamplesPerPixel} samples per pixel), not a grey mammogram")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise UnusableImage(f"multi-frame image ({ds.NumberOfFrames} frames, e.g. tomosynthesis)")
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and not syntax.is_compressed:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        expected = int(ds.Rows) * int(ds.Columns) * ((bits + 7) // 8)
+        length = len(ds.PixelData)
+        if length < expected or length > expected + 1:  # pydicom allows one padding byte
+            raise UnusableImage(f"pixel data holds {length} bytes, but Rows x Columns x {bits} bits needs "
+                                f"{expected}")
+
+
 def stored_pixels(ds: pydicom.Dataset) -> np.ndarray:
     """The stored values of a single-frame grey image; native data without a copy."""
+    check_usable(ds)
     native = not ds.file_meta.TransferSyntaxUID.is_compressed
     if native and ds.BitsAllocated == 16 and ds.PixelRepresentation == 0 and ds.SamplesPerPixel == 1:
         rows, cols = int(ds.Rows), int(ds.Columns)
         data = np.frombuffer(ds.PixelData, dtype="<u2", count=rows * cols)
         return data.reshape(rows, cols)
     return ds.pixel_array
+
+
+def unreadable_reason(exc: Exception, path: Path) -> str:
+    """An exclusion reason a person understands, for an exception raised reading ``path``."""
+    if isinstance(exc, UnusableImage):
+        return str(exc)
+    if isinstance(exc, pydicom.errors.InvalidDicomError):
+        return "not a DICOM file (no DICM header)"
+    if isinstance(exc, (EOFError, OSError)) and not isinstance(exc, FileNotFoundError):
+        return f"truncated or unreadable file ({type(exc).__name__})"
+    message = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    try:
+        syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    except Exception:
+        syntax = None
+    if syntax is not None and syntax.is_compressed:
+        return f"cannot decode transfer syntax {syntax.name} ({message})"
+    return f"unreadable DICOM ({type(exc).__name__}: {message})"
 
 
 def _bright_is_dense(ds: pydicom.Dataset) -> bool:
@@ -127,9 +171,16 @@ def _convert_one(args) -> str | None:
     try:
         convert(dicom_path, png_path, settings, laterality)
     except Exception as exc:  # any unreadable file is recorded, never fatal
-        message = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return f"unreadable DICOM: {type(exc).__name__}: {message}"
+        return unreadable_reason(exc, dicom_path)
     return None
+
+
+def cache_name(image_id: str) -> str:
+    """The cached PNG's file name: the image id when it is a plain name, else a hash of it
+    (an id never chooses where a file is written)."""
+    if safe_name(str(image_id)):
+        return f"{image_id}.png"
+    return f"id-{hashlib.sha256(str(image_id).encode()).hexdigest()[:24]}.png"
 
 
 def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings: PreprocessSettings,
@@ -156,7 +207,7 @@ def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings
         if dicom.stat().st_size == 0:
             excluded.append(exclusion(row.dataset, row.image_id, row.dicom_path, "all", "zero-byte DICOM file"))
             continue
-        png = cache_dir / "images" / f"{row.image_id}.png"
+        png = cache_dir / "images" / cache_name(row.image_id)
         jobs.append((dicom, png, settings, row.laterality))
         keep.append(row)
     if workers > 1 and len(jobs) > 1:
@@ -169,5 +220,5 @@ def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings
         if error:
             excluded.append(exclusion(row.dataset, row.image_id, row.dicom_path, "all", error))
         else:
-            rows.append(row._asdict() | {"png": f"images/{row.image_id}.png"})
+            rows.append(row._asdict() | {"png": f"images/{cache_name(row.image_id)}"})
     return pd.DataFrame(rows), pd.DataFrame(excluded, columns=EXCLUSION_COLUMNS)

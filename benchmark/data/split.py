@@ -85,7 +85,36 @@ def write_split(table: pd.DataFrame, path: Path) -> str:
 
 
 def read_split(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"patient_id": str})
+    if not Path(path).is_file():
+        raise BenchmarkError(f"{path}: split file not found (the split step writes it)")
+    table = pd.read_csv(path, dtype={"patient_id": str})
+    missing = [c for c in ("patient_id", "split") if c not in table.columns]
+    if missing:
+        raise BenchmarkError(f"{path}: not a split file (missing column(s) {', '.join(missing)})")
+    return table
+
+
+def check_split(table: pd.DataFrame, manifest: pd.DataFrame, tasks: list, dataset: str) -> list[str]:
+    """Refuse a split that leaves a task without one of its classes in test (when the data
+    has that class); return one-line warnings (a single patient, a class absent from
+    validation)."""
+    warnings = []
+    if table["patient_id"].nunique() < 2:
+        warnings.append(f"split {dataset}: only {table['patient_id'].nunique()} patient; every split but one is empty")
+    where = manifest[["patient_id"]].merge(table[["patient_id", "split"]], on="patient_id", how="left")["split"]
+    for task in tasks:
+        labels = pd.to_numeric(manifest[task.column], errors="coerce")
+        for k in sorted(labels.dropna().astype(int).unique()):
+            for part in ("test", "val"):
+                if not ((labels == k) & (where.to_numpy() == part)).any():
+                    patients = manifest.loc[labels == k, "patient_id"].nunique()
+                    line = (f"split {dataset}: task {task.name}: no {part} image of class {k} "
+                            f"({patients} patient(s) have it)")
+                    if part == "test":
+                        raise BenchmarkError(line + "; the test metric would be undefined or forced "
+                                             "(more patients, or another split.seed)")
+                    warnings.append(line)
+    return warnings
 
 
 def split_hash(path: Path) -> str:

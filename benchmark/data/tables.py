@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +29,40 @@ def read_table(path: Path, required: list[str], str_columns: list[str]) -> pd.Da
     if missing:
         raise BenchmarkError(f"{path}: missing column(s) {', '.join(missing)}")
     dtypes = {c: str for c in str_columns if c in header}
-    return pd.read_csv(path, dtype=dtypes, keep_default_na=True, low_memory=False)
+    table = pd.read_csv(path, dtype=dtypes, keep_default_na=True, low_memory=False)
+    for column in dtypes:  # text columns: empty cells as None
+        table[column] = table[column].astype(object).where(table[column].notna(), None)
+    return table
+
+
+def parse_number(text, low: float | None = None, high: float | None = None) -> float | None:
+    """A number from a cell's text (`` 52 ``, ``52.0``), or None if it is empty, not a
+    number, or outside [low, high]."""
+    try:
+        value = float(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
+        return None
+    return value
+
+
+def parse_int(text, allowed: set[int]) -> int | None:
+    """An integer label from a cell's text (``1``, ``1.0``, `` 1 ``), or None if it is not
+    one of ``allowed``."""
+    value = parse_number(text)
+    if value is None or value != int(value) or int(value) not in allowed:
+        return None
+    return int(value)
+
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def safe_name(value: str) -> bool:
+    """True for an identifier that is safe as one file-name component (no separators, no
+    ``..``, no leading dot or dash)."""
+    return bool(_SAFE.fullmatch(value or "")) and ".." not in value
 
 
 EXCLUSION_COLUMNS = ["dataset", "image_id", "source", "scope", "reason"]
@@ -40,7 +74,11 @@ def exclusion(dataset: str, image_id: str, source: str, scope: str, reason: str)
 
 
 def resolve_under_root(root: Path, relative: str) -> Path | None:
-    """The file for ``relative`` inside ``root``, or None if the path escapes the root."""
+    """The file for ``relative`` inside ``root``, or None if the path escapes the root. An
+    absolute path (an image folder the config gives as absolute) is taken as it is, unless
+    it climbs with ``..``."""
+    if Path(relative).is_absolute():
+        return None if ".." in Path(relative).parts else Path(relative)
     root = Path(root).resolve()
     candidate = (root / relative).resolve()
     if root != candidate and root not in candidate.parents:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.errors import BenchmarkError
 from benchmark.tasks import Task
 
 ID_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "seed", "draw"]
@@ -49,6 +50,8 @@ def write_predictions(path: Path, records: pd.DataFrame, scores: np.ndarray, *, 
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise BenchmarkError(f"{path}: predictions file not found")
     frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "breast_id": str, "fraction": str},
                         keep_default_na=False)
     return frame if "draw" in frame.columns else frame.assign(draw=0)

@@ -11,4 +11,4 @@ rule check_data:
     log:
         f"{R}/logs/check/{{dataset}}.log",
     shell:
-        "{BENCH} check-data --config {CONFIGFILE} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{BENCH} check-data --config {CONFIGFILE:q} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
 # Config checks (before any job runs) and the path helpers every rules file uses.
+import shlex
 import sys
 from pathlib import Path
 

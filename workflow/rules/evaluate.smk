@@ -12,7 +12,7 @@ def zeroshot_args(dataset):
 
     def args(wildcards):
         return " ".join(
-            f"--zeroshot {protocol} {dataset}/{task} {path}"
+            f"--zeroshot {protocol} {dataset}/{task} {shlex.quote(path)}"
             for task in dataset_tasks(dataset)
             for protocol, path in zeroshot_cells(f"{dataset}/{task}", wildcards.model, wildcards.seed)
         )
@@ -49,15 +49,15 @@ for _dataset in DATASETS:
         params:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             zeroshot=zeroshot_args(_dataset),
-            alignment=lambda wc, output: f"--alignment-out {output.alignment}" if "alignment" in output.keys() else "",
+            alignment=lambda wc, output: f"--alignment-out {shlex.quote(output.alignment)}" if "alignment" in output.keys() else "",
             settings=lambda wc: config_hash(config["zeroshot"], config["figures"]["alignment_examples"]),
         threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
         log:
             f"{R}/logs/features/{{model}}-seed{{seed}}-{_dataset}.log",
         shell:
-            "{BENCH} features --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
-            "--checkpoint {params.ckpt} --manifest {input.manifest} --split {input.split} "
-            "--out {output.features} {params.zeroshot} {params.alignment} --threads {threads} 2> {log}"
+            "{BENCH} features --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
+            "--checkpoint {params.ckpt:q} --manifest {input.manifest:q} --split {input.split:q} "
+            "--out {output.features:q} {params.zeroshot} {params.alignment} --threads {threads} 2> {log:q}"
 
 
 rule linear_probe:
@@ -73,9 +73,9 @@ rule linear_probe:
     log:
         f"{R}/logs/probe/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
     shell:
-        "{BENCH} probe --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
-        "--task {wildcards.dataset}/{wildcards.task} --manifest {input.manifest} --split {input.split} "
-        "--features {input.features} --fraction {params.fractions} --out {output} 2> {log}"
+        "{BENCH} probe --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
+        "--task {wildcards.dataset}/{wildcards.task} --manifest {input.manifest:q} --split {input.split:q} "
+        "--features {input.features:q} --fraction {params.fractions} --out {output:q} 2> {log:q}"
 
 
 # Full fine-tune (finetune.enabled): one job per (task, model, seed) writes every fraction.
@@ -96,6 +96,6 @@ if config["finetune"]["enabled"]:
         log:
             f"{R}/logs/finetune/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
         shell:
-            "{BENCH} finetune --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
-            "--task {wildcards.dataset}/{wildcards.task} --checkpoint {params.ckpt} --manifest {input.manifest} "
-            "--split {input.split} --fraction {params.fractions} --out {output} --threads {threads} 2> {log}"
+            "{BENCH} finetune --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
+            "--task {wildcards.dataset}/{wildcards.task} --checkpoint {params.ckpt:q} --manifest {input.manifest:q} "
+            "--split {input.split:q} --fraction {params.fractions} --out {output:q} --threads {threads} 2> {log:q}"

@@ -58,9 +58,9 @@ rule tsne:
     log:
         f"{R}/logs/tsne/{{model}}-seed{{seed}}-{{dataset}}.log",
     shell:
-        "{BENCH} tsne --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
-        "--dataset {wildcards.dataset} --features {input.features} --manifest {input.manifest} "
-        "--split {input.split} --out {output} 2> {log}"
+        "{BENCH} tsne --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
+        "--dataset {wildcards.dataset} --features {input.features:q} --manifest {input.manifest:q} "
+        "--split {input.split:q} --out {output:q} 2> {log:q}"
 
 
 rule figure_label_efficiency:
@@ -73,7 +73,7 @@ rule figure_label_efficiency:
     log:
         f"{R}/logs/figures/label_efficiency.log",
     shell:
-        "{BENCH} figures label_efficiency --config {CONFIGFILE} --out-dir {FIG} --table {input.table} 2> {log}"
+        "{BENCH} figures label_efficiency --config {CONFIGFILE:q} --out-dir {FIG:q} --table {input.table:q} 2> {log:q}"
 
 
 rule figure_bars:
@@ -86,7 +86,7 @@ rule figure_bars:
     log:
         f"{R}/logs/figures/bars.log",
     shell:
-        "{BENCH} figures bars --config {CONFIGFILE} --out-dir {FIG} --table {input.table} 2> {log}"
+        "{BENCH} figures bars --config {CONFIGFILE:q} --out-dir {FIG:q} --table {input.table:q} 2> {log:q}"
 
 
 def roc_prediction_files():
@@ -112,8 +112,8 @@ rule figure_roc:
     log:
         f"{R}/logs/figures/roc.log",
     shell:
-        "{BENCH} figures roc --config {CONFIGFILE} --out-dir {FIG} --table {input.table} "
-        "--predictions {input.predictions} 2> {log}"
+        "{BENCH} figures roc --config {CONFIGFILE:q} --out-dir {FIG:q} --table {input.table:q} "
+        "--predictions {input.predictions:q} 2> {log:q}"
 
 
 rule figure_tsne:
@@ -123,11 +123,11 @@ rule figure_tsne:
         figure_files("tsne", report_png=True),
     params:
         settings=FIGURE_SETTINGS,
-        inputs=lambda wc, input: " ".join(f"{key}={path}" for key, path in input.items()),
+        inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items()),
     log:
         f"{R}/logs/figures/tsne.log",
     shell:
-        "{BENCH} figures tsne --config {CONFIGFILE} --out-dir {FIG} --inputs {params.inputs} 2> {log}"
+        "{BENCH} figures tsne --config {CONFIGFILE:q} --out-dir {FIG:q} --inputs {params.inputs} 2> {log:q}"
 
 
 rule figure_alignment:
@@ -137,11 +137,11 @@ rule figure_alignment:
         figure_files("alignment", report_png=True),
     params:
         settings=FIGURE_SETTINGS,
-        inputs=lambda wc, input: " ".join(f"{key}={path}" for key, path in input.items()),
+        inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items()),
     log:
         f"{R}/logs/figures/alignment.log",
     shell:
-        "{BENCH} figures alignment --config {CONFIGFILE} --out-dir {FIG} --inputs {params.inputs} 2> {log}"
+        "{BENCH} figures alignment --config {CONFIGFILE:q} --out-dir {FIG:q} --inputs {params.inputs} 2> {log:q}"
 
 
 rule figure_compute_ledger:
@@ -154,7 +154,7 @@ rule figure_compute_ledger:
     log:
         f"{R}/logs/figures/compute_ledger.log",
     shell:
-        "{BENCH} figures compute_ledger --config {CONFIGFILE} --out-dir {FIG} --budget {input.budget} 2> {log}"
+        "{BENCH} figures compute_ledger --config {CONFIGFILE:q} --out-dir {FIG:q} --budget {input.budget:q} 2> {log:q}"
 
 
 rule figures:

@@ -9,10 +9,11 @@ rule preprocess:
         manifest=f"{R}/cache/{{dataset}}/manifest.csv",
         exclusions=f"{R}/cache/{{dataset}}/exclusions.csv",
     params:
+        out_dir=lambda wc: f"{R}/cache/{wc.dataset}",
         settings=lambda wc: config_hash(config["data"][wc.dataset], config["preprocess"]),
     threads: THREADS
     log:
         f"{R}/logs/preprocess/{{dataset}}.log",
     shell:
-        "{BENCH} preprocess --config {CONFIGFILE} --dataset {wildcards.dataset} "
-        "--out-dir {R}/cache/{wildcards.dataset} --threads {threads} 2> {log}"
+        "{BENCH} preprocess --config {CONFIGFILE:q} --dataset {wildcards.dataset} "
+        "--out-dir {params.out_dir:q} --threads {threads} 2> {log:q}"

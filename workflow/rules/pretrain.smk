@@ -15,7 +15,7 @@ rule pretrain:
         weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
         ledger=f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json",
     params:
-        tokenizer=lambda wc, input: f"--tokenizer {input.tokenizer}" if input.tokenizer else "",
+        tokenizer=lambda wc, input: f"--tokenizer {shlex.quote(input.tokenizer)}" if input.tokenizer else "",
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
         settings=lambda wc: model_settings(wc.model),
     threads: THREADS
@@ -26,6 +26,6 @@ rule pretrain:
     log:
         f"{R}/logs/pretrain/{{model}}-seed{{seed}}.log",
     shell:
-        "{TRAIN} pretrain --config {CONFIGFILE} --model {wildcards.model} --seed {wildcards.seed} "
-        "--manifest {input.manifest} --split {input.split} {params.tokenizer} --out-dir {params.out} "
-        "--threads {threads} 2> {log}"
+        "{TRAIN} pretrain --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
+        "--manifest {input.manifest:q} --split {input.split:q} {params.tokenizer} --out-dir {params.out:q} "
+        "--threads {threads} 2> {log:q}"

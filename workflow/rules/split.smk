@@ -12,5 +12,5 @@ rule split:
     log:
         f"{R}/logs/split/{{dataset}}.log",
     shell:
-        "{BENCH} split --config {CONFIGFILE} --dataset {wildcards.dataset} --manifest {input.manifest} "
-        "--out {output.split} 2> {log}"
+        "{BENCH} split --config {CONFIGFILE:q} --dataset {wildcards.dataset} --manifest {input.manifest:q} "
+        "--out {output.split:q} 2> {log:q}"

@@ -11,5 +11,5 @@ rule synth:
     log:
         "{root}/synth.log",
     shell:
-        "{BENCH} synth --config {CONFIGFILE} --dataset {params.dataset} --out {wildcards.root} "
-        "--threads {threads} 2> {log}"
+        "{BENCH} synth --config {CONFIGFILE:q} --dataset {params.dataset} --out {wildcards.root:q} "
+        "--threads {threads} 2> {log:q}"

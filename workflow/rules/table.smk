@@ -19,5 +19,5 @@ rule table:
     log:
         f"{R}/logs/table.log",
     shell:
-        "{BENCH} table --config {CONFIGFILE} --predictions {input.predictions} --ledgers {input.ledgers} "
-        "--out {output.table} --budget-out {output.budget} 2> {log}"
+        "{BENCH} table --config {CONFIGFILE:q} --predictions {input.predictions:q} --ledgers {input.ledgers:q} "
+        "--out {output.table:q} --budget-out {output.budget:q} 2> {log:q}"

@@ -13,5 +13,5 @@ rule tokenizer:
     log:
         f"{R}/logs/tokenizer.log",
     shell:
-        "{BENCH} tokenizer --config {CONFIGFILE} --manifest {input.manifest} --split {input.split} "
-        "--out {output} 2> {log}"
+        "{BENCH} tokenizer --config {CONFIGFILE:q} --manifest {input.manifest:q} --split {input.split:q} "
+        "--out {output:q} 2> {log:q}"
