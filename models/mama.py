@@ -15,7 +15,8 @@ the paper's and this project's values is in docs/protocol.md.
   bos + caption + eos and padded to the context length (144). Global: the mean over all
   positions of the last hidden states, padding included (``--pool_txt_feat``), linear
   2560 -> 512; the same pooling for zero-shot (the official code's zero-shot reads a
-  padding token instead). Sentences: the hidden states at the separators through
+  padding token instead). ``text_pool: tokens`` (an override) averages the caption's own
+  tokens instead. Sentences: the hidden states at the separators through
   ``LocalEmbedding`` 2560 -> 2048 -> 512, applied to each report on its own (its batch
   norm pools one report's sentences, as the official per-report loop does).
 - Losses, added as the official forward does (each cross-entropy pair summed):
@@ -49,7 +50,7 @@ from benchmark.data.captions import SEP
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_model
 from models.base import DualEncoder
-from models.encoders import BatchNormMLP, freeze
+from models.encoders import BatchNormMLP, freeze, masked_mean
 from models.gather import gather_padded, gather_rows
 from models.losses import ClipLoss, LocalAlignmentLoss, NTXentLoss
 
@@ -66,7 +67,7 @@ class MaMA(DualEncoder):
     batch_needs = ("image", "view2", "caption")
     presets = {
         "tiny": dict(image_size=96, embed_dim=128, local_hidden=256, late_loss_start_step=40,
-                     grad_checkpointing=False,
+                     grad_checkpointing=False, text_pool="all_positions",
                      image=dict(name="vit_tiny_reg", kwargs=dict(width=192, depth=4, heads=3, patch_size=16)),
                      text=dict(arch="gpt2", context_length=112, special_tokens=SPECIAL_TOKENS,
                                config=dict(n_embd=96, n_layer=2, n_head=4, n_positions=128)),
@@ -74,7 +75,7 @@ class MaMA(DualEncoder):
                                 warmup_fraction=0.1, no_weight_decay="none"),
                      augment=AUGMENT),
         "paper": dict(image_size=518, embed_dim=512, local_hidden=2048, late_loss_start_step=8000,
-                      grad_checkpointing=True, image=dict(name="vit_base_patch14_reg4_dinov2"),
+                      grad_checkpointing=True, text_pool="all_positions", image=dict(name="vit_base_patch14_reg4_dinov2"),
                       text=dict(arch="gpt2", context_length=144, special_tokens=SPECIAL_TOKENS,
                                 config=dict(n_embd=2560, n_layer=32, n_head=20, n_positions=1024,
                                             vocab_size=28896)),
@@ -83,8 +84,15 @@ class MaMA(DualEncoder):
                       augment=AUGMENT),
     }
 
-    def __init__(self, *, local_hidden: int, late_loss_start_step: int, grad_checkpointing: bool, **kwargs):
+    def __init__(self, *, local_hidden: int, late_loss_start_step: int, grad_checkpointing: bool,
+                 text_pool: str, **kwargs):
+        """``text_pool``: ``all_positions`` (official: the mean over every position of the
+        padded caption) or ``tokens`` (the mean over the caption's own tokens; an option,
+        since a short prompt's mean over 144 positions is mostly padding)."""
         super().__init__(**kwargs)
+        if text_pool not in ("all_positions", "tokens"):
+            raise BenchmarkError(f"mama: text_pool {text_pool!r} is not 'all_positions' or 'tokens'")
+        self.text_pool = text_pool
         from peft import LoraConfig, get_peft_model
 
         self.text.model = get_peft_model(self.text.model, LoraConfig(**LORA))  # freezes the base model
@@ -122,6 +130,8 @@ class MaMA(DualEncoder):
         return self._tokens(images).mean(dim=1)
 
     def project_text(self, hidden_ntd, mask_nt):
+        if self.text_pool == "tokens":
+            return self.text_head(masked_mean(hidden_ntd, mask_nt))
         return self.text_head(hidden_ntd.mean(dim=1))  # every position, padding included (official)
 
     def _sentences(self, hidden_ntd, ids_nt):

@@ -168,3 +168,16 @@ def test_mama_adds_the_official_special_tokens_to_a_gpt2_tokenizer_without_a_sep
     batch = _batch(model, n=8)
     out = model.training_loss(batch)  # step 10,000: the late losses run and need the separators
     assert {"ntxent", "clip_view2", "sla"} <= set(out) and torch.isfinite(out["loss"])
+
+
+def test_mama_text_pool_official_averages_padding_and_tokens_option_does_not(tokenizer):
+    official = build_model("mama", "tiny", tokenizer=tokenizer).eval()
+    tokens = build_model("mama", "tiny", tokenizer=tokenizer, text_pool="tokens").eval()
+    tokens.load_state_dict(official.state_dict())
+    hidden = torch.randn(2, 6, official.text.width)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    moved = hidden.clone()
+    moved[0, 3:] += 5.0  # only the padding of the first caption
+    with torch.no_grad():
+        assert not torch.allclose(official.project_text(hidden, mask)[0], official.project_text(moved, mask)[0])
+        assert torch.allclose(tokens.project_text(hidden, mask), tokens.project_text(moved, mask))
