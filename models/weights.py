@@ -93,10 +93,11 @@ def read_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     else:
         raise BenchmarkError(f"{path}: unknown weights format (expected .safetensors, "
                              f"{', '.join(TORCH_SUFFIXES)} or a Hugging Face folder)")
-    if "mask_token" in state or "pos_embed" in state and hasattr(model, "reg_token"):
+    if "mask_token" in state or ("pos_embed" in state and hasattr(model, "reg_token")):
         from timm.models.vision_transformer import checkpoint_filter_fn
 
-        state = checkpoint_filter_fn(state, model)  # the original DINOv2 release's names
+        # the original DINOv2 release's names, or a ViT state whose position grid differs
+        state = checkpoint_filter_fn(state, model)
     return state
 
 
