@@ -144,7 +144,7 @@ def _check_hf_weights(folder: Path, where: str) -> None:
     from models.encoders import HF_WEIGHT_FILES, has_weight_files
 
     if not has_weight_files(folder):
-        raise BenchmarkError(f"{where}: {folder} has no weights ({' or '.join(HF_WEIGHT_FILES[::2])})")
+        raise BenchmarkError(f"{where}: {folder} has no weights (one of {', '.join(HF_WEIGHT_FILES)})")
 
 
 def check_weights(config: dict, names: list[str] | None = None) -> None:

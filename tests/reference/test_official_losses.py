@@ -82,7 +82,6 @@ def test_mama_sla_and_total_equal_the_official_forward():
     ntx1, ntx2 = leaf(n, d, seed=14, unit=False), leaf(n, d, seed=15, unit=False)
     scale = torch.tensor(1 / 0.07, dtype=torch.float64, requires_grad=True)
     local_scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
-    inputs = [patches, image1, image2, text, ntx1, ntx2, scale, local_scale] + sentences
 
     sla = LocalAlignmentLoss()(patches, padded, mask, local_scale)
     ref = official.mama_total(image1, image2, text, ntx1, ntx2, list(patches), sentences, scale, local_scale)
@@ -94,7 +93,6 @@ def test_mama_sla_and_total_equal_the_official_forward():
     for name, value in ours.items():
         assert value.item() == pytest.approx(ref[name].item(), abs=TOL)
     assert_same(sum(ours.values()), ref["loss"], [patches, image1, image2, text, ntx1, ntx2, scale, local_scale])
-    del inputs
 
 
 def test_mama_term_weights_count_four_sla_and_two_clip_cross_entropies():
