@@ -16,12 +16,11 @@ from benchmark.figures.names import FAMILIES
 
 
 def _manifest(path: str):
-    import pandas as pd
+    from benchmark.data.tables import read_csv
 
-    if not Path(path).is_file():
-        raise BenchmarkError(f"{path}: manifest not found (the preprocess step writes it)")
-    return pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "exam_id": str, "breast_id": str},
-                       keep_default_na=True)
+    return read_csv(path, "manifest", ["image_id", "patient_id", "exam_id", "breast_id", "png"],
+                    dtype={"image_id": str, "patient_id": str, "exam_id": str, "breast_id": str},
+                    unique="image_id", hint=" (the preprocess step writes it)")
 
 
 def cmd_synth(args, config):
@@ -206,7 +205,13 @@ def _task_records(args, config, splits, task_key):
 def _load_features(path, records):
     import numpy as np
 
-    data = np.load(path)
+    if not Path(path).is_file():
+        raise BenchmarkError(f"{path}: features file not found (the features step writes it)")
+    try:
+        data = np.load(path)
+        data = {key: data[key] for key in ("image_id", "features", "embeddings")}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise BenchmarkError(f"{path}: not a features file ({str(exc).splitlines()[0][:120]})") from None
     index = {image_id: i for i, image_id in enumerate(data["image_id"])}
     missing = [i for i in records["image_id"] if i not in index]
     if missing:
@@ -217,7 +222,8 @@ def _load_features(path, records):
 
 def _zeroshot(args, config, model, task_key, features_path, out, protocol="zeroshot"):
     from benchmark.evaluate.predictions import write_predictions
-    from benchmark.evaluate.zeroshot import load_prompts, prefixed_zeroshot_scores, zeroshot_scores
+    from benchmark.evaluate.zeroshot import prefixed_zeroshot_scores, zeroshot_scores
+    from benchmark.prompts import load_prompts
 
     task, records = _task_records(args, config, ("val", "test"), task_key)  # val: thresholds for sens/spec
     _, embeddings = _load_features(features_path, records)
@@ -248,7 +254,7 @@ def cmd_probe(args, config):
     import numpy as np
     import pandas as pd
 
-    from benchmark.data.split import fraction_column, fraction_draws, read_split
+    from benchmark.data.split import fraction_draws, fraction_patients, read_split
     from benchmark.evaluate.predictions import write_predictions
     from benchmark.evaluate.probe import fit_probe, fit_sgd_probe, predict_probe, predict_sgd_probe
 
@@ -262,11 +268,7 @@ def cmd_probe(args, config):
     x_val, x_test = _load_features(args.features, val)[0], _load_features(args.features, test)[0]
     probe_cfg = config["linear_probe"]
     for (fraction, draw), out in zip(cells, args.out):
-        column = fraction_column(fraction, draw)
-        if column not in split.columns:
-            raise BenchmarkError(f"{args.split}: no column {column} (fraction {fraction}, draw {draw}: not in "
-                                 "split.fractions / split.draws)")
-        in_fraction = set(split.loc[(split["split"] == "train") & (split[column] == 1), "patient_id"])
+        in_fraction = fraction_patients(split, fraction, draw, args.split)
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
         x_train, y_train, y_val = _load_features(args.features, train)[0], train["label"].to_numpy(), \
             val["label"].to_numpy()
@@ -301,7 +303,7 @@ def cmd_finetune(args, config):
 
     from benchmark.checkpoint import load_checkpoint
     from benchmark.data.images import open_images
-    from benchmark.data.split import fraction_column, read_split
+    from benchmark.data.split import fraction_patients, read_split
     from benchmark.evaluate.device import evaluation_device
     from benchmark.evaluate.finetune import finetune, predict
     from benchmark.evaluate.predictions import write_predictions
@@ -318,8 +320,7 @@ def cmd_finetune(args, config):
     val_u8 = test_u8 = None
     memory_gib = config["images"]["memory_gib"] / 3  # shared by the training, validation and test images
     for fraction, out in zip(args.fraction, args.out):
-        in_fraction = set(split.loc[(split["split"] == "train") & (split[fraction_column(fraction)] == 1),
-                                    "patient_id"])
+        in_fraction = fraction_patients(split, fraction, 0, args.split)
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
         model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())  # afresh for every fraction
         size = model.image_size
@@ -464,6 +465,8 @@ def cmd_convert_weights(args, config):
 
     if args.model not in config["models"]:
         raise BenchmarkError(f"convert-weights: models.{args.model}: no such model entry in {args.config}")
+    if not (Path(args.folder) / "config.json").is_file():
+        raise BenchmarkError(f"convert-weights: {args.folder}: not a Hugging Face model folder (no config.json)")
     entry = config["models"][args.model]
     preset = merge_settings(model_class(entry["method"]).presets[entry["preset"]], entry.get("overrides", {}))
     if "image" not in preset:
@@ -473,6 +476,12 @@ def cmd_convert_weights(args, config):
     print(f"convert-weights: {count} tensors for {preset['image']['name']} -> {args.out}")
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -480,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, fn, help_, *arguments):
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--config", default="config/config.yaml", help="config file (YAML)")
-        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: config threads)")
+        p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: config threads)")
         for flags, kwargs in arguments:
             p.add_argument(*flags, **kwargs)
         p.set_defaults(fn=fn)
@@ -571,6 +580,11 @@ def main(argv: list[str] | None = None) -> None:
         args.fn(args, config)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a path that is a file where a folder is needed, unwritable, ...
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -13,6 +13,8 @@ import jsonschema
 import yaml
 
 from benchmark.errors import BenchmarkError
+from benchmark.prompts import load_prompts
+from benchmark.tasks import get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -186,6 +188,15 @@ def check_semantics(config: dict, data: bool = True) -> None:
             raise BenchmarkError(f"config: data.{dataset}.root: {entry['root']} does not exist")
     if config["tokenizer"]["dataset"] not in config["data"]:
         raise BenchmarkError(f"config: tokenizer.dataset: {config['tokenizer']['dataset']!r} is not in data")
+    ratios = config["split"]["ratios"]
+    if set(ratios) != {"train", "val", "test"} or abs(sum(ratios.values()) - 1) > 1e-6:
+        raise BenchmarkError(f"config: split.ratios: train, val and test must all be given and sum to 1 "
+                             f"(they sum to {sum(ratios.values()):g})")
+    results = Path(config["results"])
+    if results.exists() and not results.is_dir():
+        raise BenchmarkError(f"config: results: {results} exists and is not a folder")
+    for task in config["tasks"]:  # every zero-shot prompt set, before any job
+        load_prompts(Path(config["zeroshot"]["prompts"]), get_task(*task.split("/")))
     if 1.0 not in config["split"]["fractions"]:
         raise BenchmarkError("config: split.fractions: must include 1.0 (the full training set)")
     extra = sorted(set(config["finetune"]["fractions"]) - set(config["split"]["fractions"]))
@@ -203,7 +214,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, model
     if not path.is_file():
         raise BenchmarkError(f"config: {path} not found")
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise BenchmarkError(f"config: {path}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise BenchmarkError(f"config: {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):

@@ -61,20 +61,11 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                 reference: str | None) -> pd.DataFrame:
     if not prediction_files:
         raise BenchmarkError("table: no prediction files given")
-    frames = []
-    for path in prediction_files:
-        frame = read_predictions(path)
-        task = get_task(frame["dataset"].iloc[0], frame["task"].iloc[0]) if len(frame) else None
-        if task is not None:
-            scores = frame[score_columns(task.n_classes)].apply(pd.to_numeric, errors="coerce")
-            if scores.isna().any(axis=None):
-                row = int(np.flatnonzero(scores.isna().any(axis=1))[0])
-                raise BenchmarkError(f"table: {path}: row {row + 2} (image {frame['image_id'].iloc[row]}): "
-                                     "missing or non-numeric score")
-        frames.append(frame)
-    predictions = pd.concat(frames, ignore_index=True)
+    predictions = pd.concat([read_predictions(path) for path in prediction_files], ignore_index=True)
     validation = predictions[predictions["split"] == "val"]
     predictions = predictions[predictions["split"] == "test"]
+    if predictions.empty:
+        raise BenchmarkError(f"table: none of the {len(prediction_files)} predictions file(s) has a test-split row")
     rows = []
     for (dataset, task_name), task_frame in predictions.groupby(["dataset", "task"], sort=True):
         task = get_task(dataset, task_name)
@@ -168,6 +159,11 @@ def _degenerate_note(y: np.ndarray, value: float, n_classes: int, metric: str) -
 def build_budget(ledger_files: list[Path]) -> pd.DataFrame:
     rows = []
     for path in sorted(ledger_files):
-        ledger = json.loads(Path(path).read_text())
+        if not Path(path).is_file():
+            raise BenchmarkError(f"{path}: ledger not found (the pretrain step writes it)")
+        try:
+            ledger = json.loads(Path(path).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BenchmarkError(f"{path}: not a readable ledger ({exc})") from None
         rows.append({"model": Path(path).parent.parent.name, **{k: ledger.get(k) for k in BUDGET_COLUMNS[1:]}})
     return pd.DataFrame(rows, columns=BUDGET_COLUMNS)

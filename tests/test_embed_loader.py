@@ -58,7 +58,7 @@ def test_filters_and_task_exclusions_are_recorded(embed_root, tmp_path):
 def test_missing_column_is_one_line_error_naming_it(embed_root, tmp_path):
     meta = pd.read_csv(embed_root / "EMBED_OpenData_metadata.csv", dtype=str).drop(columns=["ViewPosition"])
     meta.to_csv(tmp_path / "meta.csv", index=False)
-    with pytest.raises(BenchmarkError, match=r"meta.csv: missing column\(s\) ViewPosition"):
+    with pytest.raises(BenchmarkError, match=r"meta.csv: table is missing column\(s\) ViewPosition"):
         load_embed(embed_root, str(tmp_path / "meta.csv"), "EMBED_OpenData_clinical.csv", PREFIX)
 
 

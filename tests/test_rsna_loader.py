@@ -27,5 +27,5 @@ def test_bad_rows_are_recorded_and_bad_tables_stop(rsna_root, tmp_path):
     assert len(records) + len(excluded) == len(table)
 
     table.drop(columns=["laterality"]).to_csv(tmp_path / "train.csv", index=False)
-    with pytest.raises(BenchmarkError, match=r"train.csv: missing column\(s\) laterality"):
+    with pytest.raises(BenchmarkError, match=r"train.csv: table is missing column\(s\) laterality"):
         load_rsna(tmp_path)

@@ -19,10 +19,22 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
+from benchmark.errors import BenchmarkError
+
 
 def load_square(png: Path, size: int) -> np.ndarray:
     """Pad to a square (centred) and resize with area interpolation to ``size``."""
-    image = Image.open(png)
+    try:
+        image = Image.open(png)
+        image.load()
+    except FileNotFoundError:
+        raise BenchmarkError(f"{png}: cached image not found (rerun the preprocess step)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BenchmarkError(f"{png}: cached image unreadable ({exc}); delete it and rerun the preprocess "
+                             "step") from None
+    if image.mode not in ("L", "I", "I;16"):
+        raise BenchmarkError(f"{png}: cached image is {image.mode}, not a grey 8- or 16-bit PNG (the preprocess "
+                             "step writes those)")
     array = np.asarray(image, dtype=np.float32)
     if image.mode.startswith("I"):
         array = array / 65535.0

@@ -44,6 +44,11 @@ class PreprocessSettings:
     flip_to_left: bool = False  # optional canonical orientation (chest wall on the left)
 
 
+# Bump when the conversion changes what a cached PNG holds for the same settings: the
+# cache (settings.json) and the workflow (the preprocess rule's params) then redo it.
+CACHE_FORMAT = 2  # 2: breast found as a body of tissue (Otsu, opening), scaled by its own range
+
+
 class UnusableImage(ValueError):
     """A DICOM that is read but cannot be a grey mammogram; the message is the reason."""
 
@@ -103,20 +108,95 @@ def _bright_is_dense(ds: pydicom.Dataset) -> bool:
     return (slope > 0) != monochrome1
 
 
-def breast_box(stored: np.ndarray, bright_is_dense: bool, step: int = 8) -> tuple[slice, slice]:
-    """Bounding box of the largest tissue component, found on a subsampled copy."""
+# Breast finding (docs/protocol.md, Data). Constants are fractions of the working copy.
+WORK_SIDE = 256          # the breast is found on a copy subsampled to at most this long side
+SATURATED = 0.002        # values within this fraction of the range below the maximum are burned-in
+                         # labels, lead markers or unexposed film, never tissue
+OPENING = 0.02           # opening radius, fraction of the short side: removes film edges, text
+                         # strokes and necks narrower than about twice this
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """The threshold that maximises the between-class variance of ``values`` (Otsu 1979);
+    values above it are foreground. Constant values have no foreground."""
+    if values.min() == values.max():
+        return float(values.max())
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts).astype(np.float64)
+    above = below[-1] - below
+    mass_below = np.cumsum(counts * centres)
+    mean_below = mass_below / np.maximum(below, 1)
+    mean_above = (mass_below[-1] - mass_below) / np.maximum(above, 1)
+    between = below * above * (mean_below - mean_above) ** 2
+    return float(edges[1 + int(np.argmax(between[:-1]))])
+
+
+def _opened(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary opening with a square, the image edge counted as background (so a band along
+    an edge thinner than the square goes, while tissue touching the edge comes back)."""
+    size = 2 * radius + 1
+    eroded = ndimage.minimum_filter(mask.astype(np.uint8), size=size, mode="constant", cval=0)
+    return ndimage.maximum_filter(eroded, size=size, mode="constant", cval=0).astype(bool)
+
+
+def breast_region(stored: np.ndarray, bright_is_dense: bool) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The breast's bounding box in ``stored``, and its tissue mask on a subsampled copy of
+    that box (for intensity scaling).
+
+    The breast is a body of tissue, not everything bright: (1) burned-in labels, lead
+    markers and unexposed film edges sit at the top of the range and are set aside (unless
+    they are most of the foreground, as in flat phantoms); (2) an Otsu threshold over the
+    rest separates tissue from background; (3) holes are filled; (4) an opening, with the
+    image edge as background, drops film edges, text strokes and thin necks to markers
+    touching the skin line; (5) the largest component, with the tissue within the opening
+    radius of it (what the opening trimmed), is the breast, and its box is the crop. The
+    breast touches the chest-wall edge, so unlike a generic "largest component not touching
+    the edge" rule, edge contact is allowed; thin edge bands go in step 4 instead.
+    """
+    whole = (slice(0, stored.shape[0]), slice(0, stored.shape[1]))
+    step = max(1, -(-max(stored.shape) // WORK_SIDE))
     small = stored[::step, ::step].astype(np.float32)
     if not bright_is_dense:
         small = -small
     lo, hi = float(small.min()), float(small.max())
-    mask = small > lo + 0.1 * (hi - lo)
-    labels, n = ndimage.label(mask)
+    if hi <= lo:
+        return whole, np.ones(small.shape, bool)
+    artefact = small >= hi - SATURATED * (hi - lo)
+    foreground = (small > otsu_threshold(small[~artefact])) & ~artefact if (~artefact).any() else artefact
+    if foreground.sum() < artefact.sum():  # the flat bright region is the object itself (a phantom)
+        artefact[:] = False
+        foreground = small > otsu_threshold(small)
+    tissue = ndimage.binary_fill_holes(foreground)
+    radius = max(1, round(OPENING * min(small.shape)))
+    labels, n = ndimage.label(_opened(tissue, radius))
+    if n == 0:  # nothing survives the opening (tiny images): the largest raw component
+        labels, n = ndimage.label(tissue)
     if n == 0:
-        return slice(0, stored.shape[0]), slice(0, stored.shape[1])
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    rows, cols = ndimage.find_objects((labels == 1 + int(np.argmax(sizes))).astype(np.int8))[0]
-    return (slice(max(0, (rows.start - 1) * step), min(stored.shape[0], (rows.stop + 1) * step)),
-            slice(max(0, (cols.start - 1) * step), min(stored.shape[1], (cols.stop + 1) * step)))
+        return whole, np.ones(small.shape, bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    body = labels == 1 + int(np.argmax(sizes))
+    # Thin tissue the opening trimmed (nipple, skin line) is back; artefacts are not.
+    near_body = ndimage.maximum_filter(body.astype(np.uint8), size=2 * radius + 1).astype(bool)
+    breast = tissue & near_body
+    rows, cols = ndimage.find_objects(breast.astype(np.int8))[0]
+    r0, r1 = max(0, rows.start - 1), min(small.shape[0], rows.stop + 1)  # one working pixel of margin
+    c0, c1 = max(0, cols.start - 1), min(small.shape[1], cols.stop + 1)
+    box = (slice(r0 * step, min(stored.shape[0], r1 * step)), slice(c0 * step, min(stored.shape[1], c1 * step)))
+    mask = breast[r0:r1, c0:c1]
+    return box, mask
+
+
+def breast_range(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(low, high) for min-max scaling: the darkest value of the crop and the brightest value
+    of the breast's own tissue, so labels and markers left in the box do not set the scale.
+    The mask is eroded by one output pixel per mask pixel so edges blurred into an artefact
+    by the area resize do not count either."""
+    grid = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(image.shape[::-1], Image.Resampling.NEAREST), bool)
+    margin = -(-image.shape[0] // mask.shape[0])
+    inner = ndimage.minimum_filter(grid.astype(np.uint8), size=2 * margin + 1).astype(bool)
+    tissue = image[inner] if inner.any() else image
+    return float(image.min()), float(tissue.max())
 
 
 def area_resize(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -148,13 +228,15 @@ def to_display(ds: pydicom.Dataset, values: np.ndarray, voi_lut: bool) -> np.nda
 def convert(dicom_path: Path, png_path: Path, settings: PreprocessSettings, laterality: str) -> tuple[int, int]:
     ds = pydicom.dcmread(dicom_path)
     stored = stored_pixels(ds)
+    mask = None
     if settings.crop:
-        stored = stored[breast_box(stored, _bright_is_dense(ds))]
+        box, mask = breast_region(stored, _bright_is_dense(ds))
+        stored = stored[box]
     image = to_display(ds, area_resize(stored, settings.long_side), settings.voi_lut)
+    lo, hi = breast_range(image, mask) if mask is not None else (float(image.min()), float(image.max()))
     if settings.flip_to_left and laterality == "R":
         image = image[:, ::-1]
-    lo, hi = float(image.min()), float(image.max())
-    image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    image = np.clip((image - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(image)
     top = 2**settings.bits - 1
     out = np.clip(np.round(image * top), 0, top).astype(np.uint8 if settings.bits == 8 else np.uint16)
     png_path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +271,7 @@ def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     settings_file = cache_dir / "settings.json"
-    wanted = json.dumps(asdict(settings), sort_keys=True)
+    wanted = json.dumps(asdict(settings) | {"cache_format": CACHE_FORMAT}, sort_keys=True)
     if settings_file.exists() and settings_file.read_text() != wanted:
         for old in (cache_dir / "images").glob("*.png"):  # other settings: start over
             old.unlink()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.data.tables import read_csv
 from benchmark.errors import BenchmarkError
 
 
@@ -85,13 +86,17 @@ def write_split(table: pd.DataFrame, path: Path) -> str:
 
 
 def read_split(path: Path) -> pd.DataFrame:
-    if not Path(path).is_file():
-        raise BenchmarkError(f"{path}: split file not found (the split step writes it)")
-    table = pd.read_csv(path, dtype={"patient_id": str})
-    missing = [c for c in ("patient_id", "split") if c not in table.columns]
-    if missing:
-        raise BenchmarkError(f"{path}: not a split file (missing column(s) {', '.join(missing)})")
-    return table
+    return read_csv(path, "split file", ["patient_id", "split"], dtype={"patient_id": str}, unique="patient_id",
+                    hint=" (the split step writes it)")
+
+
+def fraction_patients(split: pd.DataFrame, fraction: float, draw: int, path: Path) -> set:
+    """The training patients of one (fraction, draw) of a split file."""
+    column = fraction_column(fraction, draw)
+    if column not in split.columns:
+        raise BenchmarkError(f"{path}: no column {column} (fraction {fraction:g}, draw {draw}: not in "
+                             "split.fractions / split.draws)")
+    return set(split.loc[(split["split"] == "train") & (split[column] == 1), "patient_id"])
 
 
 def check_split(table: pd.DataFrame, manifest: pd.DataFrame, tasks: list, dataset: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
@@ -16,22 +17,43 @@ MANIFEST_COLUMNS = [
 ]
 
 
-def read_table(path: Path, required: list[str], str_columns: list[str]) -> pd.DataFrame:
-    """Read a CSV keeping identifiers as strings; a missing file or column is one line."""
+def read_csv(path: Path, what: str, required: list[str] = (), dtype: dict | None = None,
+             keep_default_na: bool = True, unique: str | None = None, hint: str = "") -> pd.DataFrame:
+    """Read a CSV; every way it can be unusable (missing, empty, not UTF-8, ragged rows,
+    missing columns, a repeated ``unique`` value) is one line naming the file and, where
+    there is one, the line or column. ``what`` names the file's role ("manifest", ...)."""
     path = Path(path)
     if not path.is_file():
-        raise BenchmarkError(f"{path}: table not found")
+        raise BenchmarkError(f"{path}: {what} not found{hint}")
+    data = path.read_bytes()
     try:
-        header = pd.read_csv(path, nrows=0).columns
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise BenchmarkError(f"{path}: cannot parse CSV ({exc})") from None
-    missing = [c for c in required if c not in header]
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise BenchmarkError(f"{path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                             "save the file as UTF-8") from None
+    try:
+        table = pd.read_csv(path, dtype=dtype, keep_default_na=keep_default_na, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise BenchmarkError(f"{path}: {what} is empty (not even a header line)") from None
+    except pd.errors.ParserError as exc:
+        raise BenchmarkError(f"{path}: {what} is not a well-formed CSV ({str(exc).strip().splitlines()[-1]})") from None
+    missing = [c for c in required if c not in table.columns]
     if missing:
-        raise BenchmarkError(f"{path}: missing column(s) {', '.join(missing)}")
-    dtypes = {c: str for c in str_columns if c in header}
-    table = pd.read_csv(path, dtype=dtypes, keep_default_na=True, low_memory=False)
-    for column in dtypes:  # text columns: empty cells as None
-        table[column] = table[column].astype(object).where(table[column].notna(), None)
+        raise BenchmarkError(f"{path}: {what} is missing column(s) {', '.join(missing)}")
+    if unique is not None and table[unique].duplicated().any():
+        first = table.loc[table[unique].duplicated(), unique].iloc[0]
+        lines = [str(i + 2) for i in np.flatnonzero((table[unique] == first).to_numpy())]
+        raise BenchmarkError(f"{path}: {unique} {first!r} appears more than once (lines {', '.join(lines)})")
+    return table
+
+
+def read_table(path: Path, required: list[str], str_columns: list[str]) -> pd.DataFrame:
+    """Read a dataset table keeping identifiers as strings; empty text cells become None."""
+    table = read_csv(path, "table", required, dtype={c: str for c in str_columns})
+    for column in str_columns:
+        if column in table.columns:
+            table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
 
 

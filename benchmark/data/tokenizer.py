@@ -7,6 +7,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
 from benchmark.data.captions import SEP
+from benchmark.errors import BenchmarkError
 
 PAD, UNK, EOS, SOS = "[PAD]", "[UNK]", "[EOS]", "[SOS]"
 SPECIAL_TOKENS = [PAD, UNK, EOS, SOS, SEP]  # ids 0..4: pad 0 and eos 2 as open_clip expects
@@ -26,7 +27,12 @@ def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Tokenizer:
 
 
 def load_tokenizer(path: Path, context_length: int) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(path))
+    if not Path(path).is_file():
+        raise BenchmarkError(f"{path}: tokenizer not found (the tokenizer step writes it)")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises a bare Exception for any bad file
+        raise BenchmarkError(f"{path}: not a tokenizer file ({str(exc).splitlines()[0][:120]})") from None
     tokenizer.enable_truncation(context_length)
     tokenizer.enable_padding(pad_id=0, pad_token=PAD, length=context_length)
     return tokenizer

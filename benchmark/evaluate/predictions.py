@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.data.tables import read_csv
 from benchmark.errors import BenchmarkError
-from benchmark.tasks import Task
+from benchmark.tasks import Task, get_task
 
 ID_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "seed", "draw"]
 
@@ -50,10 +51,38 @@ def write_predictions(path: Path, records: pd.DataFrame, scores: np.ndarray, *, 
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    if not Path(path).is_file():
-        raise BenchmarkError(f"{path}: predictions file not found")
-    frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "breast_id": str, "fraction": str},
-                        keep_default_na=False)
+    """A predictions file, checked: one task, a known one, its score columns numeric, each
+    label a class index; anything else is one line naming the file and row."""
+    frame = read_csv(path, "predictions file", ID_COLUMNS[:-1] + ["image_id", "patient_id", "breast_id", "split",
+                                                                  "label"],
+                     dtype={"image_id": str, "patient_id": str, "breast_id": str, "fraction": str},
+                     keep_default_na=False, unique="image_id")
+    if frame.empty:
+        raise BenchmarkError(f"{path}: predictions file has no rows")
+    keys = frame[["dataset", "task"]].astype(str).drop_duplicates()
+    if len(keys) > 1:
+        raise BenchmarkError(f"{path}: holds predictions of more than one task ({len(keys)} dataset/task pairs)")
+    try:
+        task = get_task(str(frame["dataset"].iloc[0]), str(frame["task"].iloc[0]))
+    except BenchmarkError as exc:
+        raise BenchmarkError(f"{path}: {exc}") from None
+    columns = score_columns(task.n_classes)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise BenchmarkError(f"{path}: {task.key} has {task.n_classes} classes, but column(s) {', '.join(missing)} "
+                             "are missing")
+    scores = frame[columns].apply(pd.to_numeric, errors="coerce")
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    bad_score = scores.isna().any(axis=1).to_numpy()
+    bad_label = ~labels.isin(range(task.n_classes)).to_numpy()
+    for bad, what in ((bad_score, "missing or non-numeric score"),
+                      (bad_label, f"label is not a class index 0..{task.n_classes - 1}")):
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BenchmarkError(f"{path}: row {row + 2} (image {frame['image_id'].iloc[row]}): {what} "
+                                 f"({int(bad.sum())} row(s) in all)")
+    frame[columns] = scores
+    frame["label"] = labels.astype(int)
     return frame if "draw" in frame.columns else frame.assign(draw=0)
 
 

@@ -6,28 +6,11 @@ the model's logit scale x cosine; scores = softmax (docs/protocol.md, Evaluation
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from benchmark.data.captions import metadata_prefix, prefixed_prompts
-from benchmark.errors import BenchmarkError
-from benchmark.tasks import Task
-
-
-def load_prompts(path: Path, task: Task) -> list[list[str]]:
-    """Prompts for each class of ``task``, from the prompts YAML (``<dataset>/<task>`` keys)."""
-    prompts = yaml.safe_load(Path(path).read_text())
-    if task.key not in prompts:
-        raise BenchmarkError(f"{path}: no prompts for task {task.key}")
-    by_class = prompts[task.key]
-    missing = [c for c in task.classes if c not in by_class]
-    if missing:
-        raise BenchmarkError(f"{path}: {task.key}: no prompts for class(es) {missing}")
-    return [list(by_class[c]) for c in task.classes]
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.data.tables import read_csv
 from benchmark.evaluate.predictions import read_predictions
 from benchmark.figures import names
 from benchmark.figures.style import save
@@ -16,7 +17,8 @@ from benchmark.figures.style import save
 def _table(path) -> pd.DataFrame:
     if not path:
         raise ValueError("give --table")
-    return pd.read_csv(path, dtype={"fraction": str})
+    return read_csv(path, "table", ["dataset", "task", "protocol", "fraction", "model", "metric", "value"],
+                    dtype={"fraction": str})
 
 
 def _input(named_inputs: dict, key: str) -> str:
@@ -57,7 +59,8 @@ def draw_family(family: str, out_dir: Path, *, models: list[str], tasks: list[st
         from benchmark.figures.tsne import plot_tsne
 
         for dataset, stem in zip(names.task_datasets(tasks), stems):
-            coordinates = {m: pd.read_csv(_input(named_inputs, f"{m}:{dataset}"), dtype={"image_id": str}) for m in models}
+            coordinates = {m: read_csv(_input(named_inputs, f"{m}:{dataset}"), "t-SNE coordinates",
+                                        dtype={"image_id": str}) for m in models}
             dataset_tasks = [t for t in tasks if t.startswith(f"{dataset}/")]
             written += save(plot_tsne(coordinates, dataset, dataset_tasks), out_dir, stem)
     elif family == "alignment":
@@ -70,5 +73,5 @@ def draw_family(family: str, out_dir: Path, *, models: list[str], tasks: list[st
 
         if not budget:
             raise ValueError("give --budget")
-        written += save(plot_compute_ledger(pd.read_csv(budget), models), out_dir, stems[0])
+        written += save(plot_compute_ledger(read_csv(budget, "budget table"), models), out_dir, stems[0])
     return written

@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from benchmark.config import SCHEMA_PATH, check_weights, validate_config
+from benchmark.data.preprocess import CACHE_FORMAT
 from benchmark.errors import BenchmarkError
 
 try:

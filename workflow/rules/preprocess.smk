@@ -10,7 +10,7 @@ rule preprocess:
         exclusions=f"{R}/cache/{{dataset}}/exclusions.csv",
     params:
         out_dir=lambda wc: f"{R}/cache/{wc.dataset}",
-        settings=lambda wc: config_hash(config["data"][wc.dataset], config["preprocess"]),
+        settings=lambda wc: config_hash(config["data"][wc.dataset], config["preprocess"], CACHE_FORMAT),
     threads: THREADS
     log:
         f"{R}/logs/preprocess/{{dataset}}.log",
