@@ -1,4 +1,4 @@
-"""``python -m benchmark <command>``: every workflow step is also a plain command.
+"""python -m benchmark <command>: every workflow step is also a plain command.
 
 Each command takes the config file and explicit input and output paths, and exits
 non-zero with a one-line reason on bad input.
@@ -495,61 +495,67 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
 
     req = {"required": True}
-    dataset = (["--dataset"], {"required": True, "choices": ["embed", "rsna"]})
+    dataset = (["--dataset"], {"required": True, "choices": ["embed", "rsna"], "help": "which dataset of the config"})
     manifest = (["--manifest"], {**req, "help": "manifest.csv written by preprocess"})
     split = (["--split"], {**req, "help": "split CSV written by split"})
     model = (["--model"], {**req, "help": "model entry name in the config"})
-    seed = (["--seed"], {"type": int, "default": 0})
+    seed = (["--seed"], {"type": int, "default": 0, "help": "pretraining seed (one of the config's seeds)"})
     task = (["--task"], {**req, "help": "dataset/task, e.g. embed/density"})
-    add("synth", cmd_synth, "write synthetic EMBED- or RSNA-format data", dataset, (["--out"], req))
+    checkpoint = (["--checkpoint"], {**req, "help": "checkpoint folder written by pretrain"})
+    features = (["--features"], {**req, "help": "features .npz written by features"})
+    add("synth", cmd_synth, "write synthetic EMBED- or RSNA-format data", dataset,
+        (["--out"], {**req, "help": "dataset folder to write (tables and DICOMs)"}))
     add("preprocess", cmd_preprocess, "DICOM tables to PNG cache + manifest.csv + exclusions.csv", dataset,
-        (["--out-dir"], req))
+        (["--out-dir"], {**req, "help": "cache folder: images/, manifest.csv, exclusions.csv"}))
     add("check-data", cmd_check_data, "validate a dataset folder: columns, files, counts, exclusions", dataset,
         (["--root"], {"default": None, "help": "dataset folder (default: data.<dataset>.root)"}),
         (["--out"], {"default": None, "help": "also write the report as JSON"}))
     add("split", cmd_split, "patient-level train/val/test split with nested fractions", dataset, manifest,
-        (["--out"], req))
+        (["--out"], {**req, "help": "split CSV to write (one row per patient)"}))
     add("tokenizer", cmd_tokenizer, "train a BPE tokenizer on the training captions", manifest, split,
-        (["--out"], req))
+        (["--out"], {**req, "help": "tokenizer JSON to write"}))
     add("pretrain", cmd_pretrain, "pretrain a model for the configured samples-seen budget", model, seed,
-        manifest, split, (["--tokenizer"], {"default": None}), (["--out-dir"], req))
+        manifest, split, (["--tokenizer"], {"default": None, "help": "tokenizer JSON (tiny presets with a BPE tokenizer)"}),
+        (["--out-dir"], {**req, "help": "checkpoint folder to write (model, ledger, resumable state)"}))
     add("features", cmd_features, "image features and embeddings for every split (+ zero-shot predictions, alignment maps)",
-        model, seed, (["--checkpoint"], req), manifest, split, (["--out"], req),
+        model, seed, checkpoint, manifest, split, (["--out"], {**req, "help": "features .npz to write"}),
         (["--zeroshot"], {"nargs": 3, "action": "append", "default": [], "metavar": ("PROTOCOL", "TASK", "OUT"),
                           "help": "also score TASK zero-shot into OUT; PROTOCOL zeroshot (prompts as they are) "
                                   "or zeroshot_prefixed (each image's metadata in front, MaMA's way)"}),
         (["--alignment-out"], {"default": None, "help": "also save sentence-to-patch maps of a few test images "
                                                         "(.npz; for the alignment figure)"}))
     add("tsne", cmd_tsne, "2-D t-SNE of the test-split image embeddings, with each task's labels", model, seed,
-        dataset, manifest, split, (["--features"], req), (["--out"], req))
+        dataset, manifest, split, features, (["--out"], {**req, "help": "coordinates CSV to write"}))
     add("figures", cmd_figures, "draw one figure family from saved predictions, embeddings and ledgers",
-        (["family"], {"choices": list(FAMILIES)}), (["--out-dir"], req),
+        (["family"], {"choices": list(FAMILIES)}), (["--out-dir"], {**req, "help": "figures folder"}),
         (["--table"], {"default": None, "help": "table.csv (label_efficiency, bars, roc)"}),
         (["--predictions"], {"nargs": "*", "action": "extend", "default": [], "help": "predictions files (roc)"}),
         (["--inputs"], {"nargs": "*", "action": "extend", "default": [], "help": "tsne: coordinate CSVs as <model>:<dataset>=<path>; "
                                                               "alignment: maps as <model>=<path>"}),
         (["--budget"], {"default": None, "help": "budget.csv (compute_ledger)"}))
     add("zeroshot", cmd_zeroshot, "zero-shot predictions on the validation and test splits", model, seed, task, manifest, split,
-        (["--checkpoint"], req), (["--features"], req), (["--out"], req))
+        checkpoint, features, (["--out"], {**req, "help": "predictions CSV to write"}))
     add("probe", cmd_probe, "linear-probe predictions on the validation and test splits", model, seed, task, manifest, split,
-        (["--features"], req), (["--fraction"], {"type": float, "nargs": "+", **req}),
+        features, (["--fraction"], {"type": float, "nargs": "+", **req}),
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
     add("finetune", cmd_finetune, "fine-tune encoder + linear head; predictions on validation and test", model,
-        seed, task, manifest, split, (["--checkpoint"], req), (["--fraction"], {"type": float, "nargs": "+", **req}),
+        seed, task, manifest, split, checkpoint, (["--fraction"], {"type": float, "nargs": "+", **req}),
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per fraction"}))
     add("table", cmd_table, "bootstrap statistics: predictions to table.csv (and budget.csv)",
         (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),
-        (["--out"], req), (["--budget-out"], {"default": "results/budget.csv"}))
+        (["--out"], {**req, "help": "table.csv to write (with .md, .tex, .html beside it)"}),
+        (["--budget-out"], {"default": "results/budget.csv", "help": "budget CSV from the ledgers"}))
     add("bench-train", cmd_bench_train, "training vs data-loader samples/s, TFLOP/s and MFU of one model",
         (["--model"], {**req, "help": "a registered method (python -m benchmark models)"}),
-        (["--preset"], {"default": "tiny"}), (["--steps"], {"type": int, "default": 10}),
+        (["--preset"], {"default": "tiny", "help": "preset of the method"}),
+        (["--steps"], {"type": int, "default": 10, "help": "timed optimizer steps"}),
         (["--batch"], {"type": int, "default": None, "help": "default: the preset's batch size"}),
-        (["--tokenizer"], {"default": None}),
-        (["--loader-workers"], {"type": int, "default": 0}),
+        (["--tokenizer"], {"default": None, "help": "tokenizer JSON (tiny presets)"}),
+        (["--loader-workers"], {"type": int, "default": 0, "help": "data-loader worker processes"}),
         (["--streamed-from"], {"type": int, "default": None, "metavar": "SIDE",
                                "help": "read the images from random 16-bit PNGs of this long side instead of memory"}))
     add("check-report", cmd_check_report, "open the HTML report in headless Chromium, view and screenshot every "
-        "result", (["--report"], {"default": "results/report.html"}),
+        "result", (["--report"], {"default": "results/report.html", "help": "the report HTML"}),
         (["--out-dir"], {"default": "results/report-check", "help": "screenshots go here"}))
     add("models", cmd_models, "list registered models and their presets' parameter counts")
     add("check-config", cmd_check_config, "validate a config file, every weights path included")

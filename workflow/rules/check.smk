@@ -10,5 +10,7 @@ rule check_data:
         settings=lambda wc: config_hash(config["data"][wc.dataset]),
     log:
         f"{R}/logs/check/{{dataset}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} check-data --config {CONFIGFILE:q} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"

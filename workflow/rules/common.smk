@@ -80,7 +80,10 @@ DRAWS = config["split"]["draws"]
 TASKS = config["tasks"]
 DATASETS = sorted({t.split("/")[0] for t in TASKS} | {config["pretrain"]["dataset"]})
 PRETRAIN_DATASET = config["pretrain"]["dataset"]
-BENCH = f"python -m benchmark"
+BENCH = f"PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}} python -m benchmark"
+# Every rule runs in this environment under `--sdm conda` (the dependencies; the code is
+# this checkout, through BENCH's PYTHONPATH).
+CONDA_ENV = "../envs/benchmark.yaml"
 
 
 wildcard_constraints:

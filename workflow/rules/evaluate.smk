@@ -54,6 +54,8 @@ for _dataset in DATASETS:
         threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
         log:
             f"{R}/logs/features/{{model}}-seed{{seed}}-{_dataset}.log",
+        conda:
+            CONDA_ENV
         shell:
             "{BENCH} features --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
             "--checkpoint {params.ckpt:q} --manifest {input.manifest:q} --split {input.split:q} "
@@ -72,6 +74,8 @@ rule linear_probe:
         settings=config_hash(config["linear_probe"], config["split"]["draws"]),
     log:
         f"{R}/logs/probe/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} probe --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
         "--task {wildcards.dataset}/{wildcards.task} --manifest {input.manifest:q} --split {input.split:q} "
@@ -95,6 +99,8 @@ if config["finetune"]["enabled"]:
         threads: config["finetune"].get("threads", THREADS)
         log:
             f"{R}/logs/finetune/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
+        conda:
+            CONDA_ENV
         shell:
             "{BENCH} finetune --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
             "--task {wildcards.dataset}/{wildcards.task} --checkpoint {params.ckpt:q} --manifest {input.manifest:q} "

@@ -57,6 +57,8 @@ rule tsne:
     threads: 1
     log:
         f"{R}/logs/tsne/{{model}}-seed{{seed}}-{{dataset}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} tsne --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
         "--dataset {wildcards.dataset} --features {input.features:q} --manifest {input.manifest:q} "
@@ -72,6 +74,8 @@ rule figure_label_efficiency:
         settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/label_efficiency.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} figures label_efficiency --config {CONFIGFILE:q} --out-dir {FIG:q} --table {input.table:q} 2> {log:q}"
 
@@ -85,6 +89,8 @@ rule figure_bars:
         settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/bars.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} figures bars --config {CONFIGFILE:q} --out-dir {FIG:q} --table {input.table:q} 2> {log:q}"
 
@@ -111,6 +117,8 @@ rule figure_roc:
         settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/roc.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} figures roc --config {CONFIGFILE:q} --out-dir {FIG:q} --table {input.table:q} "
         "--predictions {input.predictions:q} 2> {log:q}"
@@ -126,6 +134,8 @@ rule figure_tsne:
         inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items()),
     log:
         f"{R}/logs/figures/tsne.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} figures tsne --config {CONFIGFILE:q} --out-dir {FIG:q} --inputs {params.inputs} 2> {log:q}"
 
@@ -140,6 +150,8 @@ rule figure_alignment:
         inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items()),
     log:
         f"{R}/logs/figures/alignment.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} figures alignment --config {CONFIGFILE:q} --out-dir {FIG:q} --inputs {params.inputs} 2> {log:q}"
 
@@ -153,6 +165,8 @@ rule figure_compute_ledger:
         settings=FIGURE_SETTINGS,
     log:
         f"{R}/logs/figures/compute_ledger.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} figures compute_ledger --config {CONFIGFILE:q} --out-dir {FIG:q} --budget {input.budget:q} 2> {log:q}"
 

@@ -14,6 +14,8 @@ rule preprocess:
     threads: THREADS
     log:
         f"{R}/logs/preprocess/{{dataset}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} preprocess --config {CONFIGFILE:q} --dataset {wildcards.dataset} "
         "--out-dir {params.out_dir:q} --threads {threads} 2> {log:q}"

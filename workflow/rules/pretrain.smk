@@ -25,6 +25,8 @@ rule pretrain:
         mem_mb=config["pretrain"]["mem_mb"],
     log:
         f"{R}/logs/pretrain/{{model}}-seed{{seed}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "{TRAIN} pretrain --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
         "--manifest {input.manifest:q} --split {input.split:q} {params.tokenizer} --out-dir {params.out:q} "

@@ -11,6 +11,8 @@ rule split:
         settings=lambda wc: config_hash(without("split", "stratify"), config["split"]["stratify"][wc.dataset]),
     log:
         f"{R}/logs/split/{{dataset}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} split --config {CONFIGFILE:q} --dataset {wildcards.dataset} --manifest {input.manifest:q} "
         "--out {output.split:q} 2> {log:q}"

@@ -10,6 +10,8 @@ rule synth:
     threads: THREADS
     log:
         "{root}/synth.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} synth --config {CONFIGFILE:q} --dataset {params.dataset} --out {wildcards.root:q} "
         "--threads {threads} 2> {log:q}"

@@ -18,6 +18,8 @@ rule table:
         settings=config_hash(config["stats"], MODELS, TASKS),
     log:
         f"{R}/logs/table.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} table --config {CONFIGFILE:q} --predictions {input.predictions:q} --ledgers {input.ledgers:q} "
         "--out {output.table:q} --budget-out {output.budget:q} 2> {log:q}"

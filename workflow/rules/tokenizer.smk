@@ -12,6 +12,8 @@ rule tokenizer:
         settings=config_hash(config["tokenizer"]),
     log:
         f"{R}/logs/tokenizer.log",
+    conda:
+        CONDA_ENV
     shell:
         "{BENCH} tokenizer --config {CONFIGFILE:q} --manifest {input.manifest:q} --split {input.split:q} "
         "--out {output:q} 2> {log:q}"
