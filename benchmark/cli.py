@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from benchmark.datasets import DATASETS
 from benchmark.errors import BenchmarkError
 from benchmark.figures.names import FAMILIES
 
@@ -24,14 +25,14 @@ def _manifest(path: str):
 
 
 def cmd_synth(args, config):
-    from benchmark.data.synth import write_embed, write_rsna
+    from benchmark.datasets import DATASETS
 
     spec = config["data"][args.dataset].get("synthetic")
-    if spec is None:
+    writer = DATASETS[args.dataset].write_synthetic
+    if spec is None or writer is None:
         raise BenchmarkError(f"config: data.{args.dataset}.synthetic: not set, nothing to generate")
-    writer = {"embed": write_embed, "rsna": write_rsna}[args.dataset]
     summary = writer(Path(args.out), spec["patients"], spec.get("seed", 0),
-                     shape=(spec.get("rows", 512), spec.get("cols", 416)), workers=args.threads)
+                     (spec.get("rows", 512), spec.get("cols", 416)), args.threads)
     print(f"synth {args.dataset}: {summary['images']} images of {summary['patients']} patients in {args.out}")
 
 
@@ -101,7 +102,8 @@ def cmd_split(args, config):
     manifest = _manifest(args.manifest)
     if manifest.empty:
         raise BenchmarkError(f"split {args.dataset}: {args.manifest} has no image to split")
-    table = make_split(manifest, split_cfg["stratify"][args.dataset], split_cfg["seed"],
+    stratify = split_cfg["stratify"].get(args.dataset) or DATASETS[args.dataset].tasks[0].column
+    table = make_split(manifest, stratify, split_cfg["seed"],
                        split_cfg["ratios"], split_cfg["fractions"], split_cfg["draws"])
     tasks = [t for t in TASKS.values() if t.dataset == args.dataset]
     for line in check_split(table, manifest, tasks, args.dataset):
@@ -495,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
 
     req = {"required": True}
-    dataset = (["--dataset"], {"required": True, "choices": ["embed", "rsna"], "help": "which dataset of the config"})
+    dataset = (["--dataset"], {"required": True, "choices": list(DATASETS), "help": "which dataset of the config"})
     manifest = (["--manifest"], {**req, "help": "manifest.csv written by preprocess"})
     split = (["--split"], {**req, "help": "split CSV written by split"})
     model = (["--model"], {**req, "help": "model entry name in the config"})

@@ -176,6 +176,11 @@ def check_weights(config: dict, names: list[str] | None = None) -> None:
 
 
 def check_semantics(config: dict, data: bool = True) -> None:
+    for key in config["tasks"]:
+        try:
+            get_task(*key.split("/"))
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"config: tasks: {exc}") from None
     ref = config["stats"].get("reference_model")
     if ref is not None and ref not in config["models"]:
         raise BenchmarkError(f"config: stats.reference_model: {ref!r} is not in models")

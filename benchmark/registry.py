@@ -21,6 +21,20 @@ _REGISTRY: dict[str, type] = {}
 _LOADED = False
 
 
+class Registry(dict):
+    """Entries by their ``name`` (metrics, protocols, datasets); a name registers once."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def register(self, entry):
+        if entry.name in self:
+            raise ValueError(f"{self.kind} {entry.name!r} is registered twice")
+        self[entry.name] = entry
+        return entry
+
+
 def register_model(name: str) -> Callable[[type], type]:
     """Class decorator that registers a method under ``name``."""
 

@@ -152,9 +152,6 @@ def macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
     return float(weighted_auc(np.asarray(y), np.asarray(scores), np.ones((1, len(y))))[0])
 
 
-METRICS = {"bacc": clustered_bacc, "auc": clustered_auc}
-
-
 def patient_strata(y_n: np.ndarray, patient_index_n: np.ndarray, n_patients: int) -> np.ndarray:
     """Each patient's rarest class in this set (the stratum it is resampled in)."""
     counts = np.bincount(y_n)

@@ -21,9 +21,8 @@ import pandas as pd
 
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.predictions import read_predictions, score_columns, score_matrix
+from benchmark.metrics import METRICS
 from benchmark.stats import (
-    METRICS,
-    clustered_sens_spec,
     delong_paired,
     paired_p_value,
     patient_strata,
@@ -48,13 +47,6 @@ def evaluation_units(frame: pd.DataFrame, task, breast_level: bool):
     grouped = frame.groupby("breast_id", sort=True)
     scores = grouped[score_columns(task.n_classes)].mean()
     return grouped["label"].max().to_numpy(int), scores.to_numpy(), grouped["patient_id"].first().to_numpy()
-
-
-def _metric_specs(task) -> list[tuple[str, str, bool]]:
-    specs = [("bacc", "bacc", False), ("auc", "auc", False)]
-    if task.breast_level:
-        specs.append(("auc_breast", "auc", True))
-    return specs
 
 
 def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
@@ -89,27 +81,27 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
         values = {}
         val_cells = dict(iter(validation[(validation["dataset"] == dataset) & (validation["task"] == task_name)]
                               .groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True)))
+        everyone = np.ones((1, len(patients)))
         for key, cell in sorted(cells.items()):
             protocol, fraction, model, _, _ = key
-            if task.n_classes == 2 and key in val_cells:  # thresholds from validation only
-                y_val, scores_val, _ = evaluation_units(val_cells[key], task, task.breast_level)
-                threshold = youden_threshold(y_val, scores_val[:, 1])
-                y, scores, unit_patients = evaluation_units(cell, task, task.breast_level)
+            threshold = None
+            for metric in METRICS.values():
+                if not metric.applies(task) or (metric.thresholded and key not in val_cells):
+                    continue
+                y, scores, unit_patients = evaluation_units(cell, task, metric.breast_units(task))
                 patient_n = np.array([patient_pos[p] for p in unit_patients])
-                full = clustered_sens_spec(y, scores[:, 1], threshold, np.ones((1, len(patients))), patient_n)
-                boot = clustered_sens_spec(y, scores[:, 1], threshold, resamples_bp, patient_n)
-                for metric, full_m, boot_m in zip(("sens", "spec"), full, boot):
-                    entry = values.setdefault((protocol, fraction, model, metric), {"full": [], "boot": [], "units": []})
-                    entry["full"].append(float(full_m[0]))
-                    entry["boot"].append(boot_m)
-                    entry["units"].append((y, scores))
-            for metric, fn_name, breast in _metric_specs(task):
-                y, scores, unit_patients = evaluation_units(cell, task, breast)
-                patient_n = np.array([patient_pos[p] for p in unit_patients])
-                full = float(METRICS[fn_name](y, scores, np.ones((1, len(patients))), patient_n)[0])
-                boot = METRICS[fn_name](y, scores, resamples_bp, patient_n)
-                entry = values.setdefault((protocol, fraction, model, metric), {"full": [], "boot": [], "units": []})
-                entry["full"].append(full)
+                if metric.thresholded:  # thresholds from validation only
+                    if threshold is None:
+                        y_val, scores_val, _ = evaluation_units(val_cells[key], task, task.breast_level)
+                        threshold = youden_threshold(y_val, scores_val[:, 1])
+                    full = metric.compute(y, scores[:, 1], threshold, everyone, patient_n)
+                    boot = metric.compute(y, scores[:, 1], threshold, resamples_bp, patient_n)
+                else:
+                    full = metric.compute(y, scores, everyone, patient_n)
+                    boot = metric.compute(y, scores, resamples_bp, patient_n)
+                entry = values.setdefault((protocol, fraction, model, metric.name),
+                                          {"full": [], "boot": [], "units": []})
+                entry["full"].append(float(full[0]))
                 entry["boot"].append(boot)
                 entry["units"].append((y, scores))
         for (protocol, fraction, model, metric), entry in sorted(values.items()):

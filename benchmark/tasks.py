@@ -1,4 +1,5 @@
-"""Downstream tasks: which manifest column holds the label and what its classes are."""
+"""Downstream tasks: which manifest column holds the label and what its classes are. Each
+dataset declares its tasks in its registry entry (benchmark/datasets/)."""
 
 from __future__ import annotations
 
@@ -25,21 +26,22 @@ class Task:
         return len(self.classes)
 
 
-TASKS: dict[str, Task] = {
-    t.key: t
-    for t in [
-        Task("embed", "density", "density", (1, 2, 3, 4),
-             ("almost entirely fatty", "scattered fibroglandular", "heterogeneously dense", "extremely dense")),
-        Task("embed", "birads", "birads", (0, 1, 2, 3, 4, 5, 6),
-             ("0 incomplete", "1 negative", "2 benign", "3 probably benign", "4 suspicious",
-              "5 highly suggestive of malignancy", "6 known malignancy")),
-        Task("rsna", "cancer", "cancer", (0, 1), ("no cancer", "cancer"), breast_level=True),
-    ]
-}
+def all_tasks() -> dict[str, Task]:
+    """Every registered dataset's tasks, by key (``embed/density``); benchmark/datasets/."""
+    from benchmark.datasets import DATASETS
+
+    return {task.key: task for dataset in DATASETS.values() for task in dataset.tasks}
+
+
+def __getattr__(name: str):
+    if name == "TASKS":  # the registry's tasks, read when asked (benchmark.datasets imports Task from here)
+        return all_tasks()
+    raise AttributeError(name)
 
 
 def get_task(dataset: str, name: str) -> Task:
     key = f"{dataset}/{name}"
-    if key not in TASKS:
-        raise BenchmarkError(f"unknown task {key!r} (known: {', '.join(TASKS)})")
-    return TASKS[key]
+    tasks = all_tasks()
+    if key not in tasks:
+        raise BenchmarkError(f"unknown task {key!r} (known: {', '.join(tasks)})")
+    return tasks[key]

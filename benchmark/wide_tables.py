@@ -12,21 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METRIC_TITLES = {"auc": "AUC", "bacc": "Balanced accuracy", "auc_breast": "AUC (breast level)",
-                 "sens": "Sensitivity (threshold chosen on validation)",
-                 "spec": "Specificity (threshold chosen on validation)"}
-PROTOCOL_NAMES = {"zeroshot": "ZS", "zeroshot_prefixed": "ZS-prefixed", "linear_probe": "LP", "finetune": "FT"}
-
-
-def cell_order(protocol: str, fraction: str) -> tuple[int, float]:
-    """Reading order of (protocol, fraction) cells, shared by the tables and the figures:
-    zero-shot first, then each protocol by label fraction; unknown protocols last."""
-    order = list(PROTOCOL_NAMES)
-    return (order.index(protocol) if protocol in order else len(order), float(fraction) if fraction else -1.0)
+from benchmark.metrics import METRICS
+from benchmark.protocols import PROTOCOLS, cell_order
 
 
 def _column_name(dataset: str, task: str, protocol: str, fraction: str) -> str:
-    name = f"{dataset}/{task} {PROTOCOL_NAMES.get(protocol, protocol)}"
+    name = f"{dataset}/{task} {PROTOCOLS[protocol].short if protocol in PROTOCOLS else protocol}"
     return f"{name} {float(fraction) * 100:g}%" if fraction not in ("", None) and pd.notna(fraction) else name
 
 
@@ -35,7 +26,7 @@ def wide_blocks(table: pd.DataFrame, digits: int = 3) -> list[tuple[str, pd.Data
     table = table.assign(fraction=table["fraction"].fillna("").astype(str))
     models = list(dict.fromkeys(table["model"]))
     blocks = []
-    for metric, title in METRIC_TITLES.items():
+    for metric, title in [(m.name, m.title) for m in METRICS.values()]:
         rows = table[table["metric"] == metric]
         if rows.empty:
             continue

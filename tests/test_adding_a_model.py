@@ -34,7 +34,9 @@ def test_tutorial_model_runs_through_the_ci_workflow(tmp_path):
         dataset["root"] = str(tmp_path / "results/data" / Path(dataset["root"]).name)
     (copy / "config/ci.yaml").write_text(yaml.safe_dump(config))
 
-    env = dict(os.environ, PYTHONPATH=str(copy))  # the copy's packages, not the installed ones
+    # No PYTHONPATH: `python -m` from the copy, and the copy's Snakefile, put the copy's
+    # packages before the installed ones (the venv holds the original checkout, editable).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     listing = subprocess.run(["python", "-m", "benchmark", "models"], capture_output=True, text=True, cwd=copy,
                              env=env)
     assert listing.returncode == 0 and "siglip" in listing.stdout, listing.stderr[-2000:]

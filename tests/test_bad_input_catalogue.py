@@ -153,7 +153,7 @@ ERRORS = {
         lambda w: _check(w, config_with(w, "c5", lambda c: c["split"].update(fractions=[1.0, 1.0]))),
         "split.fractions"),
     "config: an unknown task": (lambda w: _check(w, config_with(w, "c6", lambda c: c.update(tasks=["embed/foo"]))),
-                                "tasks.0: 'embed/foo'"),
+                                "tasks: unknown task 'embed/foo'"),
     "config: no seeds": (lambda w: _check(w, config_with(w, "c7", lambda c: c.update(seeds=[]))), "seeds"),
     "config: a repeated seed": (lambda w: _check(w, config_with(w, "c8", lambda c: c.update(seeds=[0, 0]))),
                                 "seeds: [0, 0] has non-unique"),

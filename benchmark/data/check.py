@@ -11,22 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.data.embed import load_embed
-from benchmark.data.rsna import load_rsna
 from benchmark.data.tables import EXCLUSION_COLUMNS, exclusion, resolve_under_root
+from benchmark.datasets import DATASETS, rows_in
 from benchmark.tasks import TASKS
 
 
 def load_records(dataset: str, entry: dict) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(records, table-level exclusions, rows in the main table) for one dataset entry."""
-    root = Path(entry["root"])
-    if dataset == "embed":
-        records, excluded = load_embed(root, entry["metadata"], entry["clinical"], entry["path_prefix"])
-        rows_in = len(pd.read_csv(root / entry["metadata"], usecols=[0]))
-    else:
-        records, excluded = load_rsna(root, entry["table"], entry["images"])
-        rows_in = len(pd.read_csv(root / entry["table"], usecols=[0]))
-    return records, excluded, rows_in
+    registered = DATASETS[dataset]
+    records, excluded = registered.load(Path(entry["root"]), entry)
+    return records, excluded, rows_in(registered, entry)
 
 
 def missing_files(records: pd.DataFrame, root: Path) -> pd.DataFrame:

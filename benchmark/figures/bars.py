@@ -8,20 +8,18 @@ import numpy as np
 import pandas as pd
 
 from benchmark.figures.style import (
-    METRIC_LABELS,
     PAGE_IN,
     figure,
     fraction_label,
+    metric_label,
     model_style,
     styled,
     task_title,
 )
+from benchmark.metrics import METRICS as REGISTERED_METRICS
+from benchmark.metrics import figure_metrics
+from benchmark.protocols import PROTOCOLS, cell_order
 from benchmark.tasks import get_task
-from benchmark.wide_tables import cell_order
-
-METRICS = ("auc", "bacc")
-SHORT = {"zeroshot": "zero-shot", "zeroshot_prefixed": "zero-shot\nprefixed", "linear_probe": "probe",
-         "finetune": "fine-tune"}
 
 
 def protocol_cells(rows: pd.DataFrame) -> list[tuple[str, str]]:
@@ -30,23 +28,24 @@ def protocol_cells(rows: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def cell_label(protocol: str, fraction: str) -> str:
-    label = SHORT.get(protocol, protocol)
+    label = PROTOCOLS[protocol].tick if protocol in PROTOCOLS else protocol
     return f"{label}\n{fraction_label(float(fraction))}" if fraction else label
 
 
 @styled
 def plot_bars(table: pd.DataFrame, task_key: str, models: list[str]):
     dataset, task = task_key.split("/")
-    rows = table[(table.dataset == dataset) & (table.task == task) & table.metric.isin(METRICS)].copy()
+    metrics = [m.name for m in figure_metrics()]
+    rows = table[(table.dataset == dataset) & (table.task == task) & table.metric.isin(metrics)].copy()
     if rows.empty:
         raise ValueError(f"table has no rows for {task_key}")
     rows["fraction"] = rows["fraction"].fillna("").astype(str)
     cells = protocol_cells(rows)
     present = [m for m in models if m in set(rows.model)]
     styles = model_style(models)
-    fig, axes = figure(PAGE_IN, 1.8 * len(METRICS), nrows=len(METRICS), sharex=True)
+    fig, axes = figure(PAGE_IN, 1.8 * len(metrics), nrows=len(metrics), sharex=True)
     width = 0.8 / len(present)
-    for ax, metric in zip(axes[:, 0], METRICS):
+    for ax, metric in zip(axes[:, 0], metrics):
         for i, model in enumerate(present):
             values, low, high = [], [], []
             for protocol, fraction in cells:
@@ -60,9 +59,9 @@ def plot_bars(table: pd.DataFrame, task_key: str, models: list[str]):
             ax.bar(x, values, width, color=styles[model]["color"], label=model, edgecolor="white", linewidth=0.3)
             ax.errorbar(x, values, yerr=[values - low, high - values], fmt="none", ecolor="black",
                         elinewidth=0.6, capsize=1.2)
-        chance = 0.5 if metric == "auc" else 1 / get_task(dataset, task).n_classes
+        chance = REGISTERED_METRICS[metric].chance(get_task(dataset, task))
         ax.axhline(chance, color="grey", linewidth=0.5, linestyle=":")
-        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_ylabel(metric_label(metric))
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3, linewidth=0.5)
     axes[-1][0].set_xticks(np.arange(len(cells)), [cell_label(*c) for c in cells])

@@ -8,35 +8,36 @@ import pandas as pd
 
 from benchmark.figures.style import (
     COLUMN_IN,
-    METRIC_LABELS,
     PAGE_IN,
-    PROTOCOL_TITLES,
     figure,
     fraction_label,
+    metric_label,
     model_style,
+    protocol_title,
     styled,
     task_title,
 )
-
-PROTOCOLS = ("linear_probe", "finetune")
-METRICS = ("auc", "bacc")
+from benchmark.metrics import figure_metrics
+from benchmark.protocols import PROTOCOLS as REGISTERED_PROTOCOLS
 
 
 @styled
 def plot_label_efficiency(table: pd.DataFrame, task_key: str, models: list[str]):
     dataset, task = task_key.split("/")
-    rows = table[(table.dataset == dataset) & (table.task == task) & table.protocol.isin(PROTOCOLS)
-                 & table.metric.isin(METRICS)].copy()
+    fraction_protocols = [p.name for p in REGISTERED_PROTOCOLS.values() if p.fraction]
+    metrics = [m.name for m in figure_metrics()]
+    rows = table[(table.dataset == dataset) & (table.task == task) & table.protocol.isin(fraction_protocols)
+                 & table.metric.isin(metrics)].copy()
     if rows.empty:
         raise ValueError(f"table has no linear-probe or fine-tune rows for {task_key}")
     rows["fraction"] = rows["fraction"].astype(float)
-    protocols = [p for p in PROTOCOLS if p in set(rows.protocol)]
-    fig, axes = figure(COLUMN_IN if len(protocols) == 1 else PAGE_IN / 2 * len(protocols), 1.9 * len(METRICS),
-                       nrows=len(METRICS), ncols=len(protocols), sharex=True)
+    protocols = [p for p in fraction_protocols if p in set(rows.protocol)]
+    fig, axes = figure(COLUMN_IN if len(protocols) == 1 else PAGE_IN / 2 * len(protocols), 1.9 * len(metrics),
+                       nrows=len(metrics), ncols=len(protocols), sharex=True)
     styles = model_style(models)
     fractions = sorted(rows.fraction.unique())
     for col, protocol in enumerate(protocols):
-        for row, metric in enumerate(METRICS):
+        for row, metric in enumerate(metrics):
             ax = axes[row][col]
             for model in models:
                 line = rows[(rows.protocol == protocol) & (rows.metric == metric) & (rows.model == model)]
@@ -51,10 +52,10 @@ def plot_label_efficiency(table: pd.DataFrame, task_key: str, models: list[str])
             ax.set_xscale("log")
             ax.set_xticks(fractions, [fraction_label(f) for f in fractions])
             ax.minorticks_off()
-            ax.set_ylabel(METRIC_LABELS[metric])
-            ax.set_title(f"{PROTOCOL_TITLES[protocol]}: {METRIC_LABELS[metric]}")
+            ax.set_ylabel(metric_label(metric))
+            ax.set_title(f"{protocol_title(protocol)}: {metric_label(metric)}")
             ax.grid(alpha=0.3, linewidth=0.5)
-            if row == len(METRICS) - 1:
+            if row == len(metrics) - 1:
                 ax.set_xlabel("labelled training patients (log scale)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3 * len(protocols)), frameon=False,

@@ -11,15 +11,15 @@ from sklearn.metrics import roc_curve
 
 from benchmark.figures.style import (
     PAGE_IN,
-    PROTOCOL_TITLES,
     figure,
     model_style,
+    protocol_title,
     styled,
     task_title,
 )
+from benchmark.protocols import cell_order
 from benchmark.tables import evaluation_units
 from benchmark.tasks import get_task
-from benchmark.wide_tables import cell_order
 
 FPR_GRID = np.linspace(0.0, 1.0, 201)
 
@@ -84,7 +84,7 @@ def plot_roc(predictions: pd.DataFrame, table: pd.DataFrame, task_key: str, mode
             ax.set_aspect("equal")
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
-            title = PROTOCOL_TITLES.get(protocol, protocol) + (", 100 % labels" if fraction else "")
+            title = protocol_title(protocol) + (", 100 % labels" if fraction else "")
             ax.set_title(f"{title}, {level} level" if task.breast_level else title)
             ax.set_xlabel("false positive rate")
             ax.set_ylabel("true positive rate")

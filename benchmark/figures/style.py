@@ -17,6 +17,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmark.datasets import DATASETS  # noqa: E402
+from benchmark.metrics import METRICS  # noqa: E402
+from benchmark.protocols import PROTOCOLS  # noqa: E402
+
 COLUMN_IN = 3.5
 PAGE_IN = 7.0
 MIN_FONT_PT = 6
@@ -30,10 +34,14 @@ RC = {
     "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 300, "savefig.bbox": "tight",
     "pdf.fonttype": 42, "ps.fonttype": 42, "font.family": "DejaVu Sans",
 }
-PROTOCOL_TITLES = {"zeroshot": "zero-shot", "zeroshot_prefixed": "zero-shot, metadata-prefixed",
-                   "linear_probe": "linear probe", "finetune": "full fine-tune"}
-METRIC_LABELS = {"auc": "AUC", "bacc": "balanced accuracy", "auc_breast": "AUC, breast level",
-                 "sens": "sensitivity", "spec": "specificity"}
+
+
+def protocol_title(protocol: str) -> str:
+    return PROTOCOLS[protocol].title if protocol in PROTOCOLS else protocol
+
+
+def metric_label(metric: str) -> str:
+    return METRICS[metric].label if metric in METRICS else metric
 
 
 def model_style(models: list[str]) -> dict[str, dict]:
@@ -49,11 +57,8 @@ def class_colors(n_classes: int) -> list[str]:
     return OKABE_ITO[:n_classes]
 
 
-DATASET_TITLES = {"embed": "EMBED", "rsna": "RSNA-Mammo"}
-
-
 def dataset_title(dataset: str) -> str:
-    return DATASET_TITLES.get(dataset, dataset)
+    return DATASETS[dataset].title if dataset in DATASETS else dataset
 
 
 def task_title(task_key: str) -> str:

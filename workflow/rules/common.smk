@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from benchmark.config import SCHEMA_PATH, check_weights, validate_config
 from benchmark.data.preprocess import CACHE_FORMAT
+from benchmark.protocols import PROTOCOLS
 from benchmark.errors import BenchmarkError
 
 try:
@@ -131,7 +132,7 @@ def zeroshot_cells(task, model, seed):
     protocols = ["zeroshot"]
     if config["zeroshot"]["prefixed"] and task.startswith("embed/"):
         protocols.append("zeroshot_prefixed")
-    return [(protocol, f"{R}/predictions/{task}/{protocol}/{model}/seed{seed}.csv") for protocol in protocols]
+    return [(protocol, PROTOCOLS[protocol].predictions(R, task, model, seed)) for protocol in protocols]
 
 
 def zeroshot_files(task, model, seed):
@@ -146,7 +147,7 @@ def finetune_files(task, model, seed, every_task=False, fractions=None):
     if not every_task and task not in config["finetune"].get("tasks", TASKS):
         return []
     return [
-        f"{R}/predictions/{task}/finetune_{fraction_label(f)}/{model}/seed{seed}-draw0.csv"
+        PROTOCOLS["finetune"].predictions(R, task, model, seed, f, draw=0)
         for f in config["finetune"]["fractions"]
         if fractions is None or f in fractions
     ]
@@ -158,7 +159,7 @@ def probe_files(task, model, seed, fractions=None):
     from benchmark.data.split import fraction_draws
 
     return [
-        f"{R}/predictions/{task}/linear_probe_{fraction_label(f)}/{model}/seed{seed}-draw{d}.csv"
+        PROTOCOLS["linear_probe"].predictions(R, task, model, seed, f, d)
         for f in FRACTIONS
         if fractions is None or f in fractions
         for d in fraction_draws(f, DRAWS)
