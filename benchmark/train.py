@@ -142,15 +142,25 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_weight_decay) -> 
             {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0}]
 
 
-def lr_at(progress: float, base_lr: float, warmup_fraction: float, step: int = 0, warmup_steps: int = 0) -> float:
-    """Linear warm-up then cosine to zero over ``progress`` in [0, 1] of the budget. With a
-    samples budget the warm-up is counted in steps (``warmup_steps``) so that it is exact."""
-    if warmup_steps and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    if not warmup_steps and progress < warmup_fraction:
-        return base_lr * max(progress, 1e-3) / warmup_fraction
+def _cosine(base_lr: float, progress: float, warmup_fraction: float) -> float:
+    """Cosine from ``base_lr`` to zero over the part of the budget after the warm-up."""
     rest = (progress - warmup_fraction) / max(1e-12, 1 - warmup_fraction)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, rest))))
+
+
+def lr_for_steps(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """A samples budget: linear warm-up over exactly ``warmup_steps`` steps, then cosine."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    return _cosine(base_lr, step / total_steps, warmup_steps / total_steps)
+
+
+def lr_for_time(progress: float, warmup_fraction: float, base_lr: float) -> float:
+    """A device-time budget: ``progress`` is the share of the time spent, so the warm-up is
+    a share of the time too."""
+    if progress < warmup_fraction:
+        return base_lr * max(progress, 1e-3) / warmup_fraction
+    return _cosine(base_lr, progress, warmup_fraction)
 
 
 def training_records(manifest: pd.DataFrame, split: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -243,11 +253,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame, split: pd.DataFrame,
-             cache_dir: Path, options: RunOptions, seed: int, out_dir: Path, threads: int,
-             mask_prob: float, split_sha256: str) -> dict:
-    """Train one model under the run's budget; resumes from ``out_dir/resume`` if a state
-    of the same run is there. Launch under torchrun for data parallelism."""
+def _start(seed: int, threads: int, options: RunOptions) -> tuple[torch.device, Ranks]:
+    """This process's device and ranks, seeded; deterministic kernels on CPU."""
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
         else torch.device("cpu")
     if device.type == "cuda":
@@ -258,6 +265,29 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     torch.set_num_threads(threads)
     if device.type == "cpu":  # bit-exact resume on CPU; cuBLAS/cuDNN kernels are not all deterministic
         torch.use_deterministic_algorithms(True)
+    return device, ranks
+
+
+def build_optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
+    """The preset's optimizer (AdamW by default) over the parameter groups of its decay rule."""
+    groups = parameter_groups(model, settings["weight_decay"], settings.get("no_weight_decay", "1d"))
+    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.get("optimizer", "adamw")]
+    return optimizer_class(groups, lr=settings["lr"], betas=tuple(settings.get("betas", (0.9, 0.98))),
+                           eps=settings.get("eps", 1e-8))
+
+
+def new_state(fingerprint: dict) -> dict:
+    """What a run carries from step to step, and saves to resume (keys are the resume format)."""
+    return {"step": 0, "seen": 0, "flops": 0, "flops_per_step": 0, "flops_terms": None, "device_seconds": 0.0,
+            "history": [], "fingerprint": fingerprint}
+
+
+def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame, split: pd.DataFrame,
+             cache_dir: Path, options: RunOptions, seed: int, out_dir: Path, threads: int,
+             mask_prob: float, split_sha256: str) -> dict:
+    """Train one model under the run's budget; resumes from ``out_dir/resume`` if a state
+    of the same run is there. Launch under torchrun for data parallelism."""
+    device, ranks = _start(seed, threads, options)
     model = build_model(method, preset, **context)
     if options.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -266,28 +296,31 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     budgeted = bool(options.samples_seen) or bool(options.device_hours)
     if budgeted and len(records) == 0:
         raise BenchmarkError("pretrain: no training image has a caption")
+
+    # The budget: samples seen (whole global batches), or device time.
     settings = model.train_settings
     batch_size = global_batch_size(settings["batch_size"], max(len(records), ranks.world * options.grad_accum),
                                    ranks.world, options.grad_accum)
     total_steps = math.ceil(options.samples_seen / batch_size) if options.samples_seen else 0
     budget_seconds = (options.device_hours or 0) * 3600
     warmup_fraction = settings.get("warmup_fraction", 0.1)
-    warmup_steps = max(1, int(warmup_fraction * total_steps)) if total_steps else 0
+    if total_steps:
+        schedule = partial(lr_for_steps, total_steps=total_steps, warmup_steps=max(1, int(warmup_fraction * total_steps)),
+                           base_lr=settings["lr"])
+    else:
+        schedule = partial(lr_for_time, warmup_fraction=warmup_fraction, base_lr=settings["lr"])
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = parameter_groups(model, settings["weight_decay"], settings.get("no_weight_decay", "1d"))
-    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.get("optimizer", "adamw")]
-    optimizer = optimizer_class(groups, lr=settings["lr"], betas=tuple(settings.get("betas", (0.9, 0.98))),
-                                eps=settings.get("eps", 1e-8))
+    optimizer = build_optimizer(model, settings)
     grad_clip_norm = settings.get("grad_clip_norm")
 
+    # Resume a state of the very same run (same fingerprint), or start over.
     fingerprint = {"method": method, "preset": preset, "seed": seed, "samples_seen": options.samples_seen,
                    "device_hours": options.device_hours, "batch_size": batch_size, "world": ranks.world,
                    "grad_accum": options.grad_accum, "gather_negatives": options.gather_negatives,
                    "split_sha256": split_sha256, "train_images": len(records),
                    "context": json.dumps(context, sort_keys=True)}
     resume_dir = Path(out_dir) / "resume"
-    state = {"step": 0, "seen": 0, "flops": 0, "flops_per_step": 0, "flops_terms": None, "device_seconds": 0.0,
-             "history": [], "fingerprint": fingerprint}
+    state = new_state(fingerprint)
     loaded = load_state(resume_dir, fingerprint) if budgeted else None
     if loaded is not None:
         model.load_state_dict(loaded.pop("weights"))
@@ -326,10 +359,11 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         done = False
         while not done:
             step = state["step"]
-            progress = step / total_steps if total_steps else state["device_seconds"] / budget_seconds
+            lr = schedule(step) if total_steps else schedule(state["device_seconds"] / budget_seconds)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(progress, settings["lr"], warmup_steps / total_steps if total_steps
-                                    else warmup_fraction, step, warmup_steps)
+                group["lr"] = lr
+            # FLOPs are counted on the first step, and again whenever the loss terms change
+            # (e.g. MaMA's late losses switching on).
             measure = state["flops_terms"] is None or state.get("terms_changed", False)
             counter = FlopCounterMode(display=False) if measure else nullcontext()
             logged: dict[str, float] = {}
@@ -350,6 +384,8 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
             optimizer.zero_grad(set_to_none=True)
             if hasattr(model, "clamp_parameters"):  # optional contract method: e.g. a logit scale's bounds
                 model.clamp_parameters()
+
+            # Book-keeping: FLOPs, samples, device time, the loss terms of this step.
             if measure:
                 state["flops_per_step"] = int(sum_over_ranks(counter.get_total_flops()))
                 state["flops_terms"] = sorted(terms)
@@ -367,25 +403,10 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
             if ranks.main and state["step"] % options.checkpoint_every == 0 and not done:
                 save_state(resume_dir, model, optimizer, state)
         bar.close()
-    wall = time.perf_counter() - start
     model.eval()
-    ledger = {
-        "method": method, "preset": preset, "seed": seed, "samples_seen": state["seen"],
-        "samples_budget": options.samples_seen, "device_hours_budget": options.device_hours,
-        "optimizer_steps": state["step"], "batch_size": batch_size, "grad_accum": options.grad_accum,
-        "processes": ranks.world, "gather_negatives": options.gather_negatives,
-        "wall_seconds": round(wall, 3), "resumed": loaded is not None,
-        "device": device.type, "device_name": device_name(device), "threads": threads,
-        "device_seconds": round(state["device_seconds"], 3),
-        "flops": int(state["flops"]),
-        "flops_note": "torch.utils.flop_counter (2*m*n*k per matmul) on the first step and again whenever "
-                      "the set of loss terms changes, summed over ranks, times steps",
-        "params_total": sum(p.numel() for p in model.parameters()), "params_trainable": sum(p.numel() for p in params),
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "train_images": len(records), "images_streamed": streamed,
-        "loader_workers": options.loader_workers if streamed else 0, "excluded_no_caption": no_caption, "split_sha256": split_sha256,
-        "final_loss": state["history"][-1]["loss"] if state["history"] else None,
-    }
+    ledger = build_ledger(method, preset, seed, options, state, batch_size, ranks, device, threads, model, params,
+                          wall=time.perf_counter() - start, resumed=loaded is not None, train_images=len(records),
+                          streamed=streamed, no_caption=no_caption, split_sha256=split_sha256)
     if ranks.main:
         save_checkpoint(model, out_dir, method, preset, context)
         (Path(out_dir) / "ledger.json").write_text(json.dumps(ledger, indent=2) + "\n")
@@ -393,6 +414,30 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         clear_state(resume_dir)
     close_distributed()
     return ledger
+
+
+def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_size: int, ranks: Ranks,
+                 device: torch.device, threads: int, model: nn.Module, params: list, *, wall: float, resumed: bool,
+                 train_images: int, streamed: bool, no_caption: int, split_sha256: str) -> dict:
+    """``ledger.json``: what the run spent (docs/reading-the-table.md, budget.csv)."""
+    return {
+        "method": method, "preset": preset, "seed": seed, "samples_seen": state["seen"],
+        "samples_budget": options.samples_seen, "device_hours_budget": options.device_hours,
+        "optimizer_steps": state["step"], "batch_size": batch_size, "grad_accum": options.grad_accum,
+        "processes": ranks.world, "gather_negatives": options.gather_negatives,
+        "wall_seconds": round(wall, 3), "resumed": resumed,
+        "device": device.type, "device_name": device_name(device), "threads": threads,
+        "device_seconds": round(state["device_seconds"], 3),
+        "flops": int(state["flops"]),
+        "flops_note": "torch.utils.flop_counter (2*m*n*k per matmul) on the first step and again whenever "
+                      "the set of loss terms changes, summed over ranks, times steps",
+        "params_total": sum(p.numel() for p in model.parameters()), "params_trainable": sum(p.numel() for p in params),
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "train_images": train_images, "images_streamed": streamed,
+        "loader_workers": options.loader_workers if streamed else 0, "excluded_no_caption": no_caption,
+        "split_sha256": split_sha256,
+        "final_loss": state["history"][-1]["loss"] if state["history"] else None,
+    }
 
 
 def device_name(device: torch.device) -> str:

@@ -16,7 +16,14 @@ from safetensors.torch import load_file
 
 from benchmark.distributed import Ranks
 from benchmark.errors import BenchmarkError
-from benchmark.train import RunOptions, StepSampler, global_batch_size, lr_at, step_indices
+from benchmark.train import (
+    RunOptions,
+    StepSampler,
+    global_batch_size,
+    lr_for_steps,
+    lr_for_time,
+    step_indices,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,10 +180,10 @@ def test_global_batch_must_split_evenly():
 
 
 def test_schedule_warms_up_then_decays_to_zero():
-    lrs = [lr_at(s / 100, 1.0, 10 / 100, s, 10) for s in range(101)]
+    lrs = [lr_for_steps(s, 100, 10, 1.0) for s in range(101)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[100] == pytest.approx(0.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
-    assert lr_at(0.5, 1.0, 0.1) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.4 / 0.9)))  # time budget
+    assert lr_for_time(0.5, 0.1, 1.0) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.4 / 0.9)))  # time budget
 
 
 def test_run_options_from_config_zero_the_budget_of_an_untrained_control():
