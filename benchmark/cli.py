@@ -1,13 +1,15 @@
 """python -m benchmark <command>: every workflow step is also a plain command.
 
 Each command takes the config file and explicit input and output paths, and exits
-non-zero with a one-line reason on bad input.
+non-zero with a one-line reason on bad input. This module only parses arguments and
+dispatches: the data steps are in benchmark/data/steps.py, pretraining in
+benchmark/train.py, the evaluation protocols in benchmark/evaluate/run.py, the tables in
+benchmark/tables.py and the figures in benchmark/figures/.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,75 +18,41 @@ from benchmark.errors import BenchmarkError
 from benchmark.figures.names import FAMILIES
 
 
-def _manifest(path: str):
-    from benchmark.data.tables import read_csv
-
-    return read_csv(path, "manifest", ["image_id", "patient_id", "exam_id", "breast_id", "png"],
-                    dtype={"image_id": str, "patient_id": str, "exam_id": str, "breast_id": str},
-                    unique="image_id", hint=" (the preprocess step writes it)")
-
-
 def cmd_synth(args, config):
-    from benchmark.datasets import DATASETS
+    from benchmark.data.steps import run_synth
 
-    spec = config["data"][args.dataset].get("synthetic")
-    writer = DATASETS[args.dataset].write_synthetic
-    if spec is None or writer is None:
-        raise BenchmarkError(f"config: data.{args.dataset}.synthetic: not set, nothing to generate")
-    summary = writer(Path(args.out), spec["patients"], spec.get("seed", 0),
-                     (spec.get("rows", 512), spec.get("cols", 416)), args.threads)
-    print(f"synth {args.dataset}: {summary['images']} images of {summary['patients']} patients in {args.out}")
+    run_synth(args.dataset, config["data"][args.dataset], Path(args.out), args.threads)
 
 
 def cmd_preprocess(args, config):
-    import pandas as pd
+    from benchmark.data.steps import run_preprocess
 
-    from benchmark.data.check import load_records
-    from benchmark.data.exams import add_view_pairs
-    from benchmark.data.preprocess import PreprocessSettings, preprocess
-    from benchmark.data.tables import EXCLUSION_COLUMNS, MANIFEST_COLUMNS
-
-    entry = config["data"][args.dataset]
-    records, excluded, rows_in = load_records(args.dataset, entry)
-    manifest, failed = preprocess(records, Path(entry["root"]), Path(args.out_dir),
-                                  PreprocessSettings(**config["preprocess"]),
-                                  workers=args.threads)
-    exclusions = pd.concat([excluded, failed], ignore_index=True).reindex(columns=EXCLUSION_COLUMNS)
-    dropped = int((exclusions["scope"] == "all").sum())
-    if manifest.empty:
-        reasons = exclusions[exclusions["scope"] == "all"]["reason"].value_counts()
-        counts = "; ".join(f"{reason}: {n}" for reason, n in reasons.head(5).items()) or "the table has no rows"
-        raise BenchmarkError(f"preprocess {args.dataset}: no usable image of {rows_in} rows ({counts})")
-    if rows_in != len(manifest) + dropped:
-        raise BenchmarkError(f"preprocess: {rows_in} rows in but {len(manifest)} kept + {dropped} excluded")
-    extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
-    manifest = add_view_pairs(manifest.reindex(columns=MANIFEST_COLUMNS + extra))
-    for col in ("density", "birads", "cancer"):
-        manifest[col] = manifest[col].astype("Int64")
-    manifest.to_csv(Path(args.out_dir) / "manifest.csv", index=False)
-    exclusions.to_csv(Path(args.out_dir) / "exclusions.csv", index=False)
-    print(f"preprocess {args.dataset}: {rows_in} rows in, {len(manifest)} images kept, {dropped} excluded "
-          f"({len(exclusions) - dropped} task-level exclusions); see {args.out_dir}/exclusions.csv")
+    run_preprocess(args.dataset, config["data"][args.dataset], config["preprocess"], Path(args.out_dir), args.threads)
 
 
 def cmd_check_data(args, config):
-    import json
+    from benchmark.data.steps import run_check_data
 
-    from benchmark.config import dataset_defaults
-    from benchmark.data.check import check_data, format_report
+    run_check_data(args.dataset, config["data"].get(args.dataset), args.root, args.out)
 
-    entry = dict(config["data"].get(args.dataset) or {})
-    if args.root:
-        entry["root"] = args.root
-    if "root" not in entry:
-        raise BenchmarkError(f"check-data: no --root and no data.{args.dataset}.root in the config")
-    report = check_data(args.dataset, dataset_defaults(args.dataset) | entry)
-    print(format_report(report))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    if report["images_usable"] == 0:
-        raise BenchmarkError(f"check-data: no usable image in {entry['root']}")
+
+def cmd_split(args, config):
+    from benchmark.data.steps import run_split
+
+    run_split(args.dataset, config["split"], Path(args.manifest), Path(args.out))
+
+
+def cmd_tokenizer(args, config):
+    from benchmark.data.steps import run_tokenizer
+
+    run_tokenizer(config["tokenizer"]["vocab_size"], Path(args.manifest), Path(args.split), Path(args.out))
+
+
+def cmd_pretrain(args, config):
+    from benchmark.train import run_pretrain
+
+    run_pretrain(config, args.model, args.seed, Path(args.manifest), Path(args.split), args.tokenizer,
+                 Path(args.out_dir), args.threads)
 
 
 def cmd_bench_train(args, config):
@@ -94,272 +62,41 @@ def cmd_bench_train(args, config):
                                     args.loader_workers, args.streamed_from)))
 
 
-def cmd_split(args, config):
-    from benchmark.data.split import check_split, make_split, write_split
-    from benchmark.tasks import TASKS
-
-    split_cfg = config["split"]
-    manifest = _manifest(args.manifest)
-    if manifest.empty:
-        raise BenchmarkError(f"split {args.dataset}: {args.manifest} has no image to split")
-    stratify = split_cfg["stratify"].get(args.dataset) or DATASETS[args.dataset].tasks[0].column
-    table = make_split(manifest, stratify, split_cfg["seed"],
-                       split_cfg["ratios"], split_cfg["fractions"], split_cfg["draws"])
-    tasks = [t for t in TASKS.values() if t.dataset == args.dataset]
-    for line in check_split(table, manifest, tasks, args.dataset):
-        print(f"warning: {line}", file=sys.stderr)
-    digest = write_split(table, Path(args.out))
-    counts = table["split"].value_counts().to_dict()
-    print(f"split {args.dataset}: {counts} patients; sha256 {digest[:12]}")
-
-
-def cmd_tokenizer(args, config):
-    from benchmark.data.captions import embed_sentences, join_sentences
-    from benchmark.data.split import read_split
-    from benchmark.data.tokenizer import train_tokenizer
-    from benchmark.train import training_records
-
-    records, _ = training_records(_manifest(args.manifest), read_split(args.split))
-    texts = []
-    for rec in records.to_dict("records"):
-        texts.append(join_sentences(embed_sentences(rec)))
-        texts.append(join_sentences(embed_sentences(rec | {k: "" for k in ("age", "race", "ethnicity", "view")})))
-    tok = train_tokenizer(texts, config["tokenizer"]["vocab_size"], Path(args.out))
-    print(f"tokenizer: {tok.get_vocab_size()} tokens from {len(records)} training captions -> {args.out}")
-
-
-def _model_entry(config, name):
-    if name not in config["models"]:
-        raise BenchmarkError(f"config: models.{name}: no such model entry")
-    return config["models"][name]
-
-
-def cmd_pretrain(args, config):
-    from benchmark.data.split import read_split, split_hash
-    from benchmark.train import RunOptions, pretrain
-
-    entry = _model_entry(config, args.model)
-    context = dict(entry.get("overrides", {}))
-    if args.tokenizer:
-        context["tokenizer"] = args.tokenizer
-    if entry.get("weights"):
-        context["weights"] = entry["weights"]
-    options = RunOptions.from_config(config["pretrain"], pretrain=entry.get("pretrain", True),
-                                     images=config["images"])
-    ledger = pretrain(method=entry["method"], preset=entry["preset"], context=context,
-                      manifest=_manifest(args.manifest), split=read_split(args.split),
-                      cache_dir=Path(args.manifest).parent, options=options, seed=args.seed,
-                      out_dir=Path(args.out_dir), threads=args.threads,
-                      mask_prob=config["pretrain"]["caption_mask_prob"], split_sha256=split_hash(args.split))
-    if ledger["processes"] == 1 or os.environ.get("RANK", "0") == "0":
-        print(f"pretrain {args.model}: {ledger['samples_seen']} samples, {ledger['optimizer_steps']} steps, "
-              f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")
-
-
-ZEROSHOT_PROTOCOLS = ("zeroshot", "zeroshot_prefixed")
-
-
 def cmd_features(args, config):
-    import numpy as np
-    import torch
+    from benchmark.evaluate.run import load_model, run_features
 
-    from benchmark.checkpoint import load_checkpoint
-    from benchmark.data.split import read_split, split_records
-    from benchmark.evaluate.alignment import alignment_maps
-    from benchmark.evaluate.device import evaluation_device
-    from benchmark.evaluate.encode import encode_images
-
-    torch.set_num_threads(args.threads)
-    for protocol, _, _ in args.zeroshot:
-        if protocol not in ZEROSHOT_PROTOCOLS:
-            raise BenchmarkError(f"features: --zeroshot {protocol}: protocol must be one of {ZEROSHOT_PROTOCOLS}")
-    model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())
-    records = split_records(_manifest(args.manifest), read_split(args.split), ("train", "val", "test"))
-    features, embeddings = encode_images(model, Path(args.manifest).parent, records["png"].tolist())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, image_id=records["image_id"].to_numpy(str), features=features.astype(np.float32),
-             embeddings=embeddings.astype(np.float32))
-    print(f"features: {features.shape}, embeddings {embeddings.shape} -> {args.out}")
-    # Zero-shot and the alignment maps need the loaded model: made here, saving a model load.
-    for protocol, task, out in args.zeroshot:
-        _zeroshot(args, config, model, task, args.out, out, protocol)
-    if args.alignment_out:
-        try:
-            maps = alignment_maps(model, records, Path(args.manifest).parent,
-                                  config["figures"]["alignment_examples"], args.seed)
-        except ValueError as exc:
-            raise BenchmarkError(f"features {args.model}: alignment maps: {exc}") from None
-        np.savez(args.alignment_out, **maps)
-        shown = len(maps["images"]) if maps["supported"] else "none: the model has no sentence_patch_similarity"
-        print(f"alignment maps ({shown}) -> {args.alignment_out}")
-
-
-def _task_records(args, config, splits, task_key):
-    from benchmark.data.split import read_split, split_records
-    from benchmark.evaluate.predictions import labelled
-    from benchmark.tasks import get_task
-
-    dataset, name = task_key.split("/")
-    task = get_task(dataset, name)
-    return task, labelled(split_records(_manifest(args.manifest), read_split(args.split), splits), task)
-
-
-def _load_features(path, records):
-    import numpy as np
-
-    if not Path(path).is_file():
-        raise BenchmarkError(f"{path}: features file not found (the features step writes it)")
-    try:
-        data = np.load(path)
-        data = {key: data[key] for key in ("image_id", "features", "embeddings")}
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise BenchmarkError(f"{path}: not a features file ({str(exc).splitlines()[0][:120]})") from None
-    index = {image_id: i for i, image_id in enumerate(data["image_id"])}
-    missing = [i for i in records["image_id"] if i not in index]
-    if missing:
-        raise BenchmarkError(f"{path}: no features for {len(missing)} image(s), e.g. {missing[0]}")
-    rows = [index[i] for i in records["image_id"]]
-    return data["features"][rows], data["embeddings"][rows]
-
-
-def _zeroshot(args, config, model, task_key, features_path, out, protocol="zeroshot"):
-    from benchmark.evaluate.predictions import write_predictions
-    from benchmark.evaluate.zeroshot import prefixed_zeroshot_scores, zeroshot_scores
-    from benchmark.prompts import load_prompts
-
-    task, records = _task_records(args, config, ("val", "test"), task_key)  # val: thresholds for sens/spec
-    _, embeddings = _load_features(features_path, records)
-    prompts = load_prompts(Path(config["zeroshot"]["prompts"]), task)
-    if protocol == "zeroshot_prefixed":
-        scores = prefixed_zeroshot_scores(model, embeddings, prompts, records)
-    else:
-        scores = zeroshot_scores(model, embeddings, prompts)
-    write_predictions(Path(out), records, scores, task=task, protocol=protocol, fraction=None,
-                      model=args.model, seed=args.seed)
-    print(f"{protocol} {args.model} {task.key}: {len(records)} validation and test images -> {out}")
+    model = load_model(Path(args.checkpoint), args.threads)
+    run_features(config, model, args.model, args.seed, Path(args.manifest), Path(args.split), Path(args.out),
+                 args.zeroshot, args.alignment_out)
 
 
 def cmd_zeroshot(args, config):
-    import torch
+    from benchmark.evaluate.run import load_model, run_zeroshot
 
-    from benchmark.checkpoint import load_checkpoint
-    from benchmark.evaluate.device import evaluation_device
-
-    torch.set_num_threads(args.threads)
-    model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())
-    _zeroshot(args, config, model, args.task, args.features, args.out)
+    model = load_model(Path(args.checkpoint), args.threads)
+    run_zeroshot(config, model, args.model, args.seed, args.task, Path(args.manifest), Path(args.split),
+                 Path(args.features), Path(args.out))
 
 
 def cmd_probe(args, config):
-    import json
+    from benchmark.evaluate.run import run_probe
 
-    import numpy as np
-    import pandas as pd
-
-    from benchmark.data.split import fraction_draws, fraction_patients, read_split
-    from benchmark.evaluate.predictions import write_predictions
-    from benchmark.evaluate.probe import fit_probe, fit_sgd_probe, predict_probe, predict_sgd_probe
-
-    cells = [(f, d) for f in args.fraction for d in fraction_draws(f, config["split"]["draws"])]
-    if len(cells) != len(args.out):
-        raise BenchmarkError(f"probe: give one --out per (fraction, draw): {len(cells)} for {args.fraction} with "
-                             f"split.draws {config['split']['draws']}")
-    task, records = _task_records(args, config, ("train", "val", "test"), args.task)
-    split = read_split(args.split)
-    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
-    x_val, x_test = _load_features(args.features, val)[0], _load_features(args.features, test)[0]
-    probe_cfg = config["linear_probe"]
-    for (fraction, draw), out in zip(cells, args.out):
-        in_fraction = fraction_patients(split, fraction, draw, args.split)
-        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
-        x_train, y_train, y_val = _load_features(args.features, train)[0], train["label"].to_numpy(), \
-            val["label"].to_numpy()
-        try:
-            if probe_cfg["solver"] == "mama_sgd":
-                scaler, clf, chosen, sweep = fit_sgd_probe(x_train, y_train, x_val, y_val, task.n_classes,
-                                                           probe_cfg["epochs"], probe_cfg["batch_size"], args.seed)
-                predict = predict_sgd_probe
-            else:
-                scaler, clf, chosen, sweep = fit_probe(x_train, y_train, x_val, y_val, task.n_classes,
-                                                       probe_cfg["C"], probe_cfg["max_iter"], args.seed)
-                predict = predict_probe
-        except ValueError as exc:
-            raise BenchmarkError(f"probe {args.model} {task.key} fraction {fraction} draw {draw}: {exc}") from None
-        scores = predict(scaler, clf, np.concatenate([x_val, x_test]), task.n_classes)
-        write_predictions(Path(out), pd.concat([val, test]), scores, task=task, protocol="linear_probe",
-                          fraction=fraction, model=args.model, seed=args.seed, draw=draw)
-        choice = "chosen_epoch" if probe_cfg["solver"] == "mama_sgd" else "chosen_C"
-        Path(out).with_suffix(".json").write_text(json.dumps(
-            {"solver": probe_cfg["solver"], choice: chosen, "train_images": len(train),
-             "train_patients": train["patient_id"].nunique(), "sweep": sweep}, indent=2) + "\n")
-        print(f"probe {args.model} {task.key} @ {fraction:g} draw {draw}: {len(train)} training images, "
-              f"{choice} {chosen}")
+    run_probe(config, args.model, args.seed, args.task, Path(args.manifest), Path(args.split), Path(args.features),
+              args.fraction, args.out)
 
 
 def cmd_finetune(args, config):
-    import json
+    from benchmark.evaluate.run import run_finetune
 
-    import numpy as np
-    import pandas as pd
-    import torch
-
-    from benchmark.checkpoint import load_checkpoint
-    from benchmark.data.images import open_images
-    from benchmark.data.split import fraction_patients, read_split
-    from benchmark.evaluate.device import evaluation_device
-    from benchmark.evaluate.finetune import finetune, predict
-    from benchmark.evaluate.predictions import write_predictions
-
-    if len(args.fraction) != len(args.out):
-        raise BenchmarkError("finetune: give one --out per --fraction")
-    torch.set_num_threads(args.threads)
-    cfg = config["finetune"]
-    task, records = _task_records(args, config, ("train", "val", "test"), args.task)
-    split = read_split(args.split)
-    cache = Path(args.manifest).parent
-    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
-    evaluated = pd.concat([val, test])
-    val_u8 = test_u8 = None
-    memory_gib = config["images"]["memory_gib"] / 3  # shared by the training, validation and test images
-    for fraction, out in zip(args.fraction, args.out):
-        in_fraction = fraction_patients(split, fraction, 0, args.split)
-        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
-        model = load_checkpoint(Path(args.checkpoint)).to(evaluation_device())  # afresh for every fraction
-        size = model.image_size
-        if val_u8 is None:  # the same images for every fraction: opened once
-            val_u8, test_u8 = (open_images(cache, part["png"].tolist(), size, memory_gib) for part in (val, test))
-        try:
-            classifier, history = finetune(
-                model, open_images(cache, train["png"].tolist(), size, memory_gib), train["label"].to_numpy(),
-                val_u8, val["label"].to_numpy(), task.n_classes,
-                steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                eval_every=cfg["eval_every"], patience=cfg["patience"], seed=args.seed)
-        except ValueError as exc:
-            raise BenchmarkError(f"finetune {args.model} {task.key} fraction {fraction}: {exc}") from None
-        scores = np.concatenate([predict(classifier, val_u8), predict(classifier, test_u8)])
-        write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
-                          model=args.model, seed=args.seed)
-        best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
-        Path(out).with_suffix(".json").write_text(json.dumps(
-            {"train_images": len(train), "steps_run": history[-1]["step"], "best_step": best["step"],
-             "history": history}, indent=2) + "\n")
-        print(f"finetune {args.model} {task.key} @ {fraction:g}: {len(train)} images, best step {best['step']}")
+    run_finetune(config, Path(args.checkpoint), args.model, args.seed, args.task, Path(args.manifest),
+                 Path(args.split), args.fraction, args.out, args.threads)
 
 
 def cmd_tsne(args, config):
-    from benchmark.data.split import read_split, split_records
-    from benchmark.figures.tsne import embed_2d
+    from benchmark.figures.tsne import run_tsne
 
-    records = split_records(_manifest(args.manifest), read_split(args.split), ("test",))
-    _, embeddings = _load_features(args.features, records)
-    tasks = [t for t in config["tasks"] if t.split("/")[0] == args.dataset]
-    try:
-        coordinates = embed_2d(embeddings, records, tasks, config["figures"]["tsne_max_points"], args.seed)
-    except ValueError as exc:
-        raise BenchmarkError(f"tsne {args.model} {args.dataset}: {exc}") from None
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    coordinates.to_csv(args.out, index=False)
-    print(f"tsne {args.model} {args.dataset}: {len(coordinates)} test images -> {args.out}")
+    run_tsne(config, args.model, args.seed, args.dataset, Path(args.manifest), Path(args.split),
+             Path(args.features), Path(args.out))
 
 
 def _named_inputs(values: list[str]) -> dict[str, str]:
@@ -375,74 +112,31 @@ def cmd_figures(args, config):
 
     reference = config["stats"].get("reference_model")
     models = sorted(config["models"], key=lambda m: m != reference)  # the reference first: the same colour always
-    tasks = config["tasks"]
-    out_dir = Path(args.out_dir)
     try:
-        written = draw.draw_family(args.family, out_dir, models=models, tasks=tasks, table=args.table,
-                                   predictions=args.predictions, named_inputs=_named_inputs(args.inputs),
-                                   budget=args.budget)
+        written = draw.draw_family(args.family, Path(args.out_dir), models=models, tasks=config["tasks"],
+                                   table=args.table, predictions=args.predictions,
+                                   named_inputs=_named_inputs(args.inputs), budget=args.budget)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise BenchmarkError(f"figures {args.family}: {exc}") from None
-    print(f"figures {args.family}: {len(written)} files -> {out_dir}")
+    print(f"figures {args.family}: {len(written)} files -> {args.out_dir}")
 
 
 def cmd_check_report(args, config):
-    from benchmark.report_check import check_report
+    from benchmark.report_check import run_check_report
 
-    try:
-        check = check_report(Path(args.report), Path(args.out_dir))
-    except (FileNotFoundError, TimeoutError) as exc:
-        raise BenchmarkError(f"check-report: {exc}") from None
-    for name, kind in check.viewed.items():
-        print(f"ok      {kind:5s}  {name}")
-    for name, why in check.failed.items():
-        print(f"FAILED  {name}: {why}")
-    for message in check.console_errors:
-        print(f"console error: {message}")
-    print(f"check-report: {len(check.viewed)} results rendered, {len(check.failed)} failed, "
-          f"{len(check.console_errors)} console errors; screenshots in {args.out_dir}")
-    if not check.ok:
-        raise BenchmarkError(f"check-report: {args.report} did not render cleanly (see above)")
+    run_check_report(Path(args.report), Path(args.out_dir))
 
 
 def cmd_table(args, config):
-    from benchmark.tables import build_budget, build_table
-    from benchmark.wide_tables import to_html, to_latex, to_markdown
+    from benchmark.tables import write_tables
 
-    stats = config["stats"]
-    table = build_table([Path(p) for p in args.predictions], stats["n_boot"], stats["seed"], stats["ci"],
-                        stats.get("reference_model"))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    out.with_suffix(".md").write_text(to_markdown(table))
-    out.with_suffix(".tex").write_text(to_latex(table))
-    out.with_suffix(".html").write_text(to_html(table))
-    if args.ledgers:
-        build_budget([Path(p) for p in args.ledgers]).to_csv(args.budget_out, index=False)
-    print(f"table: {len(table)} rows -> {args.out}")
+    write_tables(args.predictions, args.ledgers, Path(args.out), Path(args.budget_out), config["stats"])
 
 
 def cmd_models(args, config):
-    """Each registered method with its presets' sizes, built on the meta device (no weights
-    are loaded or allocated, so paper presets list instantly)."""
-    import torch
+    from benchmark.registry import describe_models
 
-    from benchmark.registry import available_models, build_model, model_class
-
-    for name in available_models():
-        sizes = []
-        for preset in sorted(model_class(name).presets):
-            try:
-                with torch.device("meta"):
-                    model = build_model(name, preset)
-            except BenchmarkError as exc:
-                sizes.append(f"{preset}: ({exc})")
-                continue
-            total = sum(p.numel() for p in model.parameters())
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            sizes.append(f"{preset}: {total / 1e6:,.1f} M params ({trainable / 1e6:,.1f} M trainable)")
-        print(f"{name:10s} {'; '.join(sizes)}")
+    print("\n".join(describe_models()))
 
 
 def cmd_check_config(args, config):
@@ -461,21 +155,9 @@ def cmd_make_test_weights(args, config):
 
 
 def cmd_convert_weights(args, config):
-    from benchmark.registry import merge_settings, model_class
-    from models.encoders import image_backbone
-    from models.weights import convert_to_timm
+    from models.weights import convert_entry
 
-    if args.model not in config["models"]:
-        raise BenchmarkError(f"convert-weights: models.{args.model}: no such model entry in {args.config}")
-    if not (Path(args.folder) / "config.json").is_file():
-        raise BenchmarkError(f"convert-weights: {args.folder}: not a Hugging Face model folder (no config.json)")
-    entry = config["models"][args.model]
-    preset = merge_settings(model_class(entry["method"]).presets[entry["preset"]], entry.get("overrides", {}))
-    if "image" not in preset:
-        raise BenchmarkError(f"convert-weights: {entry['method']} builds its image encoder itself (no timm backbone)")
-    backbone = image_backbone(preset["image"]["name"], preset["image_size"], **preset["image"].get("kwargs", {}))
-    count = convert_to_timm(Path(args.folder), backbone, Path(args.out))
-    print(f"convert-weights: {count} tensors for {preset['image']['name']} -> {args.out}")
+    convert_entry(config, args.model, Path(args.folder), Path(args.out))
 
 
 def _positive_int(text: str) -> int:

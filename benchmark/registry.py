@@ -109,3 +109,27 @@ def merge_settings(preset: dict, overrides: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def describe_models() -> list[str]:
+    """A line per registered method with its presets' sizes, built on the meta device (no
+    weights are loaded or allocated, so paper presets list instantly)."""
+    import torch
+
+    from benchmark.errors import BenchmarkError
+
+    lines = []
+    for name in available_models():
+        sizes = []
+        for preset in sorted(model_class(name).presets):
+            try:
+                with torch.device("meta"):
+                    model = build_model(name, preset)
+            except BenchmarkError as exc:
+                sizes.append(f"{preset}: ({exc})")
+                continue
+            total = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            sizes.append(f"{preset}: {total / 1e6:,.1f} M params ({trainable / 1e6:,.1f} M trainable)")
+        lines.append(f"{name:10s} {'; '.join(sizes)}")
+    return lines

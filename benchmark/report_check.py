@@ -151,3 +151,23 @@ def _view_kind(driver, By, wait_for, name: str, last_src: str | None) -> tuple[s
         return f"failed: {exc}", src
     finally:
         driver.switch_to.default_content()
+
+
+def run_check_report(report: Path, out_dir: Path) -> None:
+    """The ``check-report`` command: print what rendered; stop if anything did not."""
+    from benchmark.errors import BenchmarkError
+
+    try:
+        check = check_report(Path(report), Path(out_dir))
+    except (FileNotFoundError, TimeoutError) as exc:
+        raise BenchmarkError(f"check-report: {exc}") from None
+    for name, kind in check.viewed.items():
+        print(f"ok      {kind:5s}  {name}")
+    for name, why in check.failed.items():
+        print(f"FAILED  {name}: {why}")
+    for message in check.console_errors:
+        print(f"console error: {message}")
+    print(f"check-report: {len(check.viewed)} results rendered, {len(check.failed)} failed, "
+          f"{len(check.console_errors)} console errors; screenshots in {out_dir}")
+    if not check.ok:
+        raise BenchmarkError(f"check-report: {report} did not render cleanly (see above)")

@@ -148,6 +148,24 @@ def _degenerate_note(y: np.ndarray, value: float, n_classes: int, metric: str) -
     return ""
 
 
+def write_tables(prediction_files: list[Path], ledger_files: list[Path], out: Path, budget_out: Path,
+                 stats: dict) -> None:
+    """The ``table`` command: table.csv with its wide .md, .tex and .html, and budget.csv."""
+    from benchmark.wide_tables import to_html, to_latex, to_markdown
+
+    table = build_table([Path(p) for p in prediction_files], stats["n_boot"], stats["seed"], stats["ci"],
+                        stats.get("reference_model"))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    out.with_suffix(".md").write_text(to_markdown(table))
+    out.with_suffix(".tex").write_text(to_latex(table))
+    out.with_suffix(".html").write_text(to_html(table))
+    if ledger_files:
+        build_budget([Path(p) for p in ledger_files]).to_csv(budget_out, index=False)
+    print(f"table: {len(table)} rows -> {out}")
+
+
 def build_budget(ledger_files: list[Path]) -> pd.DataFrame:
     rows = []
     for path in sorted(ledger_files):

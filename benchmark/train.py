@@ -440,6 +440,31 @@ def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_s
     }
 
 
+def run_pretrain(config: dict, model_name: str, seed: int, manifest: Path, split: Path, tokenizer: str | None,
+                 out_dir: Path, threads: int) -> None:
+    """The ``pretrain`` command: one config model entry, one seed."""
+    from benchmark.data.split import read_split, split_hash
+    from benchmark.data.tables import read_manifest
+
+    if model_name not in config["models"]:
+        raise BenchmarkError(f"config: models.{model_name}: no such model entry")
+    entry = config["models"][model_name]
+    context = dict(entry.get("overrides", {}))
+    if tokenizer:
+        context["tokenizer"] = tokenizer
+    if entry.get("weights"):
+        context["weights"] = entry["weights"]
+    options = RunOptions.from_config(config["pretrain"], pretrain=entry.get("pretrain", True),
+                                     images=config["images"])
+    ledger = pretrain(method=entry["method"], preset=entry["preset"], context=context,
+                      manifest=read_manifest(manifest), split=read_split(split), cache_dir=Path(manifest).parent,
+                      options=options, seed=seed, out_dir=Path(out_dir), threads=threads,
+                      mask_prob=config["pretrain"]["caption_mask_prob"], split_sha256=split_hash(split))
+    if ledger["processes"] == 1 or os.environ.get("RANK", "0") == "0":
+        print(f"pretrain {model_name}: {ledger['samples_seen']} samples, {ledger['optimizer_steps']} steps, "
+              f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

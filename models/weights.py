@@ -129,3 +129,22 @@ def convert_to_timm(folder: Path, model: nn.Module, out: Path) -> int:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out))
     return len(state)
+
+
+def convert_entry(config: dict, model_name: str, folder: Path, out: Path) -> None:
+    """The ``convert-weights`` command: a Hugging Face DINOv2 folder as the timm state dict
+    of a config model entry's image backbone."""
+    from benchmark.registry import merge_settings, model_class
+    from models.encoders import image_backbone
+
+    if model_name not in config["models"]:
+        raise BenchmarkError(f"convert-weights: models.{model_name}: no such model entry in the config")
+    if not (Path(folder) / "config.json").is_file():
+        raise BenchmarkError(f"convert-weights: {folder}: not a Hugging Face model folder (no config.json)")
+    entry = config["models"][model_name]
+    preset = merge_settings(model_class(entry["method"]).presets[entry["preset"]], entry.get("overrides", {}))
+    if "image" not in preset:
+        raise BenchmarkError(f"convert-weights: {entry['method']} builds its image encoder itself (no timm backbone)")
+    backbone = image_backbone(preset["image"]["name"], preset["image_size"], **preset["image"].get("kwargs", {}))
+    count = convert_to_timm(Path(folder), backbone, Path(out))
+    print(f"convert-weights: {count} tensors for {preset['image']['name']} -> {out}")

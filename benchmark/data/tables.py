@@ -48,6 +48,13 @@ def read_csv(path: Path, what: str, required: list[str] = (), dtype: dict | None
     return table
 
 
+def read_manifest(path: Path) -> pd.DataFrame:
+    """A manifest written by the preprocess step (identifiers as text, one row per image)."""
+    return read_csv(path, "manifest", ["image_id", "patient_id", "exam_id", "breast_id", "png"],
+                    dtype={"image_id": str, "patient_id": str, "exam_id": str, "breast_id": str},
+                    unique="image_id", hint=" (the preprocess step writes it)")
+
+
 def read_table(path: Path, required: list[str], str_columns: list[str]) -> pd.DataFrame:
     """Read a dataset table keeping identifiers as strings; empty text cells become None."""
     table = read_csv(path, "table", required, dtype={c: str for c in str_columns})

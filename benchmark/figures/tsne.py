@@ -43,6 +43,27 @@ def embed_2d(embeddings: np.ndarray, records: pd.DataFrame, tasks: list[str], ma
 
 
 @styled
+def run_tsne(config: dict, model_name: str, seed: int, dataset: str, manifest, split, features, out) -> None:
+    """The ``tsne`` command: 2-D coordinates of the test-split embeddings, with task labels."""
+    from pathlib import Path
+
+    from benchmark.data.split import read_split, split_records
+    from benchmark.data.tables import read_manifest
+    from benchmark.errors import BenchmarkError
+    from benchmark.evaluate.inputs import load_features
+
+    records = split_records(read_manifest(manifest), read_split(split), ("test",))
+    _, embeddings = load_features(features, records)
+    tasks = [t for t in config["tasks"] if t.split("/")[0] == dataset]
+    try:
+        coordinates = embed_2d(embeddings, records, tasks, config["figures"]["tsne_max_points"], seed)
+    except ValueError as exc:
+        raise BenchmarkError(f"tsne {model_name} {dataset}: {exc}") from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    coordinates.to_csv(out, index=False)
+    print(f"tsne {model_name} {dataset}: {len(coordinates)} test images -> {out}")
+
+
 def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[str]):
     """``coordinates``: {model: embed_2d output}; a row per task, a column per model."""
     models = list(coordinates)

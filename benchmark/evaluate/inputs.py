@@ -1,0 +1,38 @@
+"""What every evaluation reads: a task's labelled records of some splits, and the
+features saved by the ``features`` step, in the records' order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.data.split import read_split, split_records
+from benchmark.data.tables import read_manifest
+from benchmark.errors import BenchmarkError
+from benchmark.evaluate.predictions import labelled
+from benchmark.tasks import Task, get_task
+
+
+def task_records(manifest: Path, split: Path, splits: tuple[str, ...], task_key: str) -> tuple[Task, pd.DataFrame]:
+    """The task, and the records of ``splits`` that have a label for it (``label`` = class index)."""
+    task = get_task(*task_key.split("/"))
+    return task, labelled(split_records(read_manifest(manifest), read_split(split), splits), task)
+
+
+def load_features(path: Path, records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(backbone features, joint embeddings) of ``records``, in their order."""
+    if not Path(path).is_file():
+        raise BenchmarkError(f"{path}: features file not found (the features step writes it)")
+    try:
+        data = np.load(path)
+        data = {key: data[key] for key in ("image_id", "features", "embeddings")}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise BenchmarkError(f"{path}: not a features file ({str(exc).splitlines()[0][:120]})") from None
+    index = {image_id: i for i, image_id in enumerate(data["image_id"])}
+    missing = [i for i in records["image_id"] if i not in index]
+    if missing:
+        raise BenchmarkError(f"{path}: no features for {len(missing)} image(s), e.g. {missing[0]}")
+    rows = [index[i] for i in records["image_id"]]
+    return data["features"][rows], data["embeddings"][rows]

@@ -1,0 +1,171 @@
+"""One function per evaluation protocol (the bodies of the ``features``, ``zeroshot``,
+``probe`` and ``finetune`` commands), in the spirit of CLIP_benchmark's metric modules.
+
+Each writes predictions files (``benchmark/evaluate/predictions.py``) and, for the probe
+and the fine-tune, a JSON record beside each file (same name, ``.json``):
+
+probe (``linear_probe``)::
+
+    {"solver": "logistic" | "mama_sgd",
+     "chosen_C": float            # logistic: the C chosen on validation
+     | "chosen_epoch": int,       # mama_sgd: the epoch chosen on validation
+     "train_images": int, "train_patients": int,   # the (fraction, draw) subset
+     "sweep": [{"C" | "epoch": ..., "val_auc": float, "val_bacc": float}, ...]}
+
+fine-tune::
+
+    {"train_images": int, "steps_run": int, "best_step": int,
+     "history": [{"step": int, "val_auc": float, "val_bacc": float, ...}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark.checkpoint import load_checkpoint
+from benchmark.data.split import fraction_draws, fraction_patients, read_split, split_records
+from benchmark.data.tables import read_manifest
+from benchmark.errors import BenchmarkError
+from benchmark.evaluate.device import evaluation_device
+from benchmark.evaluate.inputs import load_features, task_records
+from benchmark.evaluate.predictions import write_predictions
+from benchmark.prompts import load_prompts
+
+ZEROSHOT_PROTOCOLS = ("zeroshot", "zeroshot_prefixed")
+
+
+def load_model(checkpoint: Path, threads: int):
+    torch.set_num_threads(threads)
+    return load_checkpoint(Path(checkpoint)).to(evaluation_device())
+
+
+def run_features(config: dict, model, model_name: str, seed: int, manifest: Path, split: Path, out: Path,
+                 zeroshot: list[tuple[str, str, str]], alignment_out: Path | None) -> None:
+    """Backbone features and joint embeddings of every split; then, with the model still
+    loaded, the zero-shot predictions asked for and the alignment maps."""
+    from benchmark.evaluate.alignment import alignment_maps
+    from benchmark.evaluate.encode import encode_images
+
+    for protocol, _, _ in zeroshot:
+        if protocol not in ZEROSHOT_PROTOCOLS:
+            raise BenchmarkError(f"features: --zeroshot {protocol}: protocol must be one of {ZEROSHOT_PROTOCOLS}")
+    records = split_records(read_manifest(manifest), read_split(split), ("train", "val", "test"))
+    features, embeddings = encode_images(model, Path(manifest).parent, records["png"].tolist())
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, image_id=records["image_id"].to_numpy(str), features=features.astype(np.float32),
+             embeddings=embeddings.astype(np.float32))
+    print(f"features: {features.shape}, embeddings {embeddings.shape} -> {out}")
+    for protocol, task, zeroshot_out in zeroshot:
+        run_zeroshot(config, model, model_name, seed, task, manifest, split, out, zeroshot_out, protocol)
+    if alignment_out:
+        try:
+            maps = alignment_maps(model, records, Path(manifest).parent, config["figures"]["alignment_examples"], seed)
+        except ValueError as exc:
+            raise BenchmarkError(f"features {model_name}: alignment maps: {exc}") from None
+        np.savez(alignment_out, **maps)
+        shown = len(maps["images"]) if maps["supported"] else "none: the model has no sentence_patch_similarity"
+        print(f"alignment maps ({shown}) -> {alignment_out}")
+
+
+def run_zeroshot(config: dict, model, model_name: str, seed: int, task_key: str, manifest: Path, split: Path,
+                 features: Path, out: Path, protocol: str = "zeroshot") -> None:
+    """Zero-shot predictions on validation (thresholds for sens/spec) and test."""
+    from benchmark.evaluate.zeroshot import prefixed_zeroshot_scores, zeroshot_scores
+
+    task, records = task_records(manifest, split, ("val", "test"), task_key)
+    _, embeddings = load_features(features, records)
+    prompts = load_prompts(Path(config["zeroshot"]["prompts"]), task)
+    if protocol == "zeroshot_prefixed":
+        scores = prefixed_zeroshot_scores(model, embeddings, prompts, records)
+    else:
+        scores = zeroshot_scores(model, embeddings, prompts)
+    write_predictions(Path(out), records, scores, task=task, protocol=protocol, fraction=None,
+                      model=model_name, seed=seed)
+    print(f"{protocol} {model_name} {task.key}: {len(records)} validation and test images -> {out}")
+
+
+def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest: Path, split: Path,
+              features: Path, fractions: list[float], outs: list[str]) -> None:
+    """A linear probe per (fraction, draw) on frozen features; C (or the epoch) chosen on validation."""
+    from benchmark.evaluate.probe import fit_probe, fit_sgd_probe, predict_probe, predict_sgd_probe
+
+    cells = [(f, d) for f in fractions for d in fraction_draws(f, config["split"]["draws"])]
+    if len(cells) != len(outs):
+        raise BenchmarkError(f"probe: give one --out per (fraction, draw): {len(cells)} for {fractions} with "
+                             f"split.draws {config['split']['draws']}")
+    task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
+    split_table = read_split(split)
+    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
+    x_val, x_test = load_features(features, val)[0], load_features(features, test)[0]
+    probe_cfg = config["linear_probe"]
+    for (fraction, draw), out in zip(cells, outs):
+        in_fraction = fraction_patients(split_table, fraction, draw, split)
+        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+        x_train, y_train, y_val = load_features(features, train)[0], train["label"].to_numpy(), val["label"].to_numpy()
+        try:
+            if probe_cfg["solver"] == "mama_sgd":
+                scaler, clf, chosen, sweep = fit_sgd_probe(x_train, y_train, x_val, y_val, task.n_classes,
+                                                           probe_cfg["epochs"], probe_cfg["batch_size"], seed)
+                predict = predict_sgd_probe
+            else:
+                scaler, clf, chosen, sweep = fit_probe(x_train, y_train, x_val, y_val, task.n_classes,
+                                                       probe_cfg["C"], probe_cfg["max_iter"], seed)
+                predict = predict_probe
+        except ValueError as exc:
+            raise BenchmarkError(f"probe {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
+        scores = predict(scaler, clf, np.concatenate([x_val, x_test]), task.n_classes)
+        write_predictions(Path(out), pd.concat([val, test]), scores, task=task, protocol="linear_probe",
+                          fraction=fraction, model=model_name, seed=seed, draw=draw)
+        choice = "chosen_epoch" if probe_cfg["solver"] == "mama_sgd" else "chosen_C"
+        Path(out).with_suffix(".json").write_text(json.dumps(
+            {"solver": probe_cfg["solver"], choice: chosen, "train_images": len(train),
+             "train_patients": train["patient_id"].nunique(), "sweep": sweep}, indent=2) + "\n")
+        print(f"probe {model_name} {task.key} @ {fraction:g} draw {draw}: {len(train)} training images, "
+              f"{choice} {chosen}")
+
+
+def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, task_key: str, manifest: Path,
+                 split: Path, fractions: list[float], outs: list[str], threads: int) -> None:
+    """Encoder + linear head per label fraction (draw 0), best validation state."""
+    from benchmark.data.images import open_images
+    from benchmark.evaluate.finetune import finetune, predict
+
+    if len(fractions) != len(outs):
+        raise BenchmarkError("finetune: give one --out per --fraction")
+    torch.set_num_threads(threads)
+    cfg = config["finetune"]
+    task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
+    split_table = read_split(split)
+    cache = Path(manifest).parent
+    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
+    evaluated = pd.concat([val, test])
+    val_u8 = test_u8 = None
+    memory_gib = config["images"]["memory_gib"] / 3  # shared by the training, validation and test images
+    for fraction, out in zip(fractions, outs):
+        in_fraction = fraction_patients(split_table, fraction, 0, split)
+        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+        model = load_checkpoint(Path(checkpoint)).to(evaluation_device())  # afresh for every fraction
+        size = model.image_size
+        if val_u8 is None:  # the same images for every fraction: opened once
+            val_u8, test_u8 = (open_images(cache, part["png"].tolist(), size, memory_gib) for part in (val, test))
+        try:
+            classifier, history = finetune(
+                model, open_images(cache, train["png"].tolist(), size, memory_gib), train["label"].to_numpy(),
+                val_u8, val["label"].to_numpy(), task.n_classes,
+                steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed)
+        except ValueError as exc:
+            raise BenchmarkError(f"finetune {model_name} {task.key} fraction {fraction}: {exc}") from None
+        scores = np.concatenate([predict(classifier, val_u8), predict(classifier, test_u8)])
+        write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
+                          model=model_name, seed=seed)
+        best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
+        Path(out).with_suffix(".json").write_text(json.dumps(
+            {"train_images": len(train), "steps_run": history[-1]["step"], "best_step": best["step"],
+             "history": history}, indent=2) + "\n")
+        print(f"finetune {model_name} {task.key} @ {fraction:g}: {len(train)} images, best step {best['step']}")
