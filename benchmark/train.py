@@ -44,7 +44,7 @@ from benchmark.distributed import (
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
-from models.gather import set_gather_negatives
+from models.gather import Gather, set_gather
 
 # What a model may ask of a batch (its ``batch_needs``); the pipeline supplies exactly these.
 BATCH_FIELDS = {
@@ -260,7 +260,6 @@ def _start(seed: int, threads: int, options: RunOptions) -> tuple[torch.device, 
     if device.type == "cuda":
         torch.cuda.set_device(device)
     ranks = init_distributed(device)
-    set_gather_negatives(options.gather_negatives)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     if device.type == "cpu":  # bit-exact resume on CPU; cuBLAS/cuDNN kernels are not all deterministic
@@ -289,6 +288,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     of the same run is there. Launch under torchrun for data parallelism."""
     device, ranks = _start(seed, threads, options)
     model = build_model(method, preset, **context)
+    set_gather(model, Gather(enabled=options.gather_negatives))
     if options.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(device)

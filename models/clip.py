@@ -27,7 +27,6 @@ from benchmark.data.images import Augment
 from benchmark.data.tokenizer import load_tokenizer
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_model
-from models.gather import gather_rows
 from models.losses import ClipLoss
 
 OPEN_CLIP_AUGMENT = dict(crop_scale=(0.9, 1.0), hflip=False, vflip=False, jitter=0)
@@ -119,7 +118,7 @@ class Clip(nn.Module):
         self.clip.logit_scale.clamp_(0, math.log(100))
 
     def training_loss(self, batch: dict) -> dict:
-        image_nd = gather_rows(self.encode_image(batch["image"]))
-        text_nd = gather_rows(self.encode_text(batch["caption"]))
+        image_nd = self.encode_image(batch["image"])
+        text_nd = self.encode_text(batch["caption"])
         loss = self.loss_fn(image_nd, text_nd, self.clip.logit_scale.exp())
         return {"loss": loss, "clip": loss.detach(), "logit_scale": self.clip.logit_scale.detach().exp()}

@@ -14,7 +14,6 @@ import torch
 from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.encoders import freeze, mlp
-from models.gather import gather_rows
 from models.losses import WeightedInfoNCE
 
 # The tiny BERT the caption-based methods share; 112 tokens hold a whole report.
@@ -52,8 +51,7 @@ class ConVIRT(DualEncoder):
         return self.text_head(pooled)
 
     def training_loss(self, batch: dict) -> dict:
-        loss = self.loss_fn(gather_rows(self.encode_image(batch["image"])),
-                            gather_rows(self.encode_text(batch["random_sentence"])))
+        loss = self.loss_fn(self.encode_image(batch["image"]), self.encode_text(batch["random_sentence"]))
         return {"loss": loss, "infonce": loss.detach()}
 
     @torch.no_grad()

@@ -7,6 +7,10 @@ open_clip's ``ClipLoss``; clamping a learnable scale is the model's business (it
 the parameter after each optimizer step, see ``DualEncoder.clamp_parameters``).
 Every constant and weight is listed, with the official file it comes from, in
 docs/protocol.md; tests/reference/ checks each loss against an independent reference.
+
+Losses that contrast across the batch hold a ``Gather`` (``models/gather.py``) and gather
+their inputs from every rank of a data-parallel run themselves; ``gather`` is their
+distributed setting, as open_clip's ``ClipLoss(local_loss, rank, world_size)``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from models.gather import GATHER_ALL, Gather
 
 
 def _diagonal_targets(logits_nn: torch.Tensor) -> torch.Tensor:
@@ -26,12 +32,14 @@ class ClipLoss(nn.Module):
     ``sum_directions``: the official MaMA and MGCA code add the two directions; CLIP
     (open_clip) and MedCLIP average them."""
 
-    def __init__(self, sum_directions: bool = False):
+    def __init__(self, sum_directions: bool = False, gather: Gather = GATHER_ALL):
         super().__init__()
         self.sum_directions = sum_directions
+        self.gather = gather
 
     def forward(self, image_features_nd: torch.Tensor, text_features_nd: torch.Tensor,
                 logit_scale: torch.Tensor | float) -> torch.Tensor:
+        image_features_nd, text_features_nd = self.gather.rows(image_features_nd), self.gather.rows(text_features_nd)
         logits_nn = logit_scale * image_features_nd @ text_features_nd.T
         targets_n = _diagonal_targets(logits_nn)
         total = F.cross_entropy(logits_nn, targets_n) + F.cross_entropy(logits_nn.T, targets_n)
@@ -41,12 +49,14 @@ class ClipLoss(nn.Module):
 class WeightedInfoNCE(nn.Module):
     """ConVIRT: ``weight * L(image->text) + (1 - weight) * L(text->image)`` at a fixed temperature."""
 
-    def __init__(self, image_to_text_weight: float = 0.75, temperature: float = 0.1):
+    def __init__(self, image_to_text_weight: float = 0.75, temperature: float = 0.1, gather: Gather = GATHER_ALL):
         super().__init__()
         self.weight = image_to_text_weight
         self.temperature = temperature
+        self.gather = gather
 
     def forward(self, image_features_nd: torch.Tensor, text_features_nd: torch.Tensor) -> torch.Tensor:
+        image_features_nd, text_features_nd = self.gather.rows(image_features_nd), self.gather.rows(text_features_nd)
         logits_nn = image_features_nd @ text_features_nd.T / self.temperature
         targets_n = _diagonal_targets(logits_nn)
         image_to_text = F.cross_entropy(logits_nn, targets_n)
@@ -58,11 +68,13 @@ class NTXentLoss(nn.Module):
     """SimCLR's NT-Xent between two views: each view's positive is the other view of the
     same image, negatives are the other 2N - 2 embeddings; mean over the 2N anchors."""
 
-    def __init__(self, temperature: float = 0.5):
+    def __init__(self, temperature: float = 0.5, gather: Gather = GATHER_ALL):
         super().__init__()
         self.temperature = temperature
+        self.gather = gather
 
     def forward(self, view1_nd: torch.Tensor, view2_nd: torch.Tensor) -> torch.Tensor:
+        view1_nd, view2_nd = self.gather.rows(view1_nd), self.gather.rows(view2_nd)
         n = view1_nd.shape[0]
         z_md = torch.cat([view1_nd, view2_nd])  # M = 2N
         sim_mm = z_md @ z_md.T / self.temperature
@@ -92,7 +104,13 @@ class LocalAlignmentLoss(nn.Module):
     """MaMA's symmetric local alignment (SLA): each of the two score matrices gets
     cross-entropy both ways; the four terms are summed (official ``model.py``)."""
 
+    def __init__(self, gather: Gather = GATHER_ALL):
+        super().__init__()
+        self.gather = gather
+
     def forward(self, patches_npd, sentences_nsd, sentence_mask_ns, logit_scale) -> torch.Tensor:
+        patches_npd = self.gather.rows(patches_npd)
+        sentences_nsd, sentence_mask_ns = self.gather.padded(sentences_nsd), self.gather.padded(sentence_mask_ns)
         image_to_text_nn, text_to_image_nn = local_alignment_scores(patches_npd, sentences_nsd, sentence_mask_ns)
         targets_n = _diagonal_targets(image_to_text_nn)
         total = image_to_text_nn.new_zeros(())
@@ -182,11 +200,14 @@ class PrototypeLoss(nn.Module):
     """MGCA's prototype-level alignment: each modality's Sinkhorn codes supervise the other
     modality's softmax over the prototypes (swapped prediction)."""
 
-    def __init__(self, temperature: float = 0.2, epsilon: float = 0.05, iterations: int = 3):
+    def __init__(self, temperature: float = 0.2, epsilon: float = 0.05, iterations: int = 3,
+                 gather: Gather = GATHER_ALL):
         super().__init__()
         self.temperature, self.epsilon, self.iterations = temperature, epsilon, iterations
+        self.gather = gather
 
     def forward(self, image_nd, text_nd, prototypes_kd) -> torch.Tensor:
+        image_nd, text_nd = self.gather.rows(image_nd), self.gather.rows(text_nd)
         image_scores_nk = image_nd @ prototypes_kd.T
         text_scores_nk = text_nd @ prototypes_kd.T
         image_codes = sinkhorn(image_scores_nk, self.epsilon, self.iterations)
@@ -207,7 +228,13 @@ class SemanticMatchingLoss(nn.Module):
     a sentence whose labels match an image counts as a positive even when it is not the
     image's own. Each way is summed over its rows and divided by N."""
 
+    def __init__(self, gather: Gather = GATHER_ALL):
+        super().__init__()
+        self.gather = gather
+
     def forward(self, image_nd, text_nd, image_labels_nl, text_labels_nl, logit_scale) -> torch.Tensor:
+        image_nd, text_nd = self.gather.rows(image_nd), self.gather.rows(text_nd)
+        image_labels_nl, text_labels_nl = self.gather.rows(image_labels_nl), self.gather.rows(text_labels_nl)
         logits_nn = logit_scale * image_nd @ text_nd.T
         n = logits_nn.shape[0]
         image_targets = semantic_targets(image_labels_nl, text_labels_nl)

@@ -51,7 +51,6 @@ from benchmark.errors import BenchmarkError
 from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.encoders import BatchNormMLP, freeze, masked_mean
-from models.gather import gather_padded, gather_rows
 from models.losses import ClipLoss, LocalAlignmentLoss, NTXentLoss
 
 LORA = dict(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"])
@@ -168,20 +167,19 @@ class MaMA(DualEncoder):
     def training_loss(self, batch: dict) -> dict:
         tokens1 = self._tokens(batch["image"])
         global1 = tokens1.mean(dim=1)
-        image1 = gather_rows(F.normalize(self.image_head(global1), dim=-1))
+        image1 = F.normalize(self.image_head(global1), dim=-1)
         out, ids, mask = self.text(batch["caption"])
-        text_nd = gather_rows(F.normalize(self.project_text(out.last_hidden_state, mask), dim=-1))
+        text_nd = F.normalize(self.project_text(out.last_hidden_state, mask), dim=-1)
         scale = self.logit_scale.exp()
         terms = {"clip_view1": self.clip_loss(image1, text_nd, scale)}
         if batch.get("step", 0) >= self.late_loss_start_step:
             tokens2 = self._tokens(batch["view2"])
             global2 = tokens2.mean(dim=1)
-            image2 = gather_rows(F.normalize(self.image_head(global2), dim=-1))
-            terms["ntxent"] = self.ntxent(gather_rows(F.normalize(self.ntxent_head(global2), dim=-1)),
-                                          gather_rows(F.normalize(self.ntxent_head(global1), dim=-1)))
+            image2 = F.normalize(self.image_head(global2), dim=-1)
+            terms["ntxent"] = self.ntxent(F.normalize(self.ntxent_head(global2), dim=-1),
+                                          F.normalize(self.ntxent_head(global1), dim=-1))
             terms["clip_view2"] = self.clip_loss(image2, text_nd, scale)
             sentences, sentence_mask = self._sentences(out.last_hidden_state, ids)
-            terms["sla"] = self.sla(gather_rows(self._patches(tokens1)), gather_padded(sentences),
-                                    gather_padded(sentence_mask), self.sla_logit_scale.exp())
+            terms["sla"] = self.sla(self._patches(tokens1), sentences, sentence_mask, self.sla_logit_scale.exp())
         loss = sum(terms.values())
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}

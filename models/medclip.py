@@ -33,7 +33,6 @@ from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.convirt import TINY_TEXT
 from models.encoders import masked_mean
-from models.gather import gather_rows
 from models.losses import SemanticMatchingLoss
 
 MAX_LOGIT_SCALE = 4.6052
@@ -75,9 +74,7 @@ class MedCLIP(DualEncoder):
         self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
 
     def training_loss(self, batch: dict) -> dict:
-        loss = self.loss_fn(gather_rows(self.encode_image(batch["image"])),
-                            gather_rows(self.encode_text(batch["random_sentence"])),
-                            gather_rows(batch["label_vector"]), gather_rows(batch["sentence_label_vector"]),
-                            self.logit_scale.exp())
+        loss = self.loss_fn(self.encode_image(batch["image"]), self.encode_text(batch["random_sentence"]),
+                            batch["label_vector"], batch["sentence_label_vector"], self.logit_scale.exp())
         return {"loss": loss, "semantic": loss.detach(), "logit_scale": self.logit_scale.detach().exp()}
 

@@ -36,7 +36,6 @@ from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.convirt import TINY_TEXT
 from models.encoders import BatchNormMLP
-from models.gather import gather_rows
 from models.losses import ClipLoss, PrototypeLoss, TokenAlignmentLoss
 
 TEMPERATURE = 0.07
@@ -102,7 +101,6 @@ class MGCA(DualEncoder):
 
         # instance and prototype terms over the global batch; the token term is per sample
         token = self.token_loss(words_ntd, word_valid_nt, word_attention_nt, patches_npd, patch_attention_np)
-        image_nd, text_nd = gather_rows(image_nd), gather_rows(text_nd)
         instance = self.instance_loss(image_nd, text_nd, 1 / TEMPERATURE)
         with torch.no_grad():
             self.prototypes.data = F.normalize(self.prototypes.data, dim=-1)

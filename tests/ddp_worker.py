@@ -17,7 +17,7 @@ from benchmark.data.labels import sentence_label_vector
 from benchmark.distributed import init_distributed, mean_over_ranks
 from benchmark.registry import build_model
 from benchmark.train import LossModule, collate
-from models.gather import set_gather_negatives
+from models.gather import Gather, set_gather
 
 # tests/conftest.py's record; a copy, because torchrun runs this file as a script
 REC = {"study_description": "MG Screening Bilateral", "reason": "screening", "age": "56", "race": "Asian",
@@ -61,10 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     ranks = init_distributed(torch.device("cpu"))
-    set_gather_negatives(bool(args.gather))
 
     torch.manual_seed(0)
     model = build_model(args.model, "tiny", tokenizer=args.tokenizer).eval()  # eval: no dropout draws
+    set_gather(model, Gather(enabled=bool(args.gather)))
     batch = global_batch(model, args.batch)
     share = args.batch // ranks.world
     ddp = torch.nn.parallel.DistributedDataParallel(LossModule(model), find_unused_parameters=True)
@@ -72,9 +72,9 @@ def main() -> None:
     loss = mean_over_ranks({"loss": loss})["loss"]
 
     if ranks.main:
-        set_gather_negatives(False)
         torch.manual_seed(0)
         single = build_model(args.model, "tiny", tokenizer=args.tokenizer).eval()
+        set_gather(single, Gather(enabled=False))  # one process on the whole batch
         ref_loss, ref_grads = loss_and_grads(LossModule(single), single, batch)
         missing = sorted(set(ref_grads) ^ set(grads))
         diffs = sorted((float((grads[n] - ref_grads[n]).abs().max()), n) for n in ref_grads if n in grads)
