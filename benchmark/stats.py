@@ -51,15 +51,21 @@ def clustered_bacc(y_n: np.ndarray, scores_nk: np.ndarray, counts_bp: np.ndarray
 
 
 def youden_threshold(y_n: np.ndarray, score_n: np.ndarray) -> float:
-    """The score threshold (predict positive at >= t) maximising sensitivity + specificity."""
+    """The score threshold (predict positive at >= t) maximising sensitivity + specificity.
+
+    The criterion is compared in exact integers (positives at or above t times the number
+    of negatives, plus negatives below t times the number of positives), so equal Youden
+    indices are ties whatever the rounding; a tie goes to the lowest threshold (the most
+    sensitive of the best)."""
     positive = np.asarray(y_n) == 1
     if positive.all() or not positive.any():
         return float("nan")
     candidates = np.unique(score_n)
     pos, neg = np.sort(score_n[positive]), np.sort(score_n[~positive])
-    sens = 1 - np.searchsorted(pos, candidates, side="left") / len(pos)  # share of positives >= t
-    spec = np.searchsorted(neg, candidates, side="left") / len(neg)  # share of negatives < t
-    return float(candidates[int(np.argmax(sens + spec))])
+    true_pos = len(pos) - np.searchsorted(pos, candidates, side="left")  # positives >= t
+    true_neg = np.searchsorted(neg, candidates, side="left")  # negatives < t
+    youden_scaled = true_pos.astype(np.int64) * len(neg) + true_neg.astype(np.int64) * len(pos)
+    return float(candidates[int(np.argmax(youden_scaled))])  # argmax: the first (lowest) of equal maxima
 
 
 def clustered_sens_spec(y_n: np.ndarray, score_n: np.ndarray, threshold: float, counts_bp: np.ndarray,
@@ -196,27 +202,47 @@ def paired_p_value(delta_b: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below, above)))
 
 
-def delong_paired(positive_n: np.ndarray, score_a_n: np.ndarray, score_b_n: np.ndarray) -> tuple[float, float]:
-    """DeLong's test of AUC(a) = AUC(b) on the same cases (Sun and Xu's fast algorithm).
+def delong_paired(positive_n: np.ndarray, score_a_n: np.ndarray, score_b_n: np.ndarray,
+                  cluster_n: np.ndarray | None = None) -> tuple[float, float]:
+    """DeLong's test of AUC(a) = AUC(b) on the same units, clustered by ``cluster_n`` (the
+    patient) as in Obuchowski (1997, Biometrics 53:567); without clusters, every unit is its
+    own cluster and this is DeLong, DeLong and Clarke-Pearson (1988).
 
-    Returns (AUC(a) - AUC(b), two-sided p-value). It assumes independent cases, so it is a
-    cross-check of the patient bootstrap, not a replacement: with several images per
-    patient its variance is too small. NaN when a class is missing."""
+    With structural components V10 (a positive unit's share of negatives it outscores, ties
+    one half) and V01 (a negative unit's share of positives that outscore it), summed per
+    cluster i to A_i = sum V10 - m_i AUC and B_i = sum V01 - n_i AUC (m_i, n_i: the
+    cluster's positive and negative units; M, N their totals; I10, I01, I the clusters with
+    a positive unit, with a negative unit, and in all):
+
+        cov(AUC_r, AUC_s) = I10 / ((I10 - 1) M^2) sum A_i^r A_i^s + I01 / ((I01 - 1) N^2) sum B_i^r B_i^s
+                            + I / ((I - 1) M N) sum (A_i^r B_i^s + B_i^r A_i^s)
+
+    Returns (AUC(a) - AUC(b), two-sided p-value of the normal test); NaN when a class has
+    fewer than two clusters."""
     from scipy.stats import norm, rankdata
 
     positive_n = np.asarray(positive_n, bool)
+    cluster_n = np.arange(len(positive_n)) if cluster_n is None else np.unique(cluster_n, return_inverse=True)[1]
     m, n = int(positive_n.sum()), int((~positive_n).sum())
-    if m < 2 or n < 2:
+    n_clusters = int(cluster_n.max()) + 1 if len(cluster_n) else 0
+    i10, i01 = len(np.unique(cluster_n[positive_n])), len(np.unique(cluster_n[~positive_n]))
+    if i10 < 2 or i01 < 2:
         return float("nan"), float("nan")
-    v10, v01, aucs = [], [], []
+    m_i = np.bincount(cluster_n[positive_n], minlength=n_clusters)
+    n_i = np.bincount(cluster_n[~positive_n], minlength=n_clusters)
+    a_ri, b_ri, aucs = [], [], []
     for score in (np.asarray(score_a_n, float), np.asarray(score_b_n, float)):
         pos, neg = score[positive_n], score[~positive_n]
         tx, ty, tz = rankdata(pos), rankdata(neg), rankdata(np.concatenate([pos, neg]))  # mid-ranks
-        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((tz[:m] - tx) / n)
-        v01.append(1 - (tz[m:] - ty) / m)
-    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
-    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+        auc = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
+        v10, v01 = (tz[:m] - tx) / n, 1 - (tz[m:] - ty) / m
+        a_ri.append(np.bincount(cluster_n[positive_n], v10, minlength=n_clusters) - m_i * auc)
+        b_ri.append(np.bincount(cluster_n[~positive_n], v01, minlength=n_clusters) - n_i * auc)
+        aucs.append(auc)
+    a_ri, b_ri = np.array(a_ri), np.array(b_ri)
+    cov_rs = (i10 / ((i10 - 1) * m**2) * a_ri @ a_ri.T + i01 / ((i01 - 1) * n**2) * b_ri @ b_ri.T
+              + n_clusters / ((n_clusters - 1) * m * n) * (a_ri @ b_ri.T + b_ri @ a_ri.T))
+    variance = cov_rs[0, 0] + cov_rs[1, 1] - 2 * cov_rs[0, 1]
     delta = float(aucs[0] - aucs[1])
     if variance <= 0:
         return delta, 1.0 if delta == 0 else 0.0

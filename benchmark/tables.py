@@ -6,8 +6,8 @@ are its pretraining seeds and, for label fractions below 1, the patient draws of
 fraction (``seeds`` lists them as ``seed`` or ``seed/draw``); a resample's value is the
 mean over replicates, and ``seed_std`` is the spread of the full-set values across
 replicates, reported separately from the bootstrap interval. For binary AUC deltas,
-``p_delong`` is DeLong's test on the full set (first replicate of each model), a
-cross-check that assumes independent units. ``note`` says why a value is NaN.
+``p_delong`` is DeLong's test on the full set (first replicate of each model), clustered
+by patient (Obuchowski 1997), a cross-check of the bootstrap. ``note`` says why a value is NaN.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                                           {"full": [], "boot": [], "units": []})
                 entry["full"].append(float(full[0]))
                 entry["boot"].append(boot)
-                entry["units"].append((y, scores))
+                entry["units"].append((y, scores, patient_n))
         for (protocol, fraction, model, metric), entry in sorted(values.items()):
             replicates = sorted((int(s), int(d)) for (p, f, m, s, d) in cells if (p, f, m) == (protocol, fraction, model))
             seeds = [f"{s}/{d}" if any(d for _, d in replicates) else str(s) for s, d in replicates]
@@ -123,9 +123,9 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                 row["delta_vs_ref"] = value - float(np.mean(ref["full"]))
                 row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
                 row["p_value"] = paired_p_value(delta_b)
-                (y, scores), (y_ref, scores_ref) = entry["units"][0], ref["units"][0]
+                (y, scores, unit_patients), (y_ref, scores_ref, _) = entry["units"][0], ref["units"][0]
                 if metric.startswith("auc") and scores.shape[1] == 2 and (y == y_ref).all():
-                    row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1])[1]
+                    row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1], unit_patients)[1]
             rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     numeric = ["value", "ci_low", "ci_high", "seed_std", "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value",
