@@ -130,7 +130,8 @@ def cmd_check_report(args, config):
 def cmd_table(args, config):
     from benchmark.tables import write_tables
 
-    write_tables(args.predictions, args.ledgers, Path(args.out), Path(args.budget_out), config["stats"])
+    controls = [name for name, entry in config["models"].items() if not entry.get("pretrain", True)]
+    write_tables(args.predictions, args.ledgers, Path(args.out), Path(args.budget_out), config["stats"], controls)
 
 
 def cmd_models(args, config):

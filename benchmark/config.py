@@ -181,6 +181,18 @@ def check_semantics(config: dict, data: bool = True) -> None:
             get_task(*key.split("/"))
         except BenchmarkError as exc:
             raise BenchmarkError(f"config: tasks: {exc}") from None
+    from benchmark.metrics import METRICS
+    from benchmark.protocols import PROTOCOLS
+
+    for k, spec in enumerate(config["stats"].get("primary", [])):
+        if spec["protocol"] not in PROTOCOLS:
+            raise BenchmarkError(f"config: stats.primary.{k}.protocol: {spec['protocol']!r} is not one of "
+                                 f"{', '.join(PROTOCOLS)}")
+        if spec["metric"] not in METRICS:
+            raise BenchmarkError(f"config: stats.primary.{k}.metric: {spec['metric']!r} is not one of "
+                                 f"{', '.join(METRICS)}")
+        if spec.get("task") and spec["task"] not in config["tasks"]:
+            raise BenchmarkError(f"config: stats.primary.{k}.task: {spec['task']!r} is not in tasks")
     ref = config["stats"].get("reference_model")
     if ref is not None and ref not in config["models"]:
         raise BenchmarkError(f"config: stats.reference_model: {ref!r} is not in models")

@@ -202,6 +202,21 @@ def paired_p_value(delta_b: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below, above)))
 
 
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN ones are not in the family):
+    the i-th smallest becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+    p_values = np.asarray(p_values, float)
+    adjusted = np.full_like(p_values, np.nan)
+    present = np.flatnonzero(~np.isnan(p_values))
+    order = present[np.argsort(p_values[present], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def delong_paired(positive_n: np.ndarray, score_a_n: np.ndarray, score_b_n: np.ndarray,
                   cluster_n: np.ndarray | None = None) -> tuple[float, float]:
     """DeLong's test of AUC(a) = AUC(b) on the same units, clustered by ``cluster_n`` (the

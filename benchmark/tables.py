@@ -24,6 +24,7 @@ from benchmark.evaluate.predictions import read_predictions, score_columns, scor
 from benchmark.metrics import METRICS
 from benchmark.stats import (
     delong_paired,
+    holm,
     paired_p_value,
     patient_strata,
     percentile_ci,
@@ -34,7 +35,7 @@ from benchmark.tasks import get_task
 
 TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "value", "ci_low", "ci_high",
                  "n_images", "n_patients", "n_boot", "seeds", "seed_std", "delta_vs_ref", "delta_ci_low",
-                 "delta_ci_high", "p_value", "p_delong", "note"]
+                 "delta_ci_high", "p_value", "p_adjusted", "p_delong", "note"]
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
                   "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
                   "params_trainable", "peak_memory_bytes"]
@@ -49,8 +50,24 @@ def evaluation_units(frame: pd.DataFrame, task, breast_level: bool):
     return grouped["label"].max().to_numpy(int), scores.to_numpy(), grouped["patient_id"].first().to_numpy()
 
 
+def primary_rows(table: pd.DataFrame, primary: list[dict], controls: list[str] = ()) -> np.ndarray:
+    """Rows of the primary comparisons: a delta against the reference in a cell the config's
+    ``stats.primary`` names (protocol, fraction, metric, and optionally task), for every
+    model but the untrained ``controls``."""
+    chosen = np.zeros(len(table), bool)
+    fractions = pd.to_numeric(table["fraction"], errors="coerce")
+    for spec in primary:
+        match = (table["protocol"] == spec["protocol"]) & (table["metric"] == spec["metric"])
+        if spec.get("fraction") is not None:
+            match &= np.isclose(fractions, float(spec["fraction"]))
+        if spec.get("task"):
+            match &= (table["dataset"] + "/" + table["task"]) == spec["task"]
+        chosen |= match.to_numpy()
+    return chosen & table["delta_vs_ref"].notna().to_numpy() & ~table["model"].isin(list(controls)).to_numpy()
+
+
 def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
-                reference: str | None) -> pd.DataFrame:
+                reference: str | None, primary: list[dict] = (), controls: list[str] = ()) -> pd.DataFrame:
     if not prediction_files:
         raise BenchmarkError("table: no prediction files given")
     predictions = pd.concat([read_predictions(path) for path in prediction_files], ignore_index=True)
@@ -116,7 +133,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                    "seeds": " ".join(seeds),
                    "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
                    "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
-                   "p_delong": np.nan, "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
+                   "p_adjusted": np.nan, "p_delong": np.nan, "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
             ref = values.get((protocol, fraction, reference, metric)) if reference else None
             if ref is not None and model != reference:
                 delta_b = boot - np.mean(ref["boot"], axis=0)
@@ -128,8 +145,11 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                     row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1], unit_patients)[1]
             rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    family = primary_rows(table, primary, controls)  # one family: every primary comparison, Holm within it
+    table["p_adjusted"] = np.nan
+    table.loc[family, "p_adjusted"] = holm(table.loc[family, "p_value"].to_numpy(float))
     numeric = ["value", "ci_low", "ci_high", "seed_std", "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value",
-               "p_delong"]
+               "p_adjusted", "p_delong"]
     table[numeric] = table[numeric].astype(float).round(6)
     return table
 
@@ -149,12 +169,12 @@ def _degenerate_note(y: np.ndarray, value: float, n_classes: int, metric: str) -
 
 
 def write_tables(prediction_files: list[Path], ledger_files: list[Path], out: Path, budget_out: Path,
-                 stats: dict) -> None:
+                 stats: dict, controls: list[str] = ()) -> None:
     """The ``table`` command: table.csv with its wide .md, .tex and .html, and budget.csv."""
     from benchmark.wide_tables import to_html, to_latex, to_markdown
 
     table = build_table([Path(p) for p in prediction_files], stats["n_boot"], stats["seed"], stats["ci"],
-                        stats.get("reference_model"))
+                        stats.get("reference_model"), stats.get("primary", []), controls)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

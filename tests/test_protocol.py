@@ -133,6 +133,24 @@ def test_delong_and_wide_tables_on_a_two_model_table(tmp_path):
     assert set(table.metric) == {"auc", "bacc", "auc_breast"}  # no validation rows: no sens/spec
 
 
+def test_primary_comparisons_are_holm_adjusted_as_one_family(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    patients = [f"p{i}" for i in range(200)]
+    files = [_predictions(tmp_path, np.clip(strength * labels + rng.random(200), 0, 1), labels, patients,
+                          f"{model}.csv", model) for model, strength in (("ref", 0.5), ("b", 0.2), ("c", 0.45),
+                                                                         ("control", 0.0))]
+    table = build_table(files, 300, 0, 0.95, "ref", primary=[{"protocol": "zeroshot", "fraction": None,
+                                                                "metric": "auc"}], controls=["control"])
+    family = table[table.p_adjusted.notna()]
+    assert set(zip(family.model, family.metric)) == {("b", "auc"), ("c", "auc")}  # not the control, not bacc
+    p_values = family.set_index("model")["p_value"]
+    smaller, larger = p_values.idxmin(), p_values.idxmax()
+    adjusted = family.set_index("model")["p_adjusted"]
+    assert adjusted[smaller] == pytest.approx(min(1, 2 * p_values[smaller]), abs=1e-6)
+    assert adjusted[larger] == pytest.approx(max(adjusted[smaller], p_values[larger]), abs=1e-6)
+
+
 def test_sensitivity_and_specificity_use_the_validation_threshold_only(tmp_path):
     from benchmark.stats import youden_threshold
 

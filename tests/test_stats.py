@@ -162,3 +162,13 @@ def test_youden_ties_go_to_the_lowest_threshold():
     y = np.array([0, 0, 1, 0, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
     assert youden_threshold(y, scores) == 0.3
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    from benchmark.stats import holm
+
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.2])
+    adjusted = holm(p)
+    # m = 4: 0.01 * 4, max(0.03 * 3, 0.04), max(0.04 * 2, 0.09), max(0.2, 0.09)
+    np.testing.assert_allclose(adjusted, [0.04, 0.09, np.nan, 0.09, 0.2])
+    assert np.all(adjusted[~np.isnan(p)] >= p[~np.isnan(p)])
