@@ -202,6 +202,23 @@ def paired_p_value(delta_b: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below, above)))
 
 
+def replicate_counts(n_items: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, n) how often each of n replicates (pretraining seeds, or label draws) is drawn
+    when n are drawn with replacement, per resample; one replicate is always drawn once."""
+    if n_items == 1:
+        return np.ones((n_boot, 1))
+    return rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=n_boot).astype(float)
+
+
+def hierarchical_means(boot_rb: np.ndarray, seed_r: np.ndarray, draw_r: np.ndarray, seed_counts_bs: np.ndarray,
+                       draw_counts_bd: np.ndarray) -> np.ndarray:
+    """(B,) each resample's mean over replicates, a replicate (seed s, draw d) weighted by
+    how often s and d are drawn in that resample: seeds, draws and patients resampled
+    together (the patient resample is already inside ``boot_rb``)."""
+    weights_br = seed_counts_bs[:, seed_r] * draw_counts_bd[:, draw_r]
+    return (weights_br * boot_rb.T).sum(axis=1) / weights_br.sum(axis=1)
+
+
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (NaN ones are not in the family):
     the i-th smallest becomes max over j <= i of min(1, (m - j + 1) p_(j))."""

@@ -24,10 +24,12 @@ from benchmark.evaluate.predictions import read_predictions, score_columns, scor
 from benchmark.metrics import METRICS
 from benchmark.stats import (
     delong_paired,
+    hierarchical_means,
     holm,
     paired_p_value,
     patient_strata,
     percentile_ci,
+    replicate_counts,
     resample_matrix,
     youden_threshold,
 )
@@ -35,7 +37,8 @@ from benchmark.tasks import get_task
 
 TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "value", "ci_low", "ci_high",
                  "n_images", "n_patients", "n_boot", "seeds", "seed_std", "delta_vs_ref", "delta_ci_low",
-                 "delta_ci_high", "p_value", "p_adjusted", "p_delong", "note"]
+                 "delta_ci_high", "p_value", "method_ci_low", "method_ci_high", "method_delta_ci_low",
+                 "method_delta_ci_high", "method_p_value", "p_adjusted", "p_delong", "note"]
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
                   "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
                   "params_trainable", "peak_memory_bytes"]
@@ -64,6 +67,24 @@ def primary_rows(table: pd.DataFrame, primary: list[dict], controls: list[str] =
             match &= (table["dataset"] + "/" + table["task"]) == spec["task"]
         chosen |= match.to_numpy()
     return chosen & table["delta_vs_ref"].notna().to_numpy() & ~table["model"].isin(list(controls)).to_numpy()
+
+
+def add_method_level(values: dict, cells: dict, seed: int, task_key: str, n_boot: int) -> None:
+    """Each entry's ``method_boot``: its resamples with the pretraining seeds (independently
+    per model) and the label draws (the same for every model: a draw is the same patients)
+    resampled together with the patients (a hierarchical, paired bootstrap)."""
+    counts = {}
+    for (protocol, fraction, model, _), entry in sorted(values.items()):
+        replicates = sorted((int(s), int(d)) for (p, f, m, s, d) in cells if (p, f, m) == (protocol, fraction, model))
+        seeds, draws = sorted({s for s, _ in replicates}), sorted({d for _, d in replicates})
+        for kind, key, n in (("seeds", model, len(seeds)), ("draws", f"{protocol}/{fraction}", len(draws))):
+            if (kind, key, n) not in counts:
+                rng = np.random.default_rng([seed, zlib.crc32(f"{task_key}/{kind}/{key}/{n}".encode())])
+                counts[kind, key, n] = replicate_counts(n, n_boot, rng)
+        entry["method_boot"] = hierarchical_means(
+            np.array(entry["boot"]), np.array([seeds.index(s) for s, _ in replicates]),
+            np.array([draws.index(d) for _, d in replicates]), counts["seeds", model, len(seeds)],
+            counts["draws", f"{protocol}/{fraction}", len(draws)])
 
 
 def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
@@ -121,6 +142,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                 entry["full"].append(float(full[0]))
                 entry["boot"].append(boot)
                 entry["units"].append((y, scores, patient_n))
+        add_method_level(values, cells, seed, f"{dataset}/{task_name}", n_boot)
         for (protocol, fraction, model, metric), entry in sorted(values.items()):
             replicates = sorted((int(s), int(d)) for (p, f, m, s, d) in cells if (p, f, m) == (protocol, fraction, model))
             seeds = [f"{s}/{d}" if any(d for _, d in replicates) else str(s) for s, d in replicates]
@@ -133,13 +155,18 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                    "seeds": " ".join(seeds),
                    "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
                    "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
-                   "p_adjusted": np.nan, "p_delong": np.nan, "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
+                   "p_adjusted": np.nan, "p_delong": np.nan,
+                   **dict(zip(("method_ci_low", "method_ci_high"), percentile_ci(entry["method_boot"], level))),
+                   "method_delta_ci_low": np.nan, "method_delta_ci_high": np.nan, "method_p_value": np.nan, "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
             ref = values.get((protocol, fraction, reference, metric)) if reference else None
             if ref is not None and model != reference:
                 delta_b = boot - np.mean(ref["boot"], axis=0)
                 row["delta_vs_ref"] = value - float(np.mean(ref["full"]))
                 row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
                 row["p_value"] = paired_p_value(delta_b)
+                method_delta_b = entry["method_boot"] - ref["method_boot"]
+                row["method_delta_ci_low"], row["method_delta_ci_high"] = percentile_ci(method_delta_b, level)
+                row["method_p_value"] = paired_p_value(method_delta_b)
                 (y, scores, unit_patients), (y_ref, scores_ref, _) = entry["units"][0], ref["units"][0]
                 if metric.startswith("auc") and scores.shape[1] == 2 and (y == y_ref).all():
                     row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1], unit_patients)[1]
@@ -147,8 +174,9 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     family = primary_rows(table, primary, controls)  # one family: every primary comparison, Holm within it
     table["p_adjusted"] = np.nan
-    table.loc[family, "p_adjusted"] = holm(table.loc[family, "p_value"].to_numpy(float))
+    table.loc[family, "p_adjusted"] = holm(table.loc[family, "method_p_value"].to_numpy(float))
     numeric = ["value", "ci_low", "ci_high", "seed_std", "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value",
+               "method_ci_low", "method_ci_high", "method_delta_ci_low", "method_delta_ci_high", "method_p_value",
                "p_adjusted", "p_delong"]
     table[numeric] = table[numeric].astype(float).round(6)
     return table

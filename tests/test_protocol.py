@@ -151,6 +151,32 @@ def test_primary_comparisons_are_holm_adjusted_as_one_family(tmp_path):
     assert adjusted[larger] == pytest.approx(max(adjusted[smaller], p_values[larger]), abs=1e-6)
 
 
+def test_method_level_interval_adds_the_spread_of_seeds_and_draws(tmp_path):
+    """Two pretraining seeds that disagree: the conditional interval (seeds fixed) ignores
+    it, the method-level one (seeds, draws and patients resampled together) does not; with
+    one seed and one draw the two are the same."""
+    rng = np.random.default_rng(2)
+    n = 300
+    labels = rng.integers(0, 2, n)
+    patients = [f"p{i // 2}" for i in range(n)]
+    noise = rng.random((2, 3, n))
+    files = []
+    for s, strength in enumerate((0.1, 0.6)):  # seed 1 learned far more than seed 0
+        for d in range(3):
+            path = _predictions(tmp_path, np.clip(strength * labels + noise[s, d], 0, 1), labels, patients,
+                                f"m_{s}_{d}.csv", "m")
+            frame = pd.read_csv(path).assign(protocol="linear_probe", fraction="0.1", seed=s, draw=d)
+            frame.to_csv(path, index=False)
+            files.append(path)
+    single = _predictions(tmp_path, np.clip(0.3 * labels + noise[0, 0], 0, 1), labels, patients, "r.csv", "r")
+    table = build_table(files + [single], 400, 0, 0.95, None)
+    m = table[(table.model == "m") & (table.metric == "auc")].iloc[0]
+    assert m.seeds == "0/0 0/1 0/2 1/0 1/1 1/2" and m.seed_std > 0.1
+    assert m.method_ci_high - m.method_ci_low > 2 * (m.ci_high - m.ci_low)
+    r = table[(table.model == "r") & (table.metric == "auc")].iloc[0]
+    assert (r.method_ci_low, r.method_ci_high) == (r.ci_low, r.ci_high)
+
+
 def test_sensitivity_and_specificity_use_the_validation_threshold_only(tmp_path):
     from benchmark.stats import youden_threshold
 
