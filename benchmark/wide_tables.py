@@ -21,8 +21,26 @@ def _column_name(dataset: str, task: str, protocol: str, fraction: str) -> str:
     return f"{name} {float(fraction) * 100:g}%" if fraction not in ("", None) and pd.notna(fraction) else name
 
 
+def _cells(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(column name, that column's rows by model), columns in reading order."""
+    keys = sorted({(r.dataset, r.task, r.protocol, r.fraction) for r in rows.itertuples()},
+                  key=lambda k: (k[0], k[1], *cell_order(k[2], k[3])))
+    return [(_column_name(*k), rows[(rows.dataset == k[0]) & (rows.task == k[1]) & (rows.protocol == k[2])
+                                    & (rows.fraction == k[3])].set_index("model")) for k in keys]
+
+
+def _delta_text(r, digits: int) -> str:
+    """``+0.012 [-0.030, 0.051]`` (method level); * when that interval excludes 0, † when the
+    comparison is primary and its Holm-adjusted p-value is below 0.05."""
+    lo, hi = r.method_delta_ci_low, r.method_delta_ci_high
+    mark = "*" if (lo > 0 or hi < 0) else ""
+    mark += "†" if pd.notna(r.p_adjusted) and r.p_adjusted < 0.05 else ""
+    return f"{r.delta_vs_ref:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark}"
+
+
 def wide_blocks(table: pd.DataFrame, digits: int = 3) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """[(title, cells as text, bold mask)] per metric present, rows in table order of models."""
+    """[(title, cells as text, bold mask)] per metric present, rows in table order of models:
+    the values, then (where the table has a reference model) the differences from it."""
     table = table.assign(fraction=table["fraction"].fillna("").astype(str))
     models = list(dict.fromkeys(table["model"]))
     blocks = []
@@ -30,24 +48,31 @@ def wide_blocks(table: pd.DataFrame, digits: int = 3) -> list[tuple[str, pd.Data
         rows = table[table["metric"] == metric]
         if rows.empty:
             continue
-        keys = sorted({(r.dataset, r.task, r.protocol, r.fraction) for r in rows.itertuples()},
-                      key=lambda k: (k[0], k[1], *cell_order(k[2], k[3])))
-        text = pd.DataFrame("", index=models, columns=[_column_name(*k) for k in keys])
+        cells = _cells(rows)
+        text = pd.DataFrame("", index=models, columns=[name for name, _ in cells])
         bold = pd.DataFrame(False, index=models, columns=text.columns)
-        for key, column in zip(keys, text.columns):
-            cell = rows[(rows.dataset == key[0]) & (rows.task == key[1]) & (rows.protocol == key[2])
-                        & (rows.fraction == key[3])].set_index("model")
+        deltas = pd.DataFrame("", index=models, columns=text.columns)
+        for column, cell in cells:
             for model, r in cell.iterrows():
                 text.loc[model, column] = f"{r.value:.{digits}f} [{r.ci_low:.{digits}f}, {r.ci_high:.{digits}f}]"
+                if pd.notna(r.delta_vs_ref):
+                    deltas.loc[model, column] = _delta_text(r, digits)
+                elif cell["delta_vs_ref"].notna().any():
+                    deltas.loc[model, column] = "reference"
             if cell["value"].notna().any():
                 best = np.round(cell["value"], digits) == np.round(cell["value"].max(), digits)
                 bold.loc[best[best].index, column] = True
         blocks.append((title, text, bold))
+        if (deltas != "").any(axis=None):
+            blocks.append((f"{title}: difference from the reference, method level (* interval excludes 0, "
+                           "† primary comparison significant after Holm)", deltas,
+                           pd.DataFrame(False, index=models, columns=text.columns)))
     return blocks
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    parts = ["# Results\n", "value [95 % CI] from the patient bootstrap; best per column in bold.\n"]
+    parts = ["# Results\n", "value [95 % CI] from the patient bootstrap; best per column in bold. Each metric is\n"
+             "followed by the differences from the reference model with their method-level intervals.\n"]
     for title, text, bold in wide_blocks(table):
         parts.append(f"\n## {title}\n\n")
         parts.append("| model | " + " | ".join(text.columns) + " |\n")
@@ -59,7 +84,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def _tex_escape(s: str) -> str:
-    return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+    return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("†", r"$^\dagger$")
 
 
 def to_latex(table: pd.DataFrame) -> str:

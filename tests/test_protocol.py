@@ -129,7 +129,9 @@ def test_delong_and_wide_tables_on_a_two_model_table(tmp_path):
     md, tex = to_markdown(table), to_latex(table)
     best = table[(table.model == "a") & (table.metric == "auc")].iloc[0]
     assert f"**{best.value:.3f} [{best.ci_low:.3f}, {best.ci_high:.3f}]**" in md
-    assert f"\\textbf{{{best.value:.3f}" in tex and tex.count("\\begin{tabular}") == 3  # auc, bacc, auc_breast
+    assert f"\\textbf{{{best.value:.3f}" in tex and tex.count("\\begin{tabular}") == 6  # auc, bacc, auc_breast, deltas
+    assert f"{row.delta_vs_ref:+.3f} [{row.method_delta_ci_low:+.3f}, {row.method_delta_ci_high:+.3f}]*" in md
+    assert "| a | reference |" in md
     assert set(table.metric) == {"auc", "bacc", "auc_breast"}  # no validation rows: no sens/spec
 
 
