@@ -5,9 +5,9 @@ titles, labels, order and chance levels from here. docs/extending.md adds one.
 
 A metric's function sees one cell's evaluated units and a resampling matrix of patients:
 ``compute(y_n, scores_nk, counts_bp, patient_n) -> values_b`` (``counts_bp``: how often
-each patient is drawn in each resample; one all-ones row is the full set). A
-``thresholded`` metric also gets the threshold chosen on the validation split:
-``compute(y_n, score_n, threshold, counts_bp, patient_n)``.
+each patient is drawn in each resample; one all-ones row is the full set). A metric with
+a ``threshold`` rule gets the positive-class score and the threshold the rule chose on the
+validation split: ``compute(y_n, score_n, threshold, counts_bp, patient_n)``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmark.registry import Registry
-from benchmark.stats import clustered_auc, clustered_bacc, clustered_sens_spec
+from benchmark.stats import (
+    clustered_auc,
+    clustered_bacc,
+    clustered_pf1,
+    clustered_sens_spec,
+    specificity_threshold,
+    youden_threshold,
+)
 from benchmark.tasks import Task
 
 
@@ -26,18 +33,32 @@ class Metric:
     title: str  # block title in the wide tables (table.md, .tex, .html)
     label: str  # axis label in the figures
     compute: Callable  # see the module docstring
-    units: str = "image"  # "image", "breast" (the mean of a breast's views), or "task" (the task's own level)
-    thresholded: bool = False  # needs a threshold chosen on validation (two-class tasks only)
+    units: str = "image"  # "image", or "breast" (a breast's score is the mean of its views)
+    binary: bool = False  # two-class tasks only
+    image_tasks_only: bool = False  # not for tasks scored per breast (a breast-level twin is registered)
+    # Rule choosing the threshold on the validation split, (y_val, score_val) -> t; the metric
+    # is then computed at that threshold (two-class tasks).
+    threshold: Callable | None = None
+    # A two-class task also thresholds this metric on validation with this rule (bacc).
+    binary_threshold: Callable | None = None
     in_figures: bool = False  # drawn in the bar and label-efficiency figures
     chance: Callable[[Task], float] | None = None  # the value of a random scorer (a dotted line in figures)
 
     def applies(self, task: Task) -> bool:
         if self.units == "breast" and not task.breast_level:
             return False
-        return not (self.thresholded and task.n_classes != 2)
+        if self.image_tasks_only and task.breast_level:
+            return False
+        return not ((self.binary or self.threshold) and task.n_classes != 2)
 
     def breast_units(self, task: Task) -> bool:
-        return self.units == "breast" or (self.units == "task" and task.breast_level)
+        return self.units == "breast"
+
+    def threshold_rule(self, task: Task) -> Callable | None:
+        """The validation threshold rule this metric uses on ``task``, if any."""
+        if self.threshold is not None:
+            return self.threshold
+        return self.binary_threshold if task.n_classes == 2 else None
 
 
 METRICS: dict[str, Metric] = Registry("metric")
@@ -52,15 +73,38 @@ def _specificity(y_n, score_n, threshold, counts_bp, patient_n):
     return clustered_sens_spec(y_n, score_n, threshold, counts_bp, patient_n)[1]
 
 
+def _balanced_accuracy(y_n, scores, *rest):
+    """Argmax balanced accuracy, or for a two-class task with a validation threshold the mean
+    of sensitivity and specificity at it."""
+    if len(rest) == 3:  # (threshold, counts_bp, patient_n): thresholded on validation
+        threshold, counts_bp, patient_n = rest
+        sens, spec = clustered_sens_spec(y_n, scores, threshold, counts_bp, patient_n)
+        return (sens + spec) / 2
+    return clustered_bacc(y_n, scores, *rest)
+
+
+def _spec90(y_n, score_n):
+    return specificity_threshold(y_n, score_n, 0.9)
+
+
 # Registration order is the order of the wide tables' blocks.
 register_metric(Metric("auc", "AUC", "AUC", clustered_auc, in_figures=True, chance=lambda task: 0.5))
-register_metric(Metric("bacc", "Balanced accuracy", "balanced accuracy", clustered_bacc, in_figures=True,
-                       chance=lambda task: 1 / task.n_classes))
+register_metric(Metric("bacc", "Balanced accuracy", "balanced accuracy", _balanced_accuracy,
+                       binary_threshold=youden_threshold, in_figures=True, chance=lambda task: 1 / task.n_classes))
 register_metric(Metric("auc_breast", "AUC (breast level)", "AUC, breast level", clustered_auc, units="breast"))
-register_metric(Metric("sens", "Sensitivity (threshold chosen on validation)", "sensitivity", _sensitivity,
-                       units="task", thresholded=True))
-register_metric(Metric("spec", "Specificity (threshold chosen on validation)", "specificity", _specificity,
-                       units="task", thresholded=True))
+register_metric(Metric("pf1_breast", "Probabilistic F1 (breast level)", "pF1, breast level", clustered_pf1,
+                       units="breast", binary=True))
+for suffix, units, image_only in (("", "image", True), ("_breast", "breast", False)):
+    level = " (breast level)" if units == "breast" else ""
+    register_metric(Metric(f"sens{suffix}", f"Sensitivity{level}, Youden threshold chosen on validation",
+                           f"sensitivity{level}", _sensitivity, units=units, image_tasks_only=image_only,
+                           threshold=youden_threshold))
+    register_metric(Metric(f"spec{suffix}", f"Specificity{level}, Youden threshold chosen on validation",
+                           f"specificity{level}", _specificity, units=units, image_tasks_only=image_only,
+                           threshold=youden_threshold))
+    register_metric(Metric(f"sens_spec90{suffix}", f"Sensitivity{level} at 90 % specificity on validation",
+                           f"sensitivity at 90 % specificity{level}", _sensitivity, units=units,
+                           image_tasks_only=image_only, threshold=_spec90))
 
 
 def figure_metrics() -> list[Metric]:

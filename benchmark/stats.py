@@ -68,6 +68,36 @@ def youden_threshold(y_n: np.ndarray, score_n: np.ndarray) -> float:
     return float(candidates[int(np.argmax(youden_scaled))])  # argmax: the first (lowest) of equal maxima
 
 
+def specificity_threshold(y_n: np.ndarray, score_n: np.ndarray, specificity: float = 0.9) -> float:
+    """The lowest score threshold (predict positive at >= t) whose specificity on these
+    units is at least ``specificity``: the most sensitive operating point that keeps it.
+    Infinite (everything negative) when no observed score reaches it."""
+    positive = np.asarray(y_n) == 1
+    if positive.all() or not positive.any():
+        return float("nan")
+    candidates = np.append(np.unique(score_n), np.inf)
+    neg = np.sort(score_n[~positive])
+    spec = np.searchsorted(neg, candidates, side="left") / len(neg)  # share of negatives < t
+    return float(candidates[int(np.argmax(spec >= specificity))])
+
+
+def clustered_pf1(y_n: np.ndarray, score_n: np.ndarray, counts_bp: np.ndarray, patient_n: np.ndarray) -> np.ndarray:
+    """Probabilistic F1 (the RSNA Screening Mammography challenge's metric) in every
+    resample: with pTP = sum of positive units' probabilities and pFP the negatives',
+    pF1 = 2 pTP / (pTP + pFP + positives)."""
+    counts_pb = _counts_pb(counts_bp)
+    n_patients = counts_bp.shape[1]
+    score_n = np.asarray(score_n, np.float64)
+    y_n = np.asarray(y_n)
+    groups = np.zeros(len(y_n), int)
+    true_positive_b = _weighted(_patient_sums(patient_n, groups, score_n * (y_n == 1), n_patients, 1), counts_pb)[0]
+    all_scores_b = _weighted(_patient_sums(patient_n, groups, score_n, n_patients, 1), counts_pb)[0]
+    positives_b = _weighted(_patient_sums(patient_n, groups, (y_n == 1).astype(np.float64), n_patients, 1),
+                            counts_pb)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(positives_b > 0, 2 * true_positive_b / (all_scores_b + positives_b), np.nan)
+
+
 def clustered_sens_spec(y_n: np.ndarray, score_n: np.ndarray, threshold: float, counts_bp: np.ndarray,
                         patient_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sensitivity and specificity at a fixed threshold (chosen on validation) per resample."""

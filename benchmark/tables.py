@@ -31,7 +31,6 @@ from benchmark.stats import (
     percentile_ci,
     replicate_counts,
     resample_matrix,
-    youden_threshold,
 )
 from benchmark.tasks import get_task
 
@@ -122,18 +121,24 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
         everyone = np.ones((1, len(patients)))
         for key, cell in sorted(cells.items()):
             protocol, fraction, model, _, _ = key
-            threshold = None
+            thresholds = {}  # (rule, breast level) -> the threshold chosen on this cell's validation rows
             for metric in METRICS.values():
-                if not metric.applies(task) or (metric.thresholded and key not in val_cells):
+                rule = metric.threshold_rule(task)
+                if not metric.applies(task) or (metric.threshold and key not in val_cells):
                     continue
-                y, scores, unit_patients = evaluation_units(cell, task, metric.breast_units(task))
+                breast = metric.breast_units(task)
+                y, scores, unit_patients = evaluation_units(cell, task, breast)
                 patient_n = np.array([patient_pos[p] for p in unit_patients])
-                if metric.thresholded:  # thresholds from validation only
-                    if threshold is None:
-                        y_val, scores_val, _ = evaluation_units(val_cells[key], task, task.breast_level)
-                        threshold = youden_threshold(y_val, scores_val[:, 1])
+                if rule is not None and key in val_cells:  # thresholds from validation only
+                    if (rule, breast) not in thresholds:
+                        y_val, scores_val, _ = evaluation_units(val_cells[key], task, breast)
+                        thresholds[rule, breast] = rule(y_val, scores_val[:, 1])
+                    threshold = thresholds[rule, breast]
                     full = metric.compute(y, scores[:, 1], threshold, everyone, patient_n)
                     boot = metric.compute(y, scores[:, 1], threshold, resamples_bp, patient_n)
+                elif metric.binary and not metric.threshold:  # a probabilistic two-class metric
+                    full = metric.compute(y, scores[:, 1], everyone, patient_n)
+                    boot = metric.compute(y, scores[:, 1], resamples_bp, patient_n)
                 else:
                     full = metric.compute(y, scores, everyone, patient_n)
                     boot = metric.compute(y, scores, resamples_bp, patient_n)

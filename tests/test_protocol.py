@@ -129,10 +129,10 @@ def test_delong_and_wide_tables_on_a_two_model_table(tmp_path):
     md, tex = to_markdown(table), to_latex(table)
     best = table[(table.model == "a") & (table.metric == "auc")].iloc[0]
     assert f"**{best.value:.3f} [{best.ci_low:.3f}, {best.ci_high:.3f}]**" in md
-    assert f"\\textbf{{{best.value:.3f}" in tex and tex.count("\\begin{tabular}") == 6  # auc, bacc, auc_breast, deltas
+    assert f"\\textbf{{{best.value:.3f}" in tex and tex.count("\\begin{tabular}") == 8  # auc, bacc, auc_breast, pf1_breast; deltas
     assert f"{row.delta_vs_ref:+.3f} [{row.method_delta_ci_low:+.3f}, {row.method_delta_ci_high:+.3f}]*" in md
     assert "| a | reference |" in md
-    assert set(table.metric) == {"auc", "bacc", "auc_breast"}  # no validation rows: no sens/spec
+    assert set(table.metric) == {"auc", "bacc", "auc_breast", "pf1_breast"}  # no validation rows: no sens/spec
 
 
 def test_primary_comparisons_are_holm_adjusted_as_one_family(tmp_path):
@@ -180,7 +180,7 @@ def test_method_level_interval_adds_the_spread_of_seeds_and_draws(tmp_path):
 
 
 def test_sensitivity_and_specificity_use_the_validation_threshold_only(tmp_path):
-    from benchmark.stats import youden_threshold
+    from benchmark.stats import specificity_threshold, youden_threshold
 
     rng = np.random.default_rng(3)
     n = 400
@@ -200,8 +200,17 @@ def test_sensitivity_and_specificity_use_the_validation_threshold_only(tmp_path)
         threshold = youden_threshold(val["label"].to_numpy(), val["score_1"].to_numpy())
         predicted = test["score_1"].to_numpy() >= threshold
         positive = test["label"].to_numpy() == 1
-        assert table.loc["sens", "value"] == pytest.approx(predicted[positive].mean(), abs=1e-6)
-        assert table.loc["spec", "value"] == pytest.approx((~predicted[~positive]).mean(), abs=1e-6)
+        assert table.loc["sens_breast", "value"] == pytest.approx(predicted[positive].mean(), abs=1e-6)
+        assert table.loc["spec_breast", "value"] == pytest.approx((~predicted[~positive]).mean(), abs=1e-6)
+        # binary balanced accuracy at its own (image-level) validation threshold: here one image per breast
+        assert table.loc["bacc", "value"] == pytest.approx(
+            (predicted[positive].mean() + (~predicted[~positive]).mean()) / 2, abs=1e-6)
+        spec90 = specificity_threshold(val["label"].to_numpy(), val["score_1"].to_numpy(), 0.9)
+        at90 = test["score_1"].to_numpy() >= spec90
+        assert table.loc["sens_spec90_breast", "value"] == pytest.approx(at90[positive].mean(), abs=1e-6)
+        p_test = test["score_1"].to_numpy()
+        pf1 = 2 * p_test[positive].sum() / (p_test.sum() + positive.sum())
+        assert table.loc["pf1_breast", "value"] == pytest.approx(pf1, abs=1e-6)
         assert table.loc["auc", "n_images"] == 200  # validation rows never enter the test metrics
 
 

@@ -172,3 +172,14 @@ def test_holm_adjusts_step_down_and_keeps_order():
     # m = 4: 0.01 * 4, max(0.03 * 3, 0.04), max(0.04 * 2, 0.09), max(0.2, 0.09)
     np.testing.assert_allclose(adjusted, [0.04, 0.09, np.nan, 0.09, 0.2])
     assert np.all(adjusted[~np.isnan(p)] >= p[~np.isnan(p)])
+
+
+def test_specificity_threshold_is_the_most_sensitive_point_keeping_it():
+    from benchmark.stats import specificity_threshold
+
+    y = np.array([0] * 10 + [1] * 4)
+    scores = np.concatenate([np.arange(10) / 10, [0.35, 0.85, 0.95, 0.99]])
+    # negatives at 0.0 .. 0.9: below 0.85 are 9 of 10 (specificity 0.9), below 0.8 only 8
+    assert specificity_threshold(y, scores, 0.9) == 0.85
+    assert specificity_threshold(y, scores, 1.0) == 0.95  # above every negative
+    assert np.isnan(specificity_threshold(np.zeros(5), np.arange(5.0), 0.9))
