@@ -71,6 +71,24 @@ def test_permuting_test_labels_changes_no_choice_and_no_score(tmp_path):
         assert not np.array_equal(pa["label"].to_numpy(), pb["label"].to_numpy())
 
 
+def test_a_choice_on_the_grid_edge_is_recorded_and_warned(tmp_path, capsys):
+    from benchmark.evaluate.probe import grid_edge_warning
+
+    assert grid_edge_warning(1e-4, [1e-4, 1.0, 1e4]).startswith("chosen C 0.0001 is the smallest")
+    assert grid_edge_warning(1.0, [1e-4, 1.0, 1e4]) is None
+    _probe_inputs(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["linear_probe"]["C"] = [1e-6]  # a one-value grid is no sweep: no warning
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    outs = _run_probe(tmp_path, "one")
+    assert json.loads(outs[-1].with_suffix(".json").read_text())["chosen_at_grid_edge"] is False
+    config["linear_probe"]["C"] = [1e-7, 1e-6]  # two values: whichever wins is on an edge
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    outs = _run_probe(tmp_path, "two")
+    record = json.loads(outs[-1].with_suffix(".json").read_text())
+    assert record["chosen_at_grid_edge"] is True and "widen linear_probe.C" in capsys.readouterr().err
+
+
 def test_fraction_draws_are_nested_and_differ(tmp_path):
     _probe_inputs(tmp_path)
     split = pd.read_csv(tmp_path / "split.csv")

@@ -25,7 +25,10 @@ def _full_proba(clf: LogisticRegression, x: np.ndarray, n_classes: int) -> np.nd
 
 
 def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, Cs: list[float], max_iter: int, seed: int):
-    """Return (scaler, classifier, chosen C, validation table of every C)."""
+    """Return (scaler, classifier, chosen C, validation table of every C).
+
+    Every C is fitted from scratch: warm-starting along the path stops early at weak
+    regularisation and can change the choice (measured in ``benchmark/perf/probe.py``)."""
     if len(np.unique(y_train)) < 2:
         raise ValueError(f"the probe's training subset has a single class ({np.unique(y_train)})")
     scaler = StandardScaler().fit(x_train)
@@ -41,6 +44,15 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, Cs: list[float], m
                         "clf": clf})
     best = max(results, key=lambda r: (np.nan_to_num(r["val_auc"], nan=-1), r["val_bacc"], -r["C"]))
     return scaler, best["clf"], best["C"], [{k: v for k, v in r.items() if k != "clf"} for r in results]
+
+
+def grid_edge_warning(chosen: float, grid: list[float]) -> str | None:
+    """A warning when the chosen C is the smallest or the largest of the grid: the best value
+    may lie outside it, so the grid should be widened."""
+    if len(grid) > 1 and chosen in (min(grid), max(grid)):
+        side = "smallest" if chosen == min(grid) else "largest"
+        return f"chosen C {chosen:g} is the {side} of the grid {min(grid):g}..{max(grid):g}; widen linear_probe.C"
+    return None
 
 
 def predict_probe(scaler, clf, x: np.ndarray, n_classes: int) -> np.ndarray:

@@ -9,6 +9,7 @@ probe (``linear_probe``)::
     {"solver": "logistic" | "mama_sgd",
      "chosen_C": float            # logistic: the C chosen on validation
      | "chosen_epoch": int,       # mama_sgd: the epoch chosen on validation
+     "chosen_at_grid_edge": bool, # logistic: C is the grid's smallest or largest (a warning is printed)
      "train_images": int, "train_patients": int,   # the (fraction, draw) subset
      "sweep": [{"C" | "epoch": ..., "val_auc": float, "val_bacc": float}, ...]}
 
@@ -21,6 +22,7 @@ fine-tune::
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +94,13 @@ def run_zeroshot(config: dict, model, model_name: str, seed: int, task_key: str,
 def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest: Path, split: Path,
               features: Path, fractions: list[float], outs: list[str]) -> None:
     """A linear probe per (fraction, draw) on frozen features; C (or the epoch) chosen on validation."""
-    from benchmark.evaluate.probe import fit_probe, fit_sgd_probe, predict_probe, predict_sgd_probe
+    from benchmark.evaluate.probe import (
+        fit_probe,
+        fit_sgd_probe,
+        grid_edge_warning,
+        predict_probe,
+        predict_sgd_probe,
+    )
 
     cells = [(f, d) for f in fractions for d in fraction_draws(f, config["split"]["draws"])]
     if len(cells) != len(outs):
@@ -122,9 +130,13 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
         write_predictions(Path(out), pd.concat([val, test]), scores, task=task, protocol="linear_probe",
                           fraction=fraction, model=model_name, seed=seed, draw=draw)
         choice = "chosen_epoch" if probe_cfg["solver"] == "mama_sgd" else "chosen_C"
+        edge = grid_edge_warning(chosen, probe_cfg["C"]) if choice == "chosen_C" else None
+        if edge:
+            print(f"warning: probe {model_name} {task.key} fraction {fraction:g} draw {draw}: {edge}", file=sys.stderr)
         Path(out).with_suffix(".json").write_text(json.dumps(
-            {"solver": probe_cfg["solver"], choice: chosen, "train_images": len(train),
-             "train_patients": train["patient_id"].nunique(), "sweep": sweep}, indent=2) + "\n")
+            {"solver": probe_cfg["solver"], choice: chosen, "chosen_at_grid_edge": edge is not None,
+             "train_images": len(train), "train_patients": train["patient_id"].nunique(), "sweep": sweep},
+            indent=2) + "\n")
         print(f"probe {model_name} {task.key} @ {fraction:g} draw {draw}: {len(train)} training images, "
               f"{choice} {chosen}")
 
