@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
     add("finetune", cmd_finetune, "fine-tune encoder + linear head; predictions on validation and test", model,
         seed, task, manifest, split, checkpoint, (["--fraction"], {"type": float, "nargs": "+", **req}),
-        (["--out"], {"nargs": "+", **req, "help": "one predictions file per fraction"}))
+        (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
     add("table", cmd_table, "bootstrap statistics: predictions to table.csv (and budget.csv)",
         (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),
         (["--out"], {**req, "help": "table.csv to write (with .md, .tex, .html beside it)"}),

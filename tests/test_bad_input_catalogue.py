@@ -288,7 +288,10 @@ ERRORS = {
                                                      str(w / "out/f.npz")), "not a checkpoint"),
     "finetune: a fraction the split lacks": (
         lambda w: _eval(w, "finetune", "--task", "rsna/cancer", "--checkpoint", str(w / "nockpt"), "--fraction", "0.3",
-                        "--out", str(w / "out/ft.csv")), "no column frac_0.3"),
+                        "--out", *(str(w / f"out/ft{d}.csv") for d in range(3))), "no column frac_0.3"),
+    "finetune: outputs and fractions disagree": (
+        lambda w: _eval(w, "finetune", "--task", "rsna/cancer", "--checkpoint", str(w / "nockpt"), "--fraction", "0.1",
+                        "--out", str(w / "out/ft.csv")), "give one --out per (fraction, draw)"),
     "pretrain: an unknown model": (
         lambda w: ["pretrain", "--config", str(w / "config.yaml"), "--model", "nope", "--manifest",
                    str(w / "res/cache/rsna/manifest.csv"), "--split", str(w / "res/splits/rsna.csv"),

@@ -54,3 +54,26 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path):
     c = write_split(make_split(manifest, "birads", 1, RATIOS, FRACTIONS), tmp_path / "c.csv")
     assert a == b != c
     assert (tmp_path / "a.sha256").read_text().startswith(a)
+
+
+def test_validation_scales_with_the_fraction_nested_and_keeps_every_class():
+    from benchmark.data.split import validation_column, validation_patients
+
+    rng = np.random.default_rng(4)
+    manifest = _manifest(n_patients=2000)
+    manifest["density"] = rng.integers(1, 5, len(manifest))  # a second task, not the stratification column
+    split = make_split(manifest, "birads", seed=0, ratios=RATIOS, fractions=FRACTIONS, draws=3,
+                       class_columns=("birads", "density"))
+    val = split[split["split"] == "val"]
+    for draw in range(3):
+        small, large = (set(val.loc[val[validation_column(f, draw)] == 1, "patient_id"]) for f in (0.01, 0.1))
+        assert small <= large <= set(val["patient_id"])  # nested, inside validation
+        assert len(large) < 0.25 * len(val) and len(small) < len(large)
+        for column in ("birads", "density"):
+            classes = manifest[manifest["patient_id"].isin(small)][column].unique()
+            assert set(classes) == set(manifest[manifest["patient_id"].isin(val["patient_id"])][column].unique())
+    draws = [frozenset(val.loc[val[validation_column(0.1, d)] == 1, "patient_id"]) for d in range(3)]
+    assert len(set(draws)) == 3  # each draw its own subset
+    full = validation_patients(split, 0.1, 0, False, "split.csv")
+    assert full == set(val["patient_id"]) == validation_patients(split, 1.0, 0, True, "split.csv")
+    assert validation_patients(split, 0.1, 1, True, "split.csv") == draws[1]

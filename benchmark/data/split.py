@@ -37,10 +37,11 @@ def patient_strata(manifest: pd.DataFrame, column: str) -> pd.Series:
 
 
 def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[str, float],
-               fractions: list[float], draws: int = 1) -> pd.DataFrame:
+               fractions: list[float], draws: int = 1, class_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Patients to train/val/test per stratum; then, within the training patients, nested
     label fractions (each fraction's patients include the smaller fractions'), drawn
-    ``draws`` times with independent seeds for fractions below 1."""
+    ``draws`` times with independent seeds for fractions below 1; and for each such
+    (fraction, draw) a validation subset scaled the same way (``validation_columns``)."""
     if abs(sum(ratios.values()) - 1) > 1e-6:
         raise BenchmarkError(f"split.ratios must sum to 1, got {ratios}")
     if stratify not in manifest.columns:
@@ -72,7 +73,54 @@ def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[st
             for fraction in drawn:
                 take = max(1, math.ceil(fraction * len(order)))
                 table.loc[order[:take], fraction_column(fraction, draw)] = 1
+    validation_columns(table, manifest, seed, fractions, draws, class_columns)
     return table.sort_values(["split", "patient_id"]).reset_index(drop=True)
+
+
+def validation_column(fraction: float, draw: int = 0) -> str:
+    """Split-file column of the validation subset that goes with a label fraction's draw."""
+    return "val_" + fraction_column(fraction, draw)
+
+
+def validation_columns(table: pd.DataFrame, manifest: pd.DataFrame, seed: int, fractions: list[float], draws: int,
+                       class_columns: tuple[str, ...]) -> None:
+    """Validation subsets that scale with the label fraction (``split.validation: scaled``):
+    for each (fraction below 1, draw), the first ceil(f * n) validation patients of every
+    stratum in a seeded order (at least one; nested: a smaller fraction's subset is inside
+    a larger one's), plus, for every class a task has in the full validation split but not
+    in the subset, the first patient in that order who has it."""
+    labels = {c: pd.to_numeric(manifest[c], errors="coerce").groupby(manifest["patient_id"]).agg(set)
+              for c in class_columns if c in manifest.columns}
+    for draw in range(draws):
+        rng = np.random.default_rng([seed, 3, draw])
+        drawn = [f for f in fractions if f < 1 and draw in fraction_draws(f, draws)]
+        validation = table[table["split"] == "val"]
+        order = validation.index.to_numpy()[rng.permutation(len(validation))]
+        for fraction in drawn:
+            column = validation_column(fraction, draw)
+            table[column] = 0
+            for _, group in validation.loc[order].groupby("stratum", sort=True):
+                take = max(1, math.ceil(fraction * len(group)))
+                table.loc[group.index[:take], column] = 1
+            for by_patient in labels.values():
+                classes_of = table.loc[order, "patient_id"].map(by_patient)
+                missing = set().union(*classes_of) - set().union(*classes_of[table.loc[order, column] == 1])
+                for value in sorted(v for v in missing if v == v):  # NaN (no label) is not a class
+                    first = next(i for i in order if value in classes_of[i])
+                    table.loc[first, column] = 1
+
+
+def validation_patients(split: pd.DataFrame, fraction: float, draw: int, scaled: bool, path: Path) -> set:
+    """The validation patients of one (fraction, draw): the scaled subset, or all of them
+    (``split.validation: full``, and always at fraction 1)."""
+    validation = split["split"] == "val"
+    if not scaled or fraction >= 1:
+        return set(split.loc[validation, "patient_id"])
+    column = validation_column(fraction, draw)
+    if column not in split.columns:
+        raise BenchmarkError(f"{path}: no column {column} (a split file from before scaled validation: rerun the "
+                             "split step, or set split.validation: full)")
+    return set(split.loc[validation & (split[column] == 1), "patient_id"])
 
 
 def write_split(table: pd.DataFrame, path: Path) -> str:

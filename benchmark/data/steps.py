@@ -81,7 +81,7 @@ def run_split(dataset: str, split_cfg: dict, manifest_path: Path, out: Path) -> 
         raise BenchmarkError(f"split {dataset}: {manifest_path} has no image to split")
     stratify = split_cfg["stratify"].get(dataset) or DATASETS[dataset].tasks[0].column
     table = make_split(manifest, stratify, split_cfg["seed"], split_cfg["ratios"], split_cfg["fractions"],
-                       split_cfg["draws"])
+                       split_cfg["draws"], tuple(t.column for t in DATASETS[dataset].tasks))
     for line in check_split(table, manifest, list(DATASETS[dataset].tasks), dataset):
         print(f"warning: {line}", file=sys.stderr)
     digest = write_split(table, Path(out))

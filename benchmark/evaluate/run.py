@@ -11,11 +11,12 @@ probe (``linear_probe``)::
      | "chosen_epoch": int,       # mama_sgd: the epoch chosen on validation
      "chosen_at_grid_edge": bool, # logistic: C is the grid's smallest or largest (a warning is printed)
      "train_images": int, "train_patients": int,   # the (fraction, draw) subset
+     "val_images": int, "val_patients": int,       # its validation subset (split.validation)
      "sweep": [{"C" | "epoch": ..., "val_auc": float, "val_bacc": float}, ...]}
 
 fine-tune::
 
-    {"train_images": int, "steps_run": int, "best_step": int,
+    {"train_images": int, "val_images": int, "steps_run": int, "best_step": int,
      "history": [{"step": int, "val_auc": float, "val_bacc": float, ...}, ...]}
 """
 
@@ -30,7 +31,13 @@ import pandas as pd
 import torch
 
 from benchmark.checkpoint import load_checkpoint
-from benchmark.data.split import fraction_draws, fraction_patients, read_split, split_records
+from benchmark.data.split import (
+    fraction_draws,
+    fraction_patients,
+    read_split,
+    split_records,
+    validation_patients,
+)
 from benchmark.data.tables import read_manifest
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.device import evaluation_device
@@ -108,13 +115,17 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
                              f"split.draws {config['split']['draws']}")
     task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
     split_table = read_split(split)
-    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
-    x_val, x_test = load_features(features, val)[0], load_features(features, test)[0]
+    scaled = config["split"]["validation"] == "scaled"
+    test = records[records["split"] == "test"]
+    x_test = load_features(features, test)[0]
     probe_cfg = config["linear_probe"]
     for (fraction, draw), out in zip(cells, outs):
         in_fraction = fraction_patients(split_table, fraction, draw, split)
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+        val = records[(records["split"] == "val")
+                      & records["patient_id"].isin(validation_patients(split_table, fraction, draw, scaled, split))]
         x_train, y_train, y_val = load_features(features, train)[0], train["label"].to_numpy(), val["label"].to_numpy()
+        x_val = load_features(features, val)[0]
         try:
             if probe_cfg["solver"] == "mama_sgd":
                 scaler, clf, chosen, sweep = fit_sgd_probe(x_train, y_train, x_val, y_val, task.n_classes,
@@ -135,7 +146,8 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
             print(f"warning: probe {model_name} {task.key} fraction {fraction:g} draw {draw}: {edge}", file=sys.stderr)
         Path(out).with_suffix(".json").write_text(json.dumps(
             {"solver": probe_cfg["solver"], choice: chosen, "chosen_at_grid_edge": edge is not None,
-             "train_images": len(train), "train_patients": train["patient_id"].nunique(), "sweep": sweep},
+             "train_images": len(train), "train_patients": train["patient_id"].nunique(),
+             "val_images": len(val), "val_patients": val["patient_id"].nunique(), "sweep": sweep},
             indent=2) + "\n")
         print(f"probe {model_name} {task.key} @ {fraction:g} draw {draw}: {len(train)} training images, "
               f"{choice} {chosen}")
@@ -143,28 +155,34 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
 
 def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, task_key: str, manifest: Path,
                  split: Path, fractions: list[float], outs: list[str], threads: int) -> None:
-    """Encoder + linear head per label fraction (draw 0), best validation state."""
+    """Encoder + linear head per (label fraction, draw): the probe's draws, best validation state."""
     from benchmark.data.images import open_images
     from benchmark.evaluate.finetune import finetune, predict
 
-    if len(fractions) != len(outs):
-        raise BenchmarkError("finetune: give one --out per --fraction")
+    cells = [(f, d) for f in fractions for d in fraction_draws(f, config["split"]["draws"])]
+    if len(cells) != len(outs):
+        raise BenchmarkError(f"finetune: give one --out per (fraction, draw): {len(cells)} for {fractions} with "
+                             f"split.draws {config['split']['draws']}")
     torch.set_num_threads(threads)
     cfg = config["finetune"]
     task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
     split_table = read_split(split)
+    scaled = config["split"]["validation"] == "scaled"
     cache = Path(manifest).parent
-    val, test = records[records["split"] == "val"], records[records["split"] == "test"]
-    evaluated = pd.concat([val, test])
-    val_u8 = test_u8 = None
+    test = records[records["split"] == "test"]
+    test_u8 = None
     memory_gib = config["images"]["memory_gib"] / 3  # shared by the training, validation and test images
-    for fraction, out in zip(fractions, outs):
-        in_fraction = fraction_patients(split_table, fraction, 0, split)
+    for (fraction, draw), out in zip(cells, outs):
+        in_fraction = fraction_patients(split_table, fraction, draw, split)
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
+        val = records[(records["split"] == "val")
+                      & records["patient_id"].isin(validation_patients(split_table, fraction, draw, scaled, split))]
+        evaluated = pd.concat([val, test])
         model = load_checkpoint(Path(checkpoint)).to(evaluation_device())  # afresh for every fraction
         size = model.image_size
-        if val_u8 is None:  # the same images for every fraction: opened once
-            val_u8, test_u8 = (open_images(cache, part["png"].tolist(), size, memory_gib) for part in (val, test))
+        if test_u8 is None:  # the same test images for every fraction: opened once
+            test_u8 = open_images(cache, test["png"].tolist(), size, memory_gib)
+        val_u8 = open_images(cache, val["png"].tolist(), size, memory_gib)
         try:
             classifier, history = finetune(
                 model, open_images(cache, train["png"].tolist(), size, memory_gib), train["label"].to_numpy(),
@@ -172,12 +190,13 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
                 steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                 eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed)
         except ValueError as exc:
-            raise BenchmarkError(f"finetune {model_name} {task.key} fraction {fraction}: {exc}") from None
+            raise BenchmarkError(f"finetune {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
         scores = np.concatenate([predict(classifier, val_u8), predict(classifier, test_u8)])
         write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
-                          model=model_name, seed=seed)
+                          model=model_name, seed=seed, draw=draw)
         best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
         Path(out).with_suffix(".json").write_text(json.dumps(
-            {"train_images": len(train), "steps_run": history[-1]["step"], "best_step": best["step"],
-             "history": history}, indent=2) + "\n")
-        print(f"finetune {model_name} {task.key} @ {fraction:g}: {len(train)} images, best step {best['step']}")
+            {"train_images": len(train), "val_images": len(val), "steps_run": history[-1]["step"],
+             "best_step": best["step"], "history": history}, indent=2) + "\n")
+        print(f"finetune {model_name} {task.key} @ {fraction:g} draw {draw}: {len(train)} images, "
+              f"best step {best['step']}")

@@ -140,16 +140,19 @@ def zeroshot_files(task, model, seed):
 
 
 def finetune_files(task, model, seed, every_task=False, fractions=None):
-    """Fine-tune predictions per fraction (``fractions``: a subset of finetune.fractions);
-    ``every_task`` for the rule's output patterns."""
+    """Fine-tune predictions per (fraction, draw), fraction-major as the probe's
+    (``fractions``: a subset of finetune.fractions); ``every_task`` for the rule's output patterns."""
     if not config["finetune"]["enabled"]:
         return []
     if not every_task and task not in config["finetune"].get("tasks", TASKS):
         return []
+    from benchmark.data.split import fraction_draws
+
     return [
-        PROTOCOLS["finetune"].predictions(R, task, model, seed, f, draw=0)
+        PROTOCOLS["finetune"].predictions(R, task, model, seed, f, d)
         for f in config["finetune"]["fractions"]
         if fractions is None or f in fractions
+        for d in fraction_draws(f, DRAWS)
     ]
 
 

@@ -71,7 +71,7 @@ rule linear_probe:
         probe_files("{dataset}/{task}", "{model}", "{seed}"),
     params:
         fractions=" ".join(fraction_label(f) for f in FRACTIONS),
-        settings=config_hash(config["linear_probe"], config["split"]["draws"]),
+        settings=config_hash(config["linear_probe"], config["split"]["draws"], config["split"]["validation"]),
     log:
         f"{R}/logs/probe/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
     conda:
@@ -95,7 +95,7 @@ if config["finetune"]["enabled"]:
         params:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             fractions=" ".join(fraction_label(f) for f in config["finetune"]["fractions"]),
-            settings=config_hash(without("finetune", "threads"), config["split"]["draws"]),
+            settings=config_hash(without("finetune", "threads"), config["split"]["draws"], config["split"]["validation"]),
         threads: config["finetune"].get("threads", THREADS)
         log:
             f"{R}/logs/finetune/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",

@@ -8,7 +8,8 @@ rule split:
         split=f"{R}/splits/{{dataset}}.csv",
         sha=f"{R}/splits/{{dataset}}.sha256",
     params:
-        settings=lambda wc: config_hash(without("split", "stratify"), config["split"]["stratify"][wc.dataset]),
+        settings=lambda wc: config_hash(without("split", "stratify", "validation"),
+                                        config["split"]["stratify"].get(wc.dataset)),
     log:
         f"{R}/logs/split/{{dataset}}.log",
     conda:
