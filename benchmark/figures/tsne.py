@@ -42,7 +42,6 @@ def embed_2d(embeddings: np.ndarray, records: pd.DataFrame, tasks: list[str], ma
     return out
 
 
-@styled
 def run_tsne(config: dict, model_name: str, seed: int, dataset: str, manifest, split, features, out) -> None:
     """The ``tsne`` command: 2-D coordinates of the test-split embeddings, with task labels."""
     from pathlib import Path
@@ -64,6 +63,7 @@ def run_tsne(config: dict, model_name: str, seed: int, dataset: str, manifest, s
     print(f"tsne {model_name} {dataset}: {len(coordinates)} test images -> {out}")
 
 
+@styled
 def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[str]):
     """``coordinates``: {model: embed_2d output}; a row per task, a column per model."""
     models = list(coordinates)
