@@ -210,3 +210,21 @@ def test_draw_family_writes_the_declared_files(tmp_path):
     assert {p.name for p in written} == expected and all(p.stat().st_size > 1000 for p in written)
     with pytest.raises(ValueError, match="--inputs clip:embed"):
         draw.draw_family("tsne", tmp_path, models=["clip"], tasks=["embed/density"])
+
+
+def test_every_plot_function_draws_under_the_shared_style():
+    """Each figure module's plot_* function runs under style.RC (the @styled decorator)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import benchmark.figures
+
+    found = 0
+    for info in pkgutil.iter_modules(benchmark.figures.__path__):
+        module = importlib.import_module(f"benchmark.figures.{info.name}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith("plot_") and fn.__module__ == module.__name__:
+                found += 1
+                assert getattr(fn, "__wrapped__", None) is not None, f"{module.__name__}.{name} is not @styled"
+    assert found >= 5
