@@ -82,7 +82,7 @@ def cmd_probe(args, config):
     from benchmark.evaluate.run import run_probe
 
     run_probe(config, args.model, args.seed, args.task, Path(args.manifest), Path(args.split), Path(args.features),
-              args.fraction, args.out)
+              args.fraction, args.out, args.fixed_c_out)
 
 
 def cmd_finetune(args, config):
@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         checkpoint, features, (["--out"], {**req, "help": "predictions CSV to write"}))
     add("probe", cmd_probe, "linear-probe predictions on the validation and test splits", model, seed, task, manifest, split,
         features, (["--fraction"], {"type": float, "nargs": "+", **req}),
-        (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
+        (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}),
+        (["--fixed-c-out"], {"nargs": "*", "default": [], "help": "also write each cell at linear_probe.fixed_C, "
+                                                                   "one file per (fraction, draw)"}))
     add("finetune", cmd_finetune, "fine-tune encoder + linear head; predictions on validation and test", model,
         seed, task, manifest, split, checkpoint, (["--fraction"], {"type": float, "nargs": "+", **req}),
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))

@@ -39,6 +39,8 @@ register_protocol(Protocol("zeroshot_prefixed", "ZS-prefixed", "zero-shot, metad
                            False, "{task}/zeroshot_prefixed/{model}/seed{seed}.csv"))
 register_protocol(Protocol("linear_probe", "LP", "linear probe", "probe", True,
                            "{task}/linear_probe_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
+register_protocol(Protocol("linear_probe_fixed_c", "LP-fixed-C", "linear probe, fixed C (no validation choice)",
+                           "probe\nfixed C", True, "{task}/linear_probe_fixed_c_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
 register_protocol(Protocol("finetune", "FT", "full fine-tune", "fine-tune", True,
                            "{task}/finetune_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
 

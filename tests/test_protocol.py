@@ -89,6 +89,27 @@ def test_a_choice_on_the_grid_edge_is_recorded_and_warned(tmp_path, capsys):
     assert record["chosen_at_grid_edge"] is True and "widen linear_probe.C" in capsys.readouterr().err
 
 
+def test_the_fixed_c_row_fits_the_configured_c_without_a_validation_choice(tmp_path):
+    _probe_inputs(tmp_path)
+    cells = [(0.1, 0), (0.1, 1), (0.1, 2), (1.0, 0)]
+    chosen = [tmp_path / "c" / f"{f}-{d}.csv" for f, d in cells]
+    fixed = [tmp_path / "f" / f"{f}-{d}.csv" for f, d in cells]
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["linear_probe"].update(C=[1e-3, 1e-2, 1e-1, 1.0], fixed_C=1e-3)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    main(["probe", "--config", str(tmp_path / "config.yaml"), "--model", "m", "--seed", "0", "--task",
+          "embed/density", "--manifest", str(tmp_path / "manifest.csv"), "--split", str(tmp_path / "split.csv"),
+          "--features", str(tmp_path / "features.npz"), "--fraction", "0.1", "1.0", "--out", *map(str, chosen),
+          "--fixed-c-out", *map(str, fixed)])
+    for c, f in zip(chosen, fixed):
+        record = json.loads(c.with_suffix(".json").read_text())
+        at_fixed = read_predictions(f)
+        assert set(at_fixed.protocol) == {"linear_probe_fixed_c"}
+        same_c = record["chosen_C"] == 1e-3
+        scores_equal = np.allclose(read_predictions(c).filter(like="score_"), at_fixed.filter(like="score_"))
+        assert scores_equal == same_c  # the fixed row equals the chosen one exactly when validation chose that C
+
+
 def test_fraction_draws_are_nested_and_differ(tmp_path):
     _probe_inputs(tmp_path)
     split = pd.read_csv(tmp_path / "split.csv")

@@ -49,14 +49,16 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
         for model in MODELS:
             rows = table[(table.dataset == dataset) & (table.task == task) & (table.model == model)]
             cells = set(zip(rows.protocol, rows.fraction.fillna("")))
-            expected = {("zeroshot", ""), ("linear_probe", "0.01"), ("linear_probe", "0.1"), ("linear_probe", "1")}
+            expected = {("zeroshot", "")} | {(protocol, f) for protocol in ("linear_probe", "linear_probe_fixed_c")
+                                              for f in ("0.01", "0.1", "1")}
             expected |= {("zeroshot_prefixed", "")} if dataset == "embed" else set()  # MaMA's metadata prompts
             expected |= {("finetune", "1")} if task == "density" else set()  # ci.yaml fine-tunes density only
             assert cells == expected, (dataset, task, model)
             metrics = set(rows.metric)
             assert {"bacc", "auc"} <= metrics and (("auc_breast" in metrics) == (dataset == "rsna"))
             # binary, per breast: thresholds from validation, and the challenge's pF1
-            assert ({"sens_breast", "spec_breast", "sens_spec90_breast", "pf1_breast"} <= metrics) == (dataset == "rsna")
+            per_breast = {"sens_breast", "spec_breast", "sens_spec90_breast", "pf1_breast"}
+            assert (per_breast <= metrics) == (dataset == "rsna")
             small = rows[(rows.protocol == "linear_probe") & (rows.fraction != "1")]
             assert (small.seeds == "0/0 0/1 0/2").all() and small.seed_std.notna().all()  # three patient draws
     assert (table.ci_low <= table.value + 1e-9).all() and (table.value <= table.ci_high + 1e-9).all()

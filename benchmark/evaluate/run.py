@@ -99,8 +99,10 @@ def run_zeroshot(config: dict, model, model_name: str, seed: int, task_key: str,
 
 
 def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest: Path, split: Path,
-              features: Path, fractions: list[float], outs: list[str]) -> None:
-    """A linear probe per (fraction, draw) on frozen features; C (or the epoch) chosen on validation."""
+              features: Path, fractions: list[float], outs: list[str], fixed_c_outs: list[str] = ()) -> None:
+    """A linear probe per (fraction, draw) on frozen features; C (or the epoch) chosen on
+    validation. With ``fixed_c_outs`` (one per cell) each cell is also fitted at
+    ``linear_probe.fixed_C`` without any validation choice (protocol ``linear_probe_fixed_c``)."""
     from benchmark.evaluate.probe import (
         fit_probe,
         fit_sgd_probe,
@@ -110,22 +112,34 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
     )
 
     cells = [(f, d) for f in fractions for d in fraction_draws(f, config["split"]["draws"])]
-    if len(cells) != len(outs):
-        raise BenchmarkError(f"probe: give one --out per (fraction, draw): {len(cells)} for {fractions} with "
-                             f"split.draws {config['split']['draws']}")
+    if len(cells) != len(outs) or (fixed_c_outs and len(fixed_c_outs) != len(cells)):
+        raise BenchmarkError(f"probe: give one --out (and one --fixed-c-out) per (fraction, draw): {len(cells)} for "
+                             f"{fractions} with split.draws {config['split']['draws']}")
+    if fixed_c_outs and not config["linear_probe"].get("fixed_C"):
+        raise BenchmarkError("probe: --fixed-c-out given, but linear_probe.fixed_C is not set")
     task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
     split_table = read_split(split)
     scaled = config["split"]["validation"] == "scaled"
     test = records[records["split"] == "test"]
     x_test = load_features(features, test)[0]
     probe_cfg = config["linear_probe"]
-    for (fraction, draw), out in zip(cells, outs):
+    for k, ((fraction, draw), out) in enumerate(zip(cells, outs)):
         in_fraction = fraction_patients(split_table, fraction, draw, split)
         train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
         val = records[(records["split"] == "val")
                       & records["patient_id"].isin(validation_patients(split_table, fraction, draw, scaled, split))]
         x_train, y_train, y_val = load_features(features, train)[0], train["label"].to_numpy(), val["label"].to_numpy()
         x_val = load_features(features, val)[0]
+        if fixed_c_outs:  # the sensitivity row: one C, no validation choice
+            try:
+                scaler, clf, _, _ = fit_probe(x_train, y_train, x_val, y_val, task.n_classes,
+                                              [probe_cfg["fixed_C"]], probe_cfg["max_iter"], seed)
+            except ValueError as exc:
+                raise BenchmarkError(f"probe {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
+            write_predictions(Path(fixed_c_outs[k]), pd.concat([val, test]),
+                              predict_probe(scaler, clf, np.concatenate([x_val, x_test]), task.n_classes), task=task,
+                              protocol="linear_probe_fixed_c", fraction=fraction, model=model_name, seed=seed,
+                              draw=draw)
         try:
             if probe_cfg["solver"] == "mama_sgd":
                 scaler, clf, chosen, sweep = fit_sgd_probe(x_train, y_train, x_val, y_val, task.n_classes,

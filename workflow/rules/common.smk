@@ -156,13 +156,16 @@ def finetune_files(task, model, seed, every_task=False, fractions=None):
     ]
 
 
-def probe_files(task, model, seed, fractions=None):
+def probe_files(task, model, seed, fractions=None, protocol="linear_probe"):
     """One predictions file per (fraction, draw), fraction-major (the probe command's order);
-    ``fractions``: a subset of split.fractions."""
+    ``fractions``: a subset of split.fractions; ``protocol``: linear_probe, or
+    linear_probe_fixed_c (the same cells at linear_probe.fixed_C; none when it is null)."""
     from benchmark.data.split import fraction_draws
 
+    if protocol == "linear_probe_fixed_c" and not config["linear_probe"].get("fixed_C"):
+        return []
     return [
-        PROTOCOLS["linear_probe"].predictions(R, task, model, seed, f, d)
+        PROTOCOLS[protocol].predictions(R, task, model, seed, f, d)
         for f in FRACTIONS
         if fractions is None or f in fractions
         for d in fraction_draws(f, DRAWS)
@@ -176,5 +179,6 @@ def prediction_files():
             for seed in SEEDS:
                 files += zeroshot_files(task, model, seed)
                 files += probe_files(task, model, seed)
+                files += probe_files(task, model, seed, protocol="linear_probe_fixed_c")
                 files += finetune_files(task, model, seed)
     return files

@@ -68,9 +68,12 @@ rule linear_probe:
         manifest=lambda wc: manifest(wc.dataset),
         split=lambda wc: split_file(wc.dataset),
     output:
-        probe_files("{dataset}/{task}", "{model}", "{seed}"),
+        chosen=probe_files("{dataset}/{task}", "{model}", "{seed}"),
+        fixed_c=probe_files("{dataset}/{task}", "{model}", "{seed}", protocol="linear_probe_fixed_c"),
     params:
         fractions=" ".join(fraction_label(f) for f in FRACTIONS),
+        fixed_c=lambda wc, output: f"--fixed-c-out {' '.join(shlex.quote(p) for p in output.fixed_c)}"
+        if output.fixed_c else "",
         settings=config_hash(config["linear_probe"], config["split"]["draws"], config["split"]["validation"]),
     log:
         f"{R}/logs/probe/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
@@ -79,7 +82,8 @@ rule linear_probe:
     shell:
         "{BENCH} probe --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
         "--task {wildcards.dataset}/{wildcards.task} --manifest {input.manifest:q} --split {input.split:q} "
-        "--features {input.features:q} --fraction {params.fractions} --out {output:q} 2> {log:q}"
+        "--features {input.features:q} --fraction {params.fractions} --out {output.chosen:q} {params.fixed_c} "
+        "2> {log:q}"
 
 
 # Full fine-tune (finetune.enabled): one job per (task, model, seed) writes every fraction.
