@@ -21,6 +21,7 @@ class Protocol:
     # Predictions file under <results>/predictions/, formatted with task, model, seed, and
     # for fraction protocols fraction (as %g) and draw.
     output: str
+    in_figures: bool = True  # drawn in the bar and label-efficiency figures (sensitivity rows are not)
 
     def predictions(self, results: str, task: str, model: str, seed, fraction=None, draw: int = 0) -> str:
         return f"{results}/predictions/" + self.output.format(task=task, model=model, seed=seed,
@@ -40,7 +41,8 @@ register_protocol(Protocol("zeroshot_prefixed", "ZS-prefixed", "zero-shot, metad
 register_protocol(Protocol("linear_probe", "LP", "linear probe", "probe", True,
                            "{task}/linear_probe_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
 register_protocol(Protocol("linear_probe_fixed_c", "LP-fixed-C", "linear probe, fixed C (no validation choice)",
-                           "probe\nfixed C", True, "{task}/linear_probe_fixed_c_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
+                           "probe\nfixed C", True, "{task}/linear_probe_fixed_c_{fraction}/{model}/seed{seed}-draw{draw}.csv",
+                           in_figures=False))
 register_protocol(Protocol("finetune", "FT", "full fine-tune", "fine-tune", True,
                            "{task}/finetune_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
 

@@ -36,7 +36,9 @@ def cell_label(protocol: str, fraction: str) -> str:
 def plot_bars(table: pd.DataFrame, task_key: str, models: list[str]):
     dataset, task = task_key.split("/")
     metrics = [m.name for m in figure_metrics()]
-    rows = table[(table.dataset == dataset) & (table.task == task) & table.metric.isin(metrics)].copy()
+    drawn = [p.name for p in PROTOCOLS.values() if p.in_figures]
+    rows = table[(table.dataset == dataset) & (table.task == task) & table.metric.isin(metrics)
+                 & table.protocol.isin(drawn)].copy()
     if rows.empty:
         raise ValueError(f"table has no rows for {task_key}")
     rows["fraction"] = rows["fraction"].fillna("").astype(str)

@@ -24,7 +24,7 @@ from benchmark.protocols import PROTOCOLS as REGISTERED_PROTOCOLS
 @styled
 def plot_label_efficiency(table: pd.DataFrame, task_key: str, models: list[str]):
     dataset, task = task_key.split("/")
-    fraction_protocols = [p.name for p in REGISTERED_PROTOCOLS.values() if p.fraction]
+    fraction_protocols = [p.name for p in REGISTERED_PROTOCOLS.values() if p.fraction and p.in_figures]
     metrics = [m.name for m in figure_metrics()]
     rows = table[(table.dataset == dataset) & (table.task == task) & table.protocol.isin(fraction_protocols)
                  & table.metric.isin(metrics)].copy()
