@@ -80,6 +80,12 @@ def check_models(config: dict) -> None:
             raise BenchmarkError(f"config: models.{name}.overrides: {', '.join(unknown)} not in the "
                                  f"{entry['preset']} preset (keys: {', '.join(sorted(preset))})")
         check_override_types(entry.get("overrides", {}), preset, f"config: models.{name}.overrides")
+        if "train" in preset:  # the merged training settings, typed (benchmark/presets.py)
+            from benchmark.presets import TrainSettings
+            from benchmark.registry import merge_settings
+
+            TrainSettings.from_preset(merge_settings(preset, entry.get("overrides", {}))["train"],
+                                      f"config: models.{name} ({entry['method']}/{entry['preset']}) train")
 
 
 def _kind(value) -> str:

@@ -42,6 +42,7 @@ from benchmark.distributed import (
     sum_over_ranks,
 )
 from benchmark.errors import BenchmarkError
+from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
 from models.gather import Gather, set_gather
@@ -267,12 +268,11 @@ def _start(seed: int, threads: int, options: RunOptions) -> tuple[torch.device, 
     return device, ranks
 
 
-def build_optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     """The preset's optimizer (AdamW by default) over the parameter groups of its decay rule."""
-    groups = parameter_groups(model, settings["weight_decay"], settings.get("no_weight_decay", "1d"))
-    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.get("optimizer", "adamw")]
-    return optimizer_class(groups, lr=settings["lr"], betas=tuple(settings.get("betas", (0.9, 0.98))),
-                           eps=settings.get("eps", 1e-8))
+    groups = parameter_groups(model, settings.weight_decay, settings.no_weight_decay)
+    optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.optimizer]
+    return optimizer_class(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps)
 
 
 def new_state(fingerprint: dict) -> dict:
@@ -298,20 +298,20 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         raise BenchmarkError("pretrain: no training image has a caption")
 
     # The budget: samples seen (whole global batches), or device time.
-    settings = model.train_settings
-    batch_size = global_batch_size(settings["batch_size"], max(len(records), ranks.world * options.grad_accum),
+    settings = TrainSettings.from_preset(model.train_settings, f"pretrain: {method}/{preset} train")
+    batch_size = global_batch_size(settings.batch_size, max(len(records), ranks.world * options.grad_accum),
                                    ranks.world, options.grad_accum)
     total_steps = math.ceil(options.samples_seen / batch_size) if options.samples_seen else 0
     budget_seconds = (options.device_hours or 0) * 3600
-    warmup_fraction = settings.get("warmup_fraction", 0.1)
+    warmup_fraction = settings.warmup_fraction
     if total_steps:
         schedule = partial(lr_for_steps, total_steps=total_steps, warmup_steps=max(1, int(warmup_fraction * total_steps)),
-                           base_lr=settings["lr"])
+                           base_lr=settings.lr)
     else:
-        schedule = partial(lr_for_time, warmup_fraction=warmup_fraction, base_lr=settings["lr"])
+        schedule = partial(lr_for_time, warmup_fraction=warmup_fraction, base_lr=settings.lr)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, settings)
-    grad_clip_norm = settings.get("grad_clip_norm")
+    grad_clip_norm = settings.grad_clip_norm
 
     # Resume a state of the very same run (same fingerprint), or start over.
     fingerprint = {"method": method, "preset": preset, "seed": seed, "samples_seen": options.samples_seen,

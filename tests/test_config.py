@@ -82,3 +82,32 @@ def test_missing_paper_weights_name_the_path(tmp_path):
         build_model("medclip", "paper", weights={"text": "weights/nowhere"})
     with pytest.raises(BenchmarkError, match=r"nowhere.safetensors not found"):
         build_model("convirt", "paper", weights={"image": str(tmp_path / "nowhere.safetensors")})
+
+
+def test_every_preset_has_typed_training_settings():
+    from benchmark.presets import TrainSettings
+    from benchmark.registry import available_models, model_class
+
+    for name in available_models():
+        for preset, values in model_class(name).presets.items():
+            settings = TrainSettings.from_preset(values["train"], f"{name}/{preset}")
+            assert settings.batch_size >= 1 and settings.optimizer in ("adamw", "adam")
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"lr_peak": 1e-3}, "lr_peak not a training setting"),  # misspelt: the preset does not have it either
+    ({"grad_clip_norm": -1.0}, "grad_clip_norm: -1.0 is not a positive number or null"),
+    ({"optimizer": "sgd"}, "optimizer: 'sgd' is not 'adamw' or 'adam'"),
+    ({"betas": [0.9]}, "betas: [0.9] is not two numbers"),
+])
+def test_training_overrides_are_checked_against_the_typed_settings(tmp_path, train, message):
+    config = _ci_config(tmp_path)
+    config["models"]["clip"]["overrides"] = {"train": train}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(BenchmarkError, match=r"models\.clip \(clip/tiny\) train"):
+        try:
+            load_config(path)
+        except BenchmarkError as exc:
+            assert message in str(exc), str(exc)
+            raise

@@ -1,0 +1,74 @@
+"""Typed settings shared by every method's presets (in the spirit of open_clip's
+``CLIPVisionCfg``: a dataclass, a comment per field). A preset's ``train`` entry is read
+into ``TrainSettings`` when a config is checked (with its ``overrides`` merged in) and
+again by the trainer, so a misspelt or mistyped setting stops before any job with one line.
+The augmentations have their own typed settings, ``benchmark.data.images.Augment``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from benchmark.errors import BenchmarkError
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int  # global batch (capped by the data; a multiple of processes x grad_accum)
+    lr: float  # peak learning rate, reached after the linear warm-up
+    weight_decay: float  # decoupled (AdamW) or L2 (Adam) decay of the parameters the rule below keeps
+    warmup_fraction: float = 0.1  # share of the budget spent warming up linearly, then cosine to zero
+    betas: tuple[float, float] = (0.9, 0.98)  # Adam's moment decay rates
+    eps: float = 1e-8  # Adam's epsilon
+    optimizer: str = "adamw"  # "adamw" or "adam"
+    # Parameters without weight decay: "1d" (biases and norms), "none" (decay on every
+    # parameter, as the official MaMA and MGCA code), or a list of parameter-name parts.
+    no_weight_decay: str | list[str] = "1d"
+    grad_clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
+
+    @classmethod
+    def from_preset(cls, train: dict, where: str) -> TrainSettings:
+        """Read a preset's ``train`` mapping; unknown or mistyped keys are one line naming ``where``."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(train) - set(fields))
+        if unknown:
+            raise BenchmarkError(f"{where}: {', '.join(unknown)} not a training setting (settings: "
+                                 f"{', '.join(fields)})")
+        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in train]
+        if missing:
+            raise BenchmarkError(f"{where}: missing {', '.join(missing)}")
+        for name, value in train.items():
+            if not _fits(name, value):
+                raise BenchmarkError(f"{where}.{name}: {value!r} is not {_EXPECTED[name]}")
+        values = dict(train)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+_EXPECTED = {
+    "batch_size": "a whole number of at least 1", "lr": "a positive number", "weight_decay": "a number >= 0",
+    "warmup_fraction": "a number in [0, 1)", "betas": "two numbers in [0, 1)", "eps": "a positive number",
+    "optimizer": "'adamw' or 'adam'", "no_weight_decay": "'1d', 'none' or a list of names",
+    "grad_clip_norm": "a positive number or null",
+}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fits(name: str, value) -> bool:
+    checks = {
+        "batch_size": lambda v: _number(v) and v == int(v) and v >= 1,
+        "lr": lambda v: _number(v) and v > 0,
+        "weight_decay": lambda v: _number(v) and v >= 0,
+        "warmup_fraction": lambda v: _number(v) and 0 <= v < 1,
+        "betas": lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+        "eps": lambda v: _number(v) and v > 0,
+        "optimizer": lambda v: v in ("adamw", "adam"),
+        "no_weight_decay": lambda v: v in ("1d", "none") or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
+        "grad_clip_norm": lambda v: v is None or (_number(v) and v > 0),
+    }
+    return checks[name](value)
