@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from benchmark.registry import Registry
 from benchmark.stats import (
     clustered_auc,
@@ -78,8 +80,9 @@ def _balanced_accuracy(y_n, scores, *rest):
     of sensitivity and specificity at it."""
     if len(rest) == 3:  # (threshold, counts_bp, patient_n): thresholded on validation
         threshold, counts_bp, patient_n = rest
-        sens, spec = clustered_sens_spec(y_n, scores, threshold, counts_bp, patient_n)
-        return (sens + spec) / 2
+        recalls_2b = np.stack(clustered_sens_spec(y_n, scores, threshold, counts_bp, patient_n))
+        present_b = np.isfinite(recalls_2b).sum(axis=0)  # the mean recall of the classes present, as argmax bacc
+        return np.where(present_b > 0, np.nansum(recalls_2b, axis=0) / np.maximum(present_b, 1), np.nan)
     return clustered_bacc(y_n, scores, *rest)
 
 

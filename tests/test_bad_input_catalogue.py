@@ -283,7 +283,7 @@ ERRORS = {
                                "unknown task 'rsna/foo'"),
     "probe: outputs and fractions disagree": (
         lambda w: _eval(w, "probe", "--task", "rsna/cancer", "--features", str(w / "no.npz"), "--fraction", "1.0",
-                        "0.1", "--out", str(w / "out/p.csv")), "give one --out per (fraction, draw)"),
+                        "0.1", "--out", str(w / "out/p.csv")), "per (fraction, draw): 4 for [1.0, 0.1]"),
     "features: checkpoint missing": (lambda w: _eval(w, "features", "--checkpoint", str(w / "nockpt"), "--out",
                                                      str(w / "out/f.npz")), "not a checkpoint"),
     "finetune: a fraction the split lacks": (
