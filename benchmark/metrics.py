@@ -53,9 +53,6 @@ class Metric:
             return False
         return not ((self.binary or self.threshold) and task.n_classes != 2)
 
-    def breast_units(self, task: Task) -> bool:
-        return self.units == "breast"
-
     def threshold_rule(self, task: Task) -> Callable | None:
         """The validation threshold rule this metric uses on ``task``, if any."""
         if self.threshold is not None:

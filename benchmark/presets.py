@@ -39,36 +39,30 @@ class TrainSettings:
         if missing:
             raise BenchmarkError(f"{where}: missing {', '.join(missing)}")
         for name, value in train.items():
-            if not _fits(name, value):
-                raise BenchmarkError(f"{where}.{name}: {value!r} is not {_EXPECTED[name]}")
+            fits, expected = _CHECKS[name]
+            if not fits(value):
+                raise BenchmarkError(f"{where}.{name}: {value!r} is not {expected}")
         values = dict(train)
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
 
 
-_EXPECTED = {
-    "batch_size": "a whole number of at least 1", "lr": "a positive number", "weight_decay": "a number >= 0",
-    "warmup_fraction": "a number in [0, 1)", "betas": "two numbers in [0, 1)", "eps": "a positive number",
-    "optimizer": "'adamw' or 'adam'", "no_weight_decay": "'1d', 'none' or a list of names",
-    "grad_clip_norm": "a positive number or null",
-}
-
-
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fits(name: str, value) -> bool:
-    checks = {
-        "batch_size": lambda v: _number(v) and v == int(v) and v >= 1,
-        "lr": lambda v: _number(v) and v > 0,
-        "weight_decay": lambda v: _number(v) and v >= 0,
-        "warmup_fraction": lambda v: _number(v) and 0 <= v < 1,
-        "betas": lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
-        "eps": lambda v: _number(v) and v > 0,
-        "optimizer": lambda v: v in ("adamw", "adam"),
-        "no_weight_decay": lambda v: v in ("1d", "none") or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
-        "grad_clip_norm": lambda v: v is None or (_number(v) and v > 0),
-    }
-    return checks[name](value)
+# field: (check, what the check wants, in words)
+_CHECKS = {
+    "batch_size": (lambda v: _number(v) and v == int(v) and v >= 1, "a whole number of at least 1"),
+    "lr": (lambda v: _number(v) and v > 0, "a positive number"),
+    "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "warmup_fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+              "two numbers in [0, 1)"),
+    "eps": (lambda v: _number(v) and v > 0, "a positive number"),
+    "optimizer": (lambda v: v in ("adamw", "adam"), "'adamw' or 'adam'"),
+    "no_weight_decay": (lambda v: v in ("1d", "none") or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
+                        "'1d', 'none' or a list of names"),
+    "grad_clip_norm": (lambda v: v is None or (_number(v) and v > 0), "a positive number or null"),
+}

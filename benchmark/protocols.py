@@ -47,10 +47,6 @@ register_protocol(Protocol("finetune", "FT", "full fine-tune", "fine-tune", True
                            "{task}/finetune_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
 
 
-def get_protocol(name: str) -> Protocol | None:
-    return PROTOCOLS.get(name)
-
-
 def cell_order(protocol: str, fraction: str) -> tuple[int, float]:
     """Reading order of (protocol, fraction) cells, shared by the tables and the figures:
     registration order, then label fraction; unknown protocols last."""

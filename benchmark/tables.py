@@ -69,12 +69,13 @@ def primary_rows(table: pd.DataFrame, primary: list[dict], controls: list[str] =
 
 
 def add_method_level(values: dict, cells: dict, seed: int, task_key: str, n_boot: int) -> None:
-    """Each entry's ``method_boot``: its resamples with the pretraining seeds (independently
+    """Each entry's ``replicates`` and ``method_boot``: its resamples with the pretraining seeds (independently
     per model) and the label draws (the same for every model: a draw is the same patients)
     resampled together with the patients (a hierarchical, paired bootstrap)."""
     counts = {}
     for (protocol, fraction, model, _), entry in sorted(values.items()):
-        replicates = sorted((int(s), int(d)) for (p, f, m, s, d) in cells if (p, f, m) == (protocol, fraction, model))
+        replicates = entry["replicates"] = sorted((int(s), int(d)) for (p, f, m, s, d) in cells
+                                                  if (p, f, m) == (protocol, fraction, model))
         seeds, draws = sorted({s for s, _ in replicates}), sorted({d for _, d in replicates})
         for kind, key, n in (("seeds", model, len(seeds)), ("draws", f"{protocol}/{fraction}", len(draws))):
             if (kind, key, n) not in counts:
@@ -126,7 +127,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                 rule = metric.threshold_rule(task)
                 if not metric.applies(task) or (metric.threshold and key not in val_cells):
                     continue
-                breast = metric.breast_units(task)
+                breast = metric.units == "breast"
                 y, scores, unit_patients = evaluation_units(cell, task, breast)
                 patient_n = np.array([patient_pos[p] for p in unit_patients])
                 if rule is not None and key in val_cells:  # thresholds from validation only
@@ -149,7 +150,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
                 entry["units"].append((y, scores, patient_n))
         add_method_level(values, cells, seed, f"{dataset}/{task_name}", n_boot)
         for (protocol, fraction, model, metric), entry in sorted(values.items()):
-            replicates = sorted((int(s), int(d)) for (p, f, m, s, d) in cells if (p, f, m) == (protocol, fraction, model))
+            replicates = entry["replicates"]  # (seed, draw), in the order of entry["full"] and entry["boot"]
             seeds = [f"{s}/{d}" if any(d for _, d in replicates) else str(s) for s, d in replicates]
             value = float(np.mean(entry["full"]))
             boot = np.mean(entry["boot"], axis=0)

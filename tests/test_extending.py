@@ -7,6 +7,7 @@ import re
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -31,14 +32,14 @@ def _blocks(language: str) -> list[str]:
 def brier():
     """The document's metric block, appended to benchmark/metrics.py (run in its namespace)."""
     namespace = vars(benchmark.metrics)
-    namespace.setdefault("np", __import__("numpy"))
+    namespace.setdefault("np", np)
     exec(_blocks("python")[0], namespace)
     yield METRICS["brier"]
     METRICS.pop("brier")
 
 
 def test_a_metric_is_one_registry_entry(brier, tmp_path):
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     n = 60
     rows = []
     for model in ("ref", "other"):
@@ -55,7 +56,7 @@ def test_a_metric_is_one_registry_entry(brier, tmp_path):
     table = build_table(paths, 50, 0, 0.95, "ref")
     row = table[(table.metric == "brier") & (table.model == "other")].iloc[0]
     frame = rows[1]
-    expected = (((frame[["score_0", "score_1"]].to_numpy() - __import__("numpy").eye(2)[frame["label"]]) ** 2)
+    expected = (((frame[["score_0", "score_1"]].to_numpy() - np.eye(2)[frame["label"]]) ** 2)
                 .sum(axis=1).mean())
     assert row.value == pytest.approx(expected, abs=1e-6)
     assert row.ci_low <= row.value <= row.ci_high and pd.notna(row.delta_vs_ref)  # resampled and paired like the rest

@@ -21,18 +21,25 @@ def task_records(manifest: Path, split: Path, splits: tuple[str, ...], task_key:
     return task, labelled(split_records(read_manifest(manifest), read_split(split), splits), task)
 
 
-def load_features(path: Path, records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(backbone features, joint embeddings) of ``records``, in their order."""
+def read_features(path: Path) -> dict[str, np.ndarray]:
+    """The ``features`` step's file: image ids, backbone features and joint embeddings."""
     if not Path(path).is_file():
         raise BenchmarkError(f"{path}: features file not found (the features step writes it)")
     try:
         data = np.load(path)
-        data = {key: data[key] for key in ("image_id", "features", "embeddings")}
+        return {key: data[key] for key in ("image_id", "features", "embeddings")}
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise BenchmarkError(f"{path}: not a features file ({str(exc).splitlines()[0][:120]})") from None
+
+
+def load_features(path: Path | dict, records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(backbone features, joint embeddings) of ``records``, in their order; ``path`` may be
+    a file or what ``read_features`` returned for it (read once, selected many times)."""
+    data = path if isinstance(path, dict) else read_features(path)
     index = {image_id: i for i, image_id in enumerate(data["image_id"])}
     missing = [i for i in records["image_id"] if i not in index]
     if missing:
-        raise BenchmarkError(f"{path}: no features for {len(missing)} image(s), e.g. {missing[0]}")
+        raise BenchmarkError(f"{path if not isinstance(path, dict) else 'features'}: no features for "
+                             f"{len(missing)} image(s), e.g. {missing[0]}")
     rows = [index[i] for i in records["image_id"]]
     return data["features"][rows], data["embeddings"][rows]

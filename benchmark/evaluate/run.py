@@ -41,7 +41,7 @@ from benchmark.data.split import (
 from benchmark.data.tables import read_manifest
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.device import evaluation_device
-from benchmark.evaluate.inputs import load_features, task_records
+from benchmark.evaluate.inputs import load_features, read_features, task_records
 from benchmark.evaluate.predictions import write_predictions
 from benchmark.prompts import load_prompts
 
@@ -121,6 +121,7 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
     split_table = read_split(split)
     scaled = config["split"]["validation"] == "scaled"
     test = records[records["split"] == "test"]
+    features = read_features(features)  # one read; each cell selects its rows
     x_test = load_features(features, test)[0]
     probe_cfg = config["linear_probe"]
     for k, ((fraction, draw), out) in enumerate(zip(cells, outs)):
