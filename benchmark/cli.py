@@ -59,7 +59,7 @@ def cmd_bench_train(args, config):
     from benchmark.perf.train import bench_train, format_result
 
     print(format_result(bench_train(args.model, args.preset, args.steps, args.batch, args.tokenizer, args.threads,
-                                    args.loader_workers, args.streamed_from)))
+                                    args.loader_workers, args.streamed_from, args.precision)))
 
 
 def cmd_features(args, config):
@@ -90,6 +90,14 @@ def cmd_finetune(args, config):
 
     run_finetune(config, Path(args.checkpoint), args.model, args.seed, args.task, Path(args.manifest),
                  Path(args.split), args.fraction, args.out, args.threads)
+
+
+def cmd_evaluate(args, config):
+    from benchmark.evaluate.run import ProtocolJob, run_protocol
+
+    run_protocol(config, args.protocol, ProtocolJob(args.model, args.seed, args.task, Path(args.input),
+                                                    Path(args.manifest), Path(args.split), args.fraction or [],
+                                                    args.out, args.threads))
 
 
 def cmd_tsne(args, config):
@@ -228,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("finetune", cmd_finetune, "fine-tune encoder + linear head; predictions on validation and test", model,
         seed, task, manifest, split, checkpoint, (["--fraction"], {"type": float, "nargs": "+", **req}),
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
+    add("evaluate", cmd_evaluate, "run a protocol registered with a run function (benchmark/protocols.py)",
+        (["--protocol"], {**req, "help": "the protocol's registered name"}), model, seed, task, manifest, split,
+        (["--input"], {**req, "help": "the dataset's features file, or the checkpoint folder (the protocol's reads)"}),
+        (["--fraction"], {"type": float, "nargs": "+", "help": "label fractions (fraction protocols)"}),
+        (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))
     add("table", cmd_table, "bootstrap statistics: predictions to table.csv (and budget.csv)",
         (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),
         (["--out"], {**req, "help": "table.csv to write (with .md, .tex, .html beside it)"}),
@@ -240,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         (["--tokenizer"], {"default": None, "help": "tokenizer JSON (tiny presets)"}),
         (["--loader-workers"], {"type": int, "default": 0, "help": "data-loader worker processes"}),
         (["--streamed-from"], {"type": int, "default": None, "metavar": "SIDE",
-                               "help": "read the images from random 16-bit PNGs of this long side instead of memory"}))
+                               "help": "read the images from random 16-bit PNGs of this long side instead of memory"}),
+        (["--precision"], {"choices": ["bf16", "fp32"], "default": "bf16",
+                           "help": "training precision (benchmark/precision.py)"}))
     add("check-report", cmd_check_report, "open the HTML report in headless Chromium, view and screenshot every "
         "result", (["--report"], {"default": "results/report.html", "help": "the report HTML"}),
         (["--out-dir"], {"default": "results/report-check", "help": "screenshots go here"}))

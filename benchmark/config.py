@@ -14,6 +14,7 @@ import yaml
 
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import load_prompts
+from benchmark.protocols import generic_protocols
 from benchmark.tasks import get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -222,11 +223,15 @@ def check_semantics(config: dict, data: bool = True) -> None:
         load_prompts(Path(config["zeroshot"]["prompts"]), get_task(*task.split("/")))
     if 1.0 not in config["split"]["fractions"]:
         raise BenchmarkError("config: split.fractions: must include 1.0 (the full training set)")
-    extra = sorted(set(config["finetune"]["fractions"]) - set(config["split"]["fractions"]))
-    if config["finetune"]["enabled"] and set(config["finetune"].get("tasks", [])) - set(config["tasks"]):
-        raise BenchmarkError("config: finetune.tasks: must be a subset of tasks")
-    if config["finetune"]["enabled"] and extra:
-        raise BenchmarkError(f"config: finetune.fractions: {extra} not in split.fractions")
+    # the fine-tune's and every generic protocol's section: tasks and fractions within the run's
+    for section in ["finetune"] + [p.name for p in generic_protocols(config)]:
+        if not config[section]["enabled"]:
+            continue
+        if set(config[section].get("tasks", [])) - set(config["tasks"]):
+            raise BenchmarkError(f"config: {section}.tasks: must be a subset of tasks")
+        extra = sorted(set(config[section].get("fractions", [])) - set(config["split"]["fractions"]))
+        if extra:
+            raise BenchmarkError(f"config: {section}.fractions: {extra} not in split.fractions")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, models: bool = True,

@@ -1,7 +1,14 @@
 """The protocol registry: one entry per evaluation protocol of ``table.csv`` (the
 ``protocol`` column), in the style of the model registry. The wide tables and the
 figures take their names, titles and reading order from here; the workflow's path
-helpers take each protocol's predictions pattern. docs/extending.md adds one.
+helpers take each protocol's predictions pattern.
+
+A protocol with a ``run`` function is run by the generic ``evaluate --protocol NAME``
+command and the workflow's generic rule whenever its config section says ``enabled``:
+adding one takes this entry, its module and its config schema section
+(docs/extending.md). The built-in zero-shot, probe and fine-tune protocols keep commands
+of their own (zero-shot shares the features job's loaded model; the probe writes its
+fixed-C twin from the same fits).
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ class Protocol:
     # for fraction protocols fraction (as %g) and draw.
     output: str
     in_figures: bool = True  # drawn in the bar and label-efficiency figures (sensitivity rows are not)
+    # "module:function" run by the generic evaluate command, called as function(config, job)
+    # with a benchmark.evaluate.run.ProtocolJob; None for the protocols with commands of their own.
+    run: str | None = None
+    reads: str = "features"  # what the generic rule gives it: "features" (the dataset's npz) or "checkpoint"
 
     def predictions(self, results: str, task: str, model: str, seed, fraction=None, draw: int = 0) -> str:
         return f"{results}/predictions/" + self.output.format(task=task, model=model, seed=seed,
@@ -45,6 +56,15 @@ register_protocol(Protocol("linear_probe_fixed_c", "LP-fixed-C", "linear probe, 
                            in_figures=False))
 register_protocol(Protocol("finetune", "FT", "full fine-tune", "fine-tune", True,
                            "{task}/finetune_{fraction}/{model}/seed{seed}-draw{draw}.csv"))
+register_protocol(Protocol("knn", "kNN", "k-nearest neighbours", "k-NN", True,
+                           "{task}/knn_{fraction}/{model}/seed{seed}-draw{draw}.csv",
+                           run="benchmark.evaluate.knn:run", reads="features"))
+
+
+def generic_protocols(config: dict) -> list[Protocol]:
+    """The protocols the generic evaluate rule runs in this config: a ``run`` function and
+    ``enabled: true`` in their config section."""
+    return [p for p in PROTOCOLS.values() if p.run and config.get(p.name, {}).get("enabled", False)]
 
 
 def cell_order(protocol: str, fraction: str) -> tuple[int, float]:

@@ -42,6 +42,7 @@ from benchmark.distributed import (
     sum_over_ranks,
 )
 from benchmark.errors import BenchmarkError
+from benchmark.precision import prefer_unfused_attention, training_autocast
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
@@ -182,6 +183,7 @@ class RunOptions:
     grad_accum: int = 1
     gather_negatives: bool = True
     grad_checkpointing: bool = False
+    precision: str = "bf16"  # bf16 autocast or fp32 (benchmark/precision.py)
     image_memory_gib: float = 8.0  # the config's images.memory_gib
     loader_workers: int = 4  # the config's images.loader_workers (used when images are streamed)
 
@@ -289,6 +291,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     device, ranks = _start(seed, threads, options)
     model = build_model(method, preset, **context)
     set_gather(model, Gather(enabled=options.gather_negatives))
+    prefer_unfused_attention(model, device, options.precision)
     if options.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(device)
@@ -317,7 +320,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     fingerprint = {"method": method, "preset": preset, "seed": seed, "samples_seen": options.samples_seen,
                    "device_hours": options.device_hours, "batch_size": batch_size, "world": ranks.world,
                    "grad_accum": options.grad_accum, "gather_negatives": options.gather_negatives,
-                   "split_sha256": split_sha256, "train_images": len(records),
+                   "precision": options.precision, "split_sha256": split_sha256, "train_images": len(records),
                    "context": json.dumps(context, sort_keys=True)}
     resume_dir = Path(out_dir) / "resume"
     state = new_state(fingerprint)
@@ -351,7 +354,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         step_module = LossModule(model)
         if ranks.world > 1:  # unused parameters: e.g. MaMA's late-loss heads before their start step
             step_module = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        autocast = training_autocast(device, options.precision)
         model.train()
         bar = tqdm(total=total_steps or None, initial=state["step"], desc=f"pretrain {method}/{preset}",
                    unit="step", disable=not ranks.main)
@@ -424,7 +427,7 @@ def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_s
         "method": method, "preset": preset, "seed": seed, "samples_seen": state["seen"],
         "samples_budget": options.samples_seen, "device_hours_budget": options.device_hours,
         "optimizer_steps": state["step"], "batch_size": batch_size, "grad_accum": options.grad_accum,
-        "processes": ranks.world, "gather_negatives": options.gather_negatives,
+        "processes": ranks.world, "gather_negatives": options.gather_negatives, "precision": options.precision,
         "wall_seconds": round(wall, 3), "resumed": resumed,
         "device": device.type, "device_name": device_name(device), "threads": threads,
         "device_seconds": round(state["device_seconds"], 3),

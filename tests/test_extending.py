@@ -84,7 +84,7 @@ def test_a_dataset_is_a_module_a_schema_entry_and_prompts(site2, rsna_root, tmp_
                       "rsna_site2": {"root": str(rsna_root)}}
     config["tasks"] = ["embed/density", "rsna_site2/cancer"]
     config["zeroshot"]["prompts"] = str(tmp_path / "prompts.yaml")
-    config["finetune"]["tasks"] = ["embed/density"]
+    config["finetune"]["tasks"] = config["knn"]["tasks"] = ["embed/density"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     base = ["--config", str(tmp_path / "config.yaml"), "--dataset", "rsna_site2"]
     cache = tmp_path / "cache"
@@ -99,3 +99,18 @@ def test_a_dataset_is_a_module_a_schema_entry_and_prompts(site2, rsna_root, tmp_
     from benchmark.figures.style import dataset_title
 
     assert dataset_title("rsna_site2") == "RSNA-format, site 2"
+
+
+def test_a_protocol_is_a_registry_entry_a_module_and_a_schema_section():
+    """The document's k-NN blocks are the code as it stands, and nothing else in the code,
+    the workflow or the configs' schema names the protocol: the CLI, the rule, the path
+    helpers, the tables and the figures reach it through the registry."""
+    entry = _blocks("python")[2]
+    assert entry in (REPO / "benchmark/protocols.py").read_text()
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["knn"] == yaml.safe_load(textwrap.dedent(_blocks("yaml")[2]))["knn"]
+    places = {path.relative_to(REPO).as_posix()
+              for folder in ("benchmark", "models", "workflow")
+              for path in (REPO / folder).rglob("*") if path.is_file() and path.suffix in (".py", ".smk", ".yaml", "")
+              and re.search(r"\bknn\b", path.read_text(errors="ignore"))}
+    assert places == {"benchmark/protocols.py", "benchmark/evaluate/knn.py", "workflow/schemas/config.schema.yaml"}

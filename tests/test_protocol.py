@@ -269,11 +269,13 @@ def test_finetune_learns_a_visible_label_and_keeps_the_best_validation_state(tok
         return (base + torch.from_numpy(y)[:, None, None, None] * 60).clamp(0, 255).to(torch.uint8)
 
     y_train, y_val = np.arange(64) % 2, np.arange(32) % 2
-    classifier, history = finetune(model, images(y_train), y_train, images(y_val), y_val, 2, steps=40,
+    images_val = images(y_val)
+    classifier, history, val_scores = finetune(model, images(y_train), y_train, images_val, y_val, 2, steps=40,
                                    batch_size=16, lr=1e-3, weight_decay=0.0, eval_every=10, patience=2, seed=0)
     best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
     assert macro_auc(y_val, predict(classifier, images(y_val))) > 0.8
     assert best["val_auc"] == max(h["val_auc"] for h in history)
+    np.testing.assert_array_equal(val_scores, predict(classifier, images_val))  # the kept state's own scores
     with pytest.raises(ValueError, match="single class"):
         finetune(model, images(y_train), np.zeros(64, int), images(y_val), y_val, 2, steps=1, batch_size=4, lr=1e-3,
                  weight_decay=0.0, eval_every=1, patience=1, seed=0)
@@ -300,7 +302,7 @@ def test_finetune_on_streamed_images_equals_finetune_in_memory(tokenizer, tmp_pa
         torch.manual_seed(0)
         model = build_model("clip", "tiny", tokenizer=tokenizer)
         train, val = (open_set(tmp_path, names[part], model.image_size) for part in ("train", "val"))
-        classifier, _ = finetune(model, train, y_train, val, y_val, 2, steps=6, batch_size=8, lr=1e-3,
+        classifier, _, _ = finetune(model, train, y_train, val, y_val, 2, steps=6, batch_size=8, lr=1e-3,
                                  weight_decay=0.0, eval_every=3, patience=2, seed=0)
         scores[kind] = predict(classifier, val, batch_size=5)
     assert isinstance(val, StreamedImages)
@@ -320,3 +322,41 @@ def test_mama_sgd_probe_option_chooses_its_epoch_on_validation(tmp_path):
     table = build_table(before, 100, 0, 0.95, None)
     assert best["val_auc"] > choice["sweep"][0]["val_auc"] + 0.1  # it learns
     assert table[(table.metric == "auc") & (table.fraction == "1")].value.iloc[0] > 0.7  # density is in the features
+
+
+def test_knn_scores_equal_a_vote_by_vote_reference():
+    from benchmark.evaluate.knn import knn_scores
+
+    rng = np.random.default_rng(0)
+    x_train, y_train, x_eval = rng.normal(size=(40, 6)), rng.integers(0, 3, 40), rng.normal(size=(9, 6))
+    scores = knn_scores(x_train, y_train, x_eval, 3, k=5, temperature=0.1)
+    for i, x in enumerate(x_eval):
+        similarity = [x @ t / np.linalg.norm(x) / np.linalg.norm(t) for t in x_train]
+        votes = np.zeros(3)
+        for j in np.argsort(similarity)[::-1][:5]:
+            votes[y_train[j]] += np.exp(similarity[j] / 0.1)
+        np.testing.assert_allclose(scores[i], votes / votes.sum(), rtol=1e-10)
+    assert knn_scores(x_train[:3], y_train[:3], x_eval, 3, k=20, temperature=0.1).shape == (9, 3)  # k > n: all vote
+
+
+def test_knn_runs_through_the_generic_evaluate_command(tmp_path):
+    """A registered protocol with a run function: the generic command checks its outputs,
+    writes predictions the table reads, and scores density from the features."""
+    _probe_inputs(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["knn"] = {"enabled": True, "k": 10}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    outs = [tmp_path / "knn" / f"{f}-{d}.csv" for f, d in [(0.1, 0), (0.1, 1), (0.1, 2), (1.0, 0)]]
+    argv = ["evaluate", "--protocol", "knn", "--config", str(tmp_path / "config.yaml"), "--model", "m", "--seed", "0",
+            "--task", "embed/density", "--manifest", str(tmp_path / "manifest.csv"), "--split",
+            str(tmp_path / "split.csv"), "--input", str(tmp_path / "features.npz"), "--fraction", "0.1", "1.0"]
+    main([*argv, "--out", *map(str, outs)])
+    frames = [read_predictions(p) for p in outs]
+    assert {f["protocol"].iloc[0] for f in frames} == {"knn"} and [f["draw"].iloc[0] for f in frames] == [0, 1, 2, 0]
+    assert all(set(f["split"]) == {"val", "test"} for f in frames)
+    table = build_table(outs, 100, 0, 0.95, None)
+    assert table[(table.metric == "auc") & (table.fraction == "1")].value.iloc[0] > 0.8
+    with pytest.raises(SystemExit):  # one output for four cells
+        main([*argv, "--out", str(outs[0])])
+    with pytest.raises(SystemExit):  # a protocol with a command of its own
+        main([*argv[:2], "linear_probe", *argv[3:], "--out", *map(str, outs)])

@@ -5,7 +5,9 @@ schedule (``finetune`` in the config). Batches are drawn class-balanced (each cl
 equally likely) with the method's own pretraining augmentations. Every ``eval_every``
 steps the model is scored on validation (macro AUC, ties: balanced accuracy); the best
 validation state is kept, and training stops early after ``patience`` evaluations
-without improvement. The test split is only scored with the kept state.
+without improvement. The test split is only scored with the kept state. Training steps run
+under the configured precision (bf16 autocast by default, ``benchmark/precision.py``);
+predictions run in fp32.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from benchmark.data.images import StreamedImages, model_normalise
 from benchmark.evaluate.device import model_device
+from benchmark.precision import prefer_unfused_attention, training_autocast
 from benchmark.stats import balanced_accuracy, macro_auc
 
 
@@ -52,8 +55,9 @@ def balanced_draws(y_n: np.ndarray, n_classes: int, count: int, rng: np.random.G
 def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train: np.ndarray,
              val_u8: torch.Tensor | StreamedImages, y_val: np.ndarray,
              n_classes: int, *, steps: int, batch_size: int, lr: float, weight_decay: float, eval_every: int,
-             patience: int, seed: int) -> tuple[Classifier, list[dict]]:
-    """Return the classifier in its best validation state and the validation history."""
+             patience: int, seed: int, precision: str = "bf16") -> tuple[Classifier, list[dict], np.ndarray]:
+    """Return the classifier in its best validation state, the validation history and the
+    validation scores of that state."""
     if len(np.unique(y_train)) < 2:
         raise ValueError(f"the fine-tune training subset has a single class ({np.unique(y_train)})")
     torch.manual_seed(seed)
@@ -61,17 +65,19 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
     gen = torch.Generator().manual_seed(seed)
     device = model_device(model)
     classifier = Classifier(model, n_classes).to(device)
+    prefer_unfused_attention(classifier, device, precision)
     params = [p for p in classifier.parameters()]
     for p in params:
         p.requires_grad_(True)  # full fine-tune: frozen pretraining parts (e.g. LoRA bases) train too
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
-    best, best_key, since_best, history = None, None, 0, []
+    best, best_key, best_scores, since_best, history = None, None, None, 0, []
     for step in range(1, steps + 1):
         classifier.train()
         index = balanced_draws(y_train, n_classes, batch_size, rng)
         images = model_normalise(model, torch.stack([model.augment(train_u8[i], gen) for i in index])).to(device)
-        loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long().to(device))
+        with training_autocast(device, precision):
+            loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long().to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -81,10 +87,10 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
             key = (np.nan_to_num(macro_auc(y_val, scores), nan=-1.0), balanced_accuracy(y_val, scores))
             history.append({"step": step, "loss": float(loss.detach()), "val_auc": key[0], "val_bacc": key[1]})
             if best_key is None or key > best_key:
-                best, best_key, since_best = copy.deepcopy(classifier.state_dict()), key, 0
+                best, best_key, best_scores, since_best = copy.deepcopy(classifier.state_dict()), key, scores, 0
             else:
                 since_best += 1
                 if since_best >= patience:
                     break
     classifier.load_state_dict(best)
-    return classifier.eval(), history
+    return classifier.eval(), history, best_scores

@@ -3,12 +3,19 @@ features saved by the ``features`` step, in the records' order."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmark.data.split import read_split, split_records
+from benchmark.data.split import (
+    fraction_draws,
+    fraction_patients,
+    read_split,
+    split_records,
+    validation_patients,
+)
 from benchmark.data.tables import read_manifest
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.predictions import labelled
@@ -43,3 +50,30 @@ def load_features(path: Path | dict, records: pd.DataFrame) -> tuple[np.ndarray,
                              f"{len(missing)} image(s), e.g. {missing[0]}")
     rows = [index[i] for i in records["image_id"]]
     return data["features"][rows], data["embeddings"][rows]
+
+
+@dataclass(frozen=True)
+class LabelCell:
+    """One (label fraction, patient draw) of a task: its training and validation records."""
+
+    fraction: float
+    draw: int
+    train: pd.DataFrame
+    val: pd.DataFrame
+
+
+def label_cells(config: dict, records: pd.DataFrame, split: Path, fractions: list[float]) -> list[LabelCell]:
+    """Every (fraction, draw) in the commands' order (fraction-major): the fraction's training
+    patients, and the validation patients that choose C, the early stop and thresholds (the
+    scaled subset, or all of them with ``split.validation: full``)."""
+    table = read_split(split)
+    scaled = config["split"]["validation"] == "scaled"
+    cells = []
+    for fraction in fractions:
+        for draw in fraction_draws(fraction, config["split"]["draws"]):
+            train = records[(records["split"] == "train")
+                            & records["patient_id"].isin(fraction_patients(table, fraction, draw, split))]
+            val = records[(records["split"] == "val")
+                          & records["patient_id"].isin(validation_patients(table, fraction, draw, scaled, split))]
+            cells.append(LabelCell(fraction, draw, train, val))
+    return cells

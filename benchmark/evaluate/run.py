@@ -1,5 +1,7 @@
 """One function per evaluation protocol (the bodies of the ``features``, ``zeroshot``,
-``probe`` and ``finetune`` commands), in the spirit of CLIP_benchmark's metric modules.
+``probe`` and ``finetune`` commands), in the spirit of CLIP_benchmark's metric modules,
+and ``run_protocol``, the generic ``evaluate`` command of the protocols registered with a
+``run`` function (``benchmark/protocols.py``).
 
 Each writes predictions files (``benchmark/evaluate/predictions.py``) and, for the probe
 and the fine-tune, a JSON record beside each file (same name, ``.json``):
@@ -22,8 +24,11 @@ fine-tune::
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,19 +36,14 @@ import pandas as pd
 import torch
 
 from benchmark.checkpoint import load_checkpoint
-from benchmark.data.split import (
-    fraction_draws,
-    fraction_patients,
-    read_split,
-    split_records,
-    validation_patients,
-)
+from benchmark.data.split import fraction_draws, read_split, split_records
 from benchmark.data.tables import read_manifest
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.device import evaluation_device
-from benchmark.evaluate.inputs import load_features, read_features, task_records
+from benchmark.evaluate.inputs import label_cells, load_features, read_features, task_records
 from benchmark.evaluate.predictions import write_predictions
 from benchmark.prompts import load_prompts
+from benchmark.protocols import PROTOCOLS
 
 ZEROSHOT_PROTOCOLS = ("zeroshot", "zeroshot_prefixed")
 
@@ -111,24 +111,19 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
         predict_sgd_probe,
     )
 
-    cells = [(f, d) for f in fractions for d in fraction_draws(f, config["split"]["draws"])]
+    task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
+    cells = label_cells(config, records, split, fractions)
     if len(cells) != len(outs) or (fixed_c_outs and len(fixed_c_outs) != len(cells)):
         raise BenchmarkError(f"probe: give one --out (and one --fixed-c-out) per (fraction, draw): {len(cells)} for "
                              f"{fractions} with split.draws {config['split']['draws']}")
     if fixed_c_outs and not config["linear_probe"].get("fixed_C"):
         raise BenchmarkError("probe: --fixed-c-out given, but linear_probe.fixed_C is not set")
-    task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
-    split_table = read_split(split)
-    scaled = config["split"]["validation"] == "scaled"
     test = records[records["split"] == "test"]
     features = read_features(features)  # one read; each cell selects its rows
     x_test = load_features(features, test)[0]
     probe_cfg = config["linear_probe"]
-    for k, ((fraction, draw), out) in enumerate(zip(cells, outs)):
-        in_fraction = fraction_patients(split_table, fraction, draw, split)
-        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
-        val = records[(records["split"] == "val")
-                      & records["patient_id"].isin(validation_patients(split_table, fraction, draw, scaled, split))]
+    for k, (cell, out) in enumerate(zip(cells, outs)):
+        fraction, draw, train, val = cell.fraction, cell.draw, cell.train, cell.val
         x_train, y_train, y_val = load_features(features, train)[0], train["label"].to_numpy(), val["label"].to_numpy()
         x_val = load_features(features, val)[0]
         if fixed_c_outs:  # the sensitivity row: one C, no validation choice
@@ -174,39 +169,32 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
     from benchmark.data.images import open_images
     from benchmark.evaluate.finetune import finetune, predict
 
-    cells = [(f, d) for f in fractions for d in fraction_draws(f, config["split"]["draws"])]
+    task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
+    cells = label_cells(config, records, split, fractions)
     if len(cells) != len(outs):
         raise BenchmarkError(f"finetune: give one --out per (fraction, draw): {len(cells)} for {fractions} with "
                              f"split.draws {config['split']['draws']}")
     torch.set_num_threads(threads)
     cfg = config["finetune"]
-    task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
-    split_table = read_split(split)
-    scaled = config["split"]["validation"] == "scaled"
     cache = Path(manifest).parent
     test = records[records["split"] == "test"]
-    test_u8 = None
     memory_gib = config["images"]["memory_gib"] / 3  # shared by the training, validation and test images
-    for (fraction, draw), out in zip(cells, outs):
-        in_fraction = fraction_patients(split_table, fraction, draw, split)
-        train = records[(records["split"] == "train") & records["patient_id"].isin(in_fraction)]
-        val = records[(records["split"] == "val")
-                      & records["patient_id"].isin(validation_patients(split_table, fraction, draw, scaled, split))]
+    pretrained = load_checkpoint(Path(checkpoint)).to(evaluation_device())  # copied afresh for every cell
+    size = pretrained.image_size
+    test_u8 = open_images(cache, test["png"].tolist(), size, memory_gib)  # the same test images for every cell
+    for cell, out in zip(cells, outs):
+        fraction, draw, train, val = cell.fraction, cell.draw, cell.train, cell.val
         evaluated = pd.concat([val, test])
-        model = load_checkpoint(Path(checkpoint)).to(evaluation_device())  # afresh for every fraction
-        size = model.image_size
-        if test_u8 is None:  # the same test images for every fraction: opened once
-            test_u8 = open_images(cache, test["png"].tolist(), size, memory_gib)
-        val_u8 = open_images(cache, val["png"].tolist(), size, memory_gib)
         try:
-            classifier, history = finetune(
-                model, open_images(cache, train["png"].tolist(), size, memory_gib), train["label"].to_numpy(),
-                val_u8, val["label"].to_numpy(), task.n_classes,
+            classifier, history, val_scores = finetune(
+                copy.deepcopy(pretrained), open_images(cache, train["png"].tolist(), size, memory_gib),
+                train["label"].to_numpy(), open_images(cache, val["png"].tolist(), size, memory_gib),
+                val["label"].to_numpy(), task.n_classes,
                 steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed)
+                eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed, precision=cfg["precision"])
         except ValueError as exc:
             raise BenchmarkError(f"finetune {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
-        scores = np.concatenate([predict(classifier, val_u8), predict(classifier, test_u8)])
+        scores = np.concatenate([val_scores, predict(classifier, test_u8)])
         write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
                           model=model_name, seed=seed, draw=draw)
         best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
@@ -215,3 +203,37 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
              "best_step": best["step"], "history": history}, indent=2) + "\n")
         print(f"finetune {model_name} {task.key} @ {fraction:g} draw {draw}: {len(train)} images, "
               f"best step {best['step']}")
+
+
+@dataclass(frozen=True)
+class ProtocolJob:
+    """What the generic ``evaluate`` command hands a registered protocol's ``run``."""
+
+    model: str  # the config's model entry
+    seed: int  # pretraining seed
+    task: str  # "dataset/task"
+    source: Path  # the dataset's features file, or the checkpoint folder (the protocol's ``reads``)
+    manifest: Path
+    split: Path
+    fractions: list[float]  # label fractions (fraction protocols; empty otherwise)
+    outs: list[str]  # one predictions file per (fraction, draw), fraction-major; one for the others
+    threads: int
+
+
+def run_protocol(config: dict, name: str, job: ProtocolJob) -> None:
+    """The ``evaluate --protocol NAME`` command: check the outputs match the cells, then
+    call the protocol's registered ``run``."""
+    protocol = PROTOCOLS.get(name)
+    if protocol is None or protocol.run is None:
+        generic = sorted(p.name for p in PROTOCOLS.values() if p.run)
+        raise BenchmarkError(f"evaluate: --protocol {name}: not a protocol of the evaluate command "
+                             f"(these are: {', '.join(generic) or 'none'})")
+    if not config.get(name, {}).get("enabled", False):
+        raise BenchmarkError(f"evaluate: --protocol {name}: the config's {name}.enabled is not true")
+    cells = sum(len(fraction_draws(f, config["split"]["draws"])) for f in job.fractions) if protocol.fraction else 1
+    if len(job.outs) != cells:
+        raise BenchmarkError(f"evaluate {name}: give one --out per (fraction, draw): {cells} for {job.fractions} "
+                             f"with split.draws {config['split']['draws']}, got {len(job.outs)}")
+    torch.set_num_threads(job.threads)
+    module, function = protocol.run.split(":")
+    getattr(importlib.import_module(module), function)(config, job)

@@ -14,15 +14,15 @@ pretraining does above ``images.memory_gib``), then measures, in one run:
 - achieved TFLOP/s from ``torch.utils.flop_counter`` on one step, and on a GPU the MFU
   against the card's dense bf16 peak (a table below; unknown cards print n/a).
 
-Paper presets build with random weights (no weights needed); on a GPU they run in bf16
-autocast with gradient checkpointing where the preset asks for it.
+Paper presets build with random weights (no weights needed); on a GPU they run with
+gradient checkpointing where the preset asks for it. Steps run under ``--precision`` (bf16
+autocast by default, as the trainer; ``benchmark/precision.py``).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import StreamedImages
 from benchmark.data.tokenizer import train_tokenizer
+from benchmark.precision import prefer_unfused_attention, training_autocast
 from benchmark.registry import build_model
 from benchmark.train import PretrainDataset, model_collate
 
@@ -80,7 +81,7 @@ def write_random_pngs(folder: Path, n: int, long_side: int) -> list[str]:
 
 
 def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tokenizer: str | None,
-                threads: int, loader_workers: int, streamed_from: int | None = None) -> dict:
+                threads: int, loader_workers: int, streamed_from: int | None = None, precision: str = "bf16") -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -93,6 +94,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     if preset == "paper" and device.type == "cuda":
         model.set_grad_checkpointing(True)
     model.to(device).train()
+    prefer_unfused_attention(model, device, precision)
     batch = batch or model.train_settings["batch_size"]
     n = batch * 4
     records = synthetic_records(n)
@@ -119,7 +121,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
         png_dir.cleanup()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = training_autocast(device, precision)
 
     def step(b):
         b = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
@@ -145,7 +147,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     peak = peak_tflops(name) if device.type == "cuda" else None
     return {"model": model_name, "preset": preset, "device": name, "batch": batch, "steps": steps,
-            "images": f"streamed from {streamed_from} px PNGs" if streamed_from else "in memory",
+            "precision": precision, "images": f"streamed from {streamed_from} px PNGs" if streamed_from else "in memory",
             "loader_workers": loader_workers,
             "train_samples_per_s": batch / seconds, "loader_samples_per_s": loader_rate,
             "loader_over_train": loader_rate / (batch / seconds), "tflops_per_step": flops_per_step / 1e12,
@@ -168,7 +170,8 @@ class _Keyed(torch.utils.data.Dataset):
 
 def format_result(r: dict) -> str:
     mfu = f"{100 * r['mfu']:.1f} % of {r['peak_tflops']:.0f}" if r["mfu"] is not None else "n/a (no GPU peak known)"
-    return (f"bench-train {r['model']}/{r['preset']} on {r['device']}, batch {r['batch']}, {r['steps']} steps, "
+    return (f"bench-train {r['model']}/{r['preset']} on {r['device']} ({r['precision']}), batch {r['batch']}, "
+            f"{r['steps']} steps, "
             f"images {r['images']}, {r['loader_workers']} loader workers\n"
             f"  training   {r['train_samples_per_s']:9.1f} samples/s\n"
             f"  loader     {r['loader_samples_per_s']:9.1f} samples/s  ({r['loader_over_train']:.1f}x training; "

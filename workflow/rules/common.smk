@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from benchmark.config import SCHEMA_PATH, check_weights, validate_config
 from benchmark.data.preprocess import CACHE_FORMAT
-from benchmark.protocols import PROTOCOLS
+from benchmark.protocols import PROTOCOLS, generic_protocols
 from benchmark.errors import BenchmarkError
 
 try:
@@ -70,7 +70,7 @@ def model_settings(model):
     entry = config["models"][model]
     if not entry.get("pretrain", True):
         return config_hash(entry)
-    return config_hash(entry, without("pretrain", "runtime_minutes", "mem_mb", "checkpoint_every"))
+    return config_hash(entry, without("pretrain", "runtime_minutes", "mem_mb", "checkpoint_every", "threads"))
 
 
 THREADS = config["threads"]
@@ -172,13 +172,40 @@ def probe_files(task, model, seed, fractions=None, protocol="linear_probe"):
     ]
 
 
-def prediction_files():
+GENERIC_PROTOCOLS = generic_protocols(config)
+
+
+def protocol_files(protocol, task, model, seed, every_task=False, fractions=None):
+    """Predictions of a generic protocol (benchmark/protocols.py with a run function) for
+    one (task, model, seed): one per (fraction, draw) of its section's fractions (default
+    split.fractions), fraction-major, or one; none for tasks outside its section's tasks."""
+    from benchmark.data.split import fraction_draws
+
+    section = config[protocol.name]
+    if not every_task and task not in section.get("tasks", TASKS):
+        return []
+    if not protocol.fraction:
+        return [protocol.predictions(R, task, model, seed)]
+    return [
+        protocol.predictions(R, task, model, seed, f, d)
+        for f in section.get("fractions", FRACTIONS)
+        if fractions is None or f in fractions
+        for d in fraction_draws(f, DRAWS)
+    ]
+
+
+def prediction_files(fractions=None):
+    """Every predictions file of the run (``fractions``: only these label fractions of the
+    fraction protocols, e.g. [1.0] for the ROC figure)."""
     files = []
     for task in TASKS:
         for model in MODELS:
             for seed in SEEDS:
                 files += zeroshot_files(task, model, seed)
-                files += probe_files(task, model, seed)
-                files += probe_files(task, model, seed, protocol="linear_probe_fixed_c")
-                files += finetune_files(task, model, seed)
+                files += probe_files(task, model, seed, fractions=fractions)
+                if fractions is None:
+                    files += probe_files(task, model, seed, protocol="linear_probe_fixed_c")
+                files += finetune_files(task, model, seed, fractions=fractions)
+                for protocol in GENERIC_PROTOCOLS:
+                    files += protocol_files(protocol, task, model, seed, fractions=fractions)
     return files

@@ -109,3 +109,42 @@ if config["finetune"]["enabled"]:
             "{BENCH} finetune --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
             "--task {wildcards.dataset}/{wildcards.task} --checkpoint {params.ckpt:q} --manifest {input.manifest:q} "
             "--split {input.split:q} --fraction {params.fractions} --out {output:q} --threads {threads} 2> {log:q}"
+
+
+# Protocols registered with a run function (benchmark/protocols.py), when their config
+# section says enabled: one generic rule each, one job per (task, model, seed) writing
+# every cell, through the `evaluate --protocol NAME` command.
+def generic_source(protocol):
+    if protocol.reads == "checkpoint":
+        return f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors"
+    return f"{R}/features/{{model}}/seed{{seed}}/{{dataset}}.npz"
+
+
+for _protocol in GENERIC_PROTOCOLS:
+
+    rule:
+        name:
+            f"evaluate_{_protocol.name}"
+        input:
+            source=generic_source(_protocol),
+            manifest=lambda wc: manifest(wc.dataset),
+            split=lambda wc: split_file(wc.dataset),
+        output:
+            protocol_files(_protocol, "{dataset}/{task}", "{model}", "{seed}", every_task=True),
+        params:
+            protocol=_protocol.name,
+            input=lambda wc, input, p=_protocol: checkpoint_dir(wc.model, wc.seed) if p.reads == "checkpoint"
+            else input.source,
+            fractions="--fraction " + " ".join(fraction_label(f) for f in config[_protocol.name].get("fractions", FRACTIONS))
+            if _protocol.fraction else "",
+            settings=config_hash(config[_protocol.name], config["split"]["draws"], config["split"]["validation"]),
+        threads: 1
+        log:
+            f"{R}/logs/{_protocol.name}/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
+        conda:
+            CONDA_ENV
+        shell:
+            "{BENCH} evaluate --protocol {params.protocol} --config {CONFIGFILE:q} --model {wildcards.model} "
+            "--seed {wildcards.seed} --task {wildcards.dataset}/{wildcards.task} --input {params.input:q} "
+            "--manifest {input.manifest:q} --split {input.split:q} {params.fractions} --out {output:q} "
+            "--threads {threads} 2> {log:q}"

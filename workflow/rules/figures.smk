@@ -95,22 +95,10 @@ rule figure_bars:
         "{BENCH} figures bars --config {CONFIGFILE:q} --out-dir {FIG:q} --table {input.table:q} 2> {log:q}"
 
 
-def roc_prediction_files():
-    """What the ROC figure draws: zero-shot and the full label fraction."""
-    files = []
-    for task in TASKS:
-        for model in MODELS:
-            for seed in SEEDS:
-                files += zeroshot_files(task, model, seed)
-                files += probe_files(task, model, seed, fractions=[1.0])
-                files += finetune_files(task, model, seed, fractions=[1.0])
-    return files
-
-
 rule figure_roc:
     input:
         table=f"{R}/table.csv",
-        predictions=roc_prediction_files(),
+        predictions=prediction_files(fractions=[1.0]),  # zero-shot and the full label fraction
     output:
         figure_files("roc", report_png=True),
     params:

@@ -18,7 +18,7 @@ rule pretrain:
         tokenizer=lambda wc, input: f"--tokenizer {shlex.quote(input.tokenizer)}" if input.tokenizer else "",
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
         settings=lambda wc: model_settings(wc.model),
-    threads: THREADS
+    threads: config["pretrain"].get("threads", THREADS)
     resources:
         gpu=GPUS,
         runtime=config["pretrain"]["runtime_minutes"],

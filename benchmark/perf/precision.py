@@ -1,0 +1,63 @@
+"""Pretraining speed of each tiny preset: today's trainer (bf16 autocast, and on CPU timm's
+unfused attention) against the earlier fp32 steps, measured in the same run.
+
+    python -m benchmark.perf.precision [--threads 1 2] [--steps 8]
+
+For each model and thread count it prints training samples/s in fp32 and in bf16 and
+their ratio, and the default run's pretraining time for one seed at the measured rates
+(``pretrain.samples_seen`` over samples/s, summed over the five methods). A single matrix
+product of the tiny ViT's MLP shape is timed first, as the bound on what bf16 can give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from benchmark.perf.train import bench_train
+
+MODELS = ("clip", "convirt", "mgca", "medclip", "mama")
+DEFAULT_SAMPLES = 7680  # config/config.yaml pretrain.samples_seen
+
+
+def matmul_seconds(dtype: torch.dtype, repeats: int = 50) -> float:
+    a, b = torch.randn(1968, 192).to(dtype), torch.randn(192, 768).to(dtype)  # 48 images x 41 tokens, MLP
+    for _ in range(5):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    args = parser.parse_args()
+
+    torch.set_num_threads(max(args.threads))
+    fp32, bf16 = matmul_seconds(torch.float32), matmul_seconds(torch.bfloat16)
+    print(f"one (1968 x 192) @ (192 x 768) product: fp32 {fp32 * 1e3:.2f} ms, bf16 {bf16 * 1e3:.2f} ms, "
+          f"{fp32 / bf16:.2f}x\n")
+    print(f"{'model':8s} {'threads':>7s} {'fp32 /s':>9s} {'bf16 /s':>9s} {'x fp32':>7s}")
+    totals = {}
+    for threads in args.threads:
+        for name in args.models:
+            rates = {p: bench_train(name, "tiny", args.steps, None, None, threads, 0, precision=p)["train_samples_per_s"]
+                     for p in ("fp32", "bf16")}
+            for p, rate in rates.items():
+                totals[(threads, p)] = totals.get((threads, p), 0.0) + DEFAULT_SAMPLES / rate
+            print(f"{name:8s} {threads:7d} {rates['fp32']:9.1f} {rates['bf16']:9.1f} {rates['bf16'] / rates['fp32']:6.2f}x")
+    print(f"\ntraining seconds of one seed of the default run ({DEFAULT_SAMPLES} samples per method, "
+          f"{', '.join(args.models)}), excluding start-up:")
+    for threads in args.threads:
+        a, b = totals[(threads, "fp32")], totals[(threads, "bf16")]
+        print(f"  {threads} thread(s): fp32 {a:.0f} s, bf16 {b:.0f} s ({a / b:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
