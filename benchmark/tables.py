@@ -87,8 +87,94 @@ def add_method_level(values: dict, cells: dict, seed: int, task_key: str, n_boot
             counts["draws", f"{protocol}/{fraction}", len(draws)])
 
 
+def task_cells(task_frame: pd.DataFrame, dataset: str, task_name: str) -> dict[tuple, pd.DataFrame]:
+    """A task's test predictions per (protocol, fraction, model, seed, draw), each over the
+    same test images in the same order."""
+    image_ids = np.sort(task_frame["image_id"].unique())
+    cells = {}
+    for key, cell in task_frame.groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True):
+        cell = cell.set_index("image_id")
+        if len(cell) != len(image_ids) or not cell.index.isin(image_ids).all():
+            raise BenchmarkError(f"table: {dataset}/{task_name} {key}: predictions cover other test images "
+                                 "than the rest of the task (mixed splits?)")
+        cells[key] = cell.loc[image_ids].reset_index()
+    return cells
+
+
+def metric_values(cells: dict, val_cells: dict, task, resamples_bp: np.ndarray, patient_pos: dict) -> dict:
+    """``values[(protocol, fraction, model, metric)]``: per replicate (seed, draw), the
+    full-set value, the bootstrap values and the evaluated units. Thresholds come from each
+    cell's own validation rows; metrics that need one are skipped for cells without them."""
+    values = {}
+    everyone = np.ones((1, resamples_bp.shape[1]))
+    for key, cell in sorted(cells.items()):
+        protocol, fraction, model, _, _ = key
+        thresholds = {}  # (rule, breast level) -> the threshold chosen on this cell's validation rows
+        for metric in METRICS.values():
+            rule = metric.threshold_rule(task)
+            if not metric.applies(task) or (metric.threshold and key not in val_cells):
+                continue
+            breast = metric.units == "breast"
+            y, scores, unit_patients = evaluation_units(cell, task, breast)
+            patient_n = np.array([patient_pos[p] for p in unit_patients])
+            if rule is not None and key in val_cells:  # thresholds from validation only
+                if (rule, breast) not in thresholds:
+                    y_val, scores_val, _ = evaluation_units(val_cells[key], task, breast)
+                    thresholds[rule, breast] = rule(y_val, scores_val[:, 1])
+                threshold = thresholds[rule, breast]
+                full = metric.compute(y, scores[:, 1], threshold, everyone, patient_n)
+                boot = metric.compute(y, scores[:, 1], threshold, resamples_bp, patient_n)
+            elif metric.binary and not metric.threshold:  # a probabilistic two-class metric
+                full = metric.compute(y, scores[:, 1], everyone, patient_n)
+                boot = metric.compute(y, scores[:, 1], resamples_bp, patient_n)
+            else:
+                full = metric.compute(y, scores, everyone, patient_n)
+                boot = metric.compute(y, scores, resamples_bp, patient_n)
+            entry = values.setdefault((protocol, fraction, model, metric.name), {"full": [], "boot": [], "units": []})
+            entry["full"].append(float(full[0]))
+            entry["boot"].append(boot)
+            entry["units"].append((y, scores, patient_n))
+    return values
+
+
+def table_row(entry: dict, ref: dict | None, cell: tuple, task, level: float, n_boot: int, n_images: int,
+              n_patients: int) -> dict:
+    """One row of table.csv from a cell's replicates (and the reference model's, for deltas)."""
+    dataset, task_name, protocol, fraction, model, metric = cell
+    replicates = entry["replicates"]  # (seed, draw), in the order of entry["full"] and entry["boot"]
+    seeds = [f"{s}/{d}" if any(d for _, d in replicates) else str(s) for s, d in replicates]
+    value = float(np.mean(entry["full"]))
+    boot = np.mean(entry["boot"], axis=0)
+    lo, hi = percentile_ci(boot, level)
+    row = {"dataset": dataset, "task": task_name, "protocol": protocol, "fraction": fraction,
+           "model": model, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
+           "n_images": n_images, "n_patients": n_patients, "n_boot": n_boot, "seeds": " ".join(seeds),
+           "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
+           "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
+           "p_adjusted": np.nan, "p_delong": np.nan,
+           **dict(zip(("method_ci_low", "method_ci_high"), percentile_ci(entry["method_boot"], level))),
+           "method_delta_ci_low": np.nan, "method_delta_ci_high": np.nan, "method_p_value": np.nan,
+           "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
+    if ref is None:
+        return row
+    delta_b = boot - np.mean(ref["boot"], axis=0)
+    row["delta_vs_ref"] = value - float(np.mean(ref["full"]))
+    row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
+    row["p_value"] = paired_p_value(delta_b)
+    method_delta_b = entry["method_boot"] - ref["method_boot"]
+    row["method_delta_ci_low"], row["method_delta_ci_high"] = percentile_ci(method_delta_b, level)
+    row["method_p_value"] = paired_p_value(method_delta_b)
+    (y, scores, unit_patients), (y_ref, scores_ref, _) = entry["units"][0], ref["units"][0]
+    if metric.startswith("auc") and scores.shape[1] == 2 and (y == y_ref).all():
+        row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1], unit_patients)[1]
+    return row
+
+
 def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
                 reference: str | None, primary: list[dict] = (), controls: list[str] = ()) -> pd.DataFrame:
+    """table.csv from predictions files: per task, one patient-resampling matrix shared by
+    every model and protocol (so deltas are paired), the metric values of every cell, the
+    method-level resamples, then a row per (protocol, fraction, model, metric)."""
     if not prediction_files:
         raise BenchmarkError("table: no prediction files given")
     predictions = pd.concat([read_predictions(path) for path in prediction_files], ignore_index=True)
@@ -99,84 +185,20 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
     rows = []
     for (dataset, task_name), task_frame in predictions.groupby(["dataset", "task"], sort=True):
         task = get_task(dataset, task_name)
-        image_ids = np.sort(task_frame["image_id"].unique())
-        cells = {}
-        for key, cell in task_frame.groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True):
-            cell = cell.set_index("image_id")
-            if len(cell) != len(image_ids) or not cell.index.isin(image_ids).all():
-                raise BenchmarkError(f"table: {dataset}/{task_name} {key}: predictions cover other test images "
-                                     "than the rest of the task (mixed splits?)")
-            cells[key] = cell.loc[image_ids].reset_index()
+        cells = task_cells(task_frame, dataset, task_name)
         any_cell = next(iter(cells.values()))
         patients, patient_index = np.unique(any_cell["patient_id"].to_numpy(), return_inverse=True)
-        y_image = any_cell["label"].to_numpy(int)
-        strata = patient_strata(y_image, patient_index, len(patients))
+        strata = patient_strata(any_cell["label"].to_numpy(int), patient_index, len(patients))
         rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}/{task_name}".encode())])
         resamples_bp = resample_matrix(strata, n_boot, rng)
-        patient_pos = {p: i for i, p in enumerate(patients)}
-
-        # values[(protocol, fraction, model, metric)] = per-replicate full values, bootstraps and units
-        values = {}
         val_cells = dict(iter(validation[(validation["dataset"] == dataset) & (validation["task"] == task_name)]
                               .groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True)))
-        everyone = np.ones((1, len(patients)))
-        for key, cell in sorted(cells.items()):
-            protocol, fraction, model, _, _ = key
-            thresholds = {}  # (rule, breast level) -> the threshold chosen on this cell's validation rows
-            for metric in METRICS.values():
-                rule = metric.threshold_rule(task)
-                if not metric.applies(task) or (metric.threshold and key not in val_cells):
-                    continue
-                breast = metric.units == "breast"
-                y, scores, unit_patients = evaluation_units(cell, task, breast)
-                patient_n = np.array([patient_pos[p] for p in unit_patients])
-                if rule is not None and key in val_cells:  # thresholds from validation only
-                    if (rule, breast) not in thresholds:
-                        y_val, scores_val, _ = evaluation_units(val_cells[key], task, breast)
-                        thresholds[rule, breast] = rule(y_val, scores_val[:, 1])
-                    threshold = thresholds[rule, breast]
-                    full = metric.compute(y, scores[:, 1], threshold, everyone, patient_n)
-                    boot = metric.compute(y, scores[:, 1], threshold, resamples_bp, patient_n)
-                elif metric.binary and not metric.threshold:  # a probabilistic two-class metric
-                    full = metric.compute(y, scores[:, 1], everyone, patient_n)
-                    boot = metric.compute(y, scores[:, 1], resamples_bp, patient_n)
-                else:
-                    full = metric.compute(y, scores, everyone, patient_n)
-                    boot = metric.compute(y, scores, resamples_bp, patient_n)
-                entry = values.setdefault((protocol, fraction, model, metric.name),
-                                          {"full": [], "boot": [], "units": []})
-                entry["full"].append(float(full[0]))
-                entry["boot"].append(boot)
-                entry["units"].append((y, scores, patient_n))
+        values = metric_values(cells, val_cells, task, resamples_bp, {p: i for i, p in enumerate(patients)})
         add_method_level(values, cells, seed, f"{dataset}/{task_name}", n_boot)
         for (protocol, fraction, model, metric), entry in sorted(values.items()):
-            replicates = entry["replicates"]  # (seed, draw), in the order of entry["full"] and entry["boot"]
-            seeds = [f"{s}/{d}" if any(d for _, d in replicates) else str(s) for s, d in replicates]
-            value = float(np.mean(entry["full"]))
-            boot = np.mean(entry["boot"], axis=0)
-            lo, hi = percentile_ci(boot, level)
-            row = {"dataset": dataset, "task": task_name, "protocol": protocol, "fraction": fraction,
-                   "model": model, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
-                   "n_images": len(image_ids), "n_patients": len(patients), "n_boot": n_boot,
-                   "seeds": " ".join(seeds),
-                   "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
-                   "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
-                   "p_adjusted": np.nan, "p_delong": np.nan,
-                   **dict(zip(("method_ci_low", "method_ci_high"), percentile_ci(entry["method_boot"], level))),
-                   "method_delta_ci_low": np.nan, "method_delta_ci_high": np.nan, "method_p_value": np.nan, "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
-            ref = values.get((protocol, fraction, reference, metric)) if reference else None
-            if ref is not None and model != reference:
-                delta_b = boot - np.mean(ref["boot"], axis=0)
-                row["delta_vs_ref"] = value - float(np.mean(ref["full"]))
-                row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
-                row["p_value"] = paired_p_value(delta_b)
-                method_delta_b = entry["method_boot"] - ref["method_boot"]
-                row["method_delta_ci_low"], row["method_delta_ci_high"] = percentile_ci(method_delta_b, level)
-                row["method_p_value"] = paired_p_value(method_delta_b)
-                (y, scores, unit_patients), (y_ref, scores_ref, _) = entry["units"][0], ref["units"][0]
-                if metric.startswith("auc") and scores.shape[1] == 2 and (y == y_ref).all():
-                    row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1], unit_patients)[1]
-            rows.append(row)
+            ref = values.get((protocol, fraction, reference, metric)) if reference and model != reference else None
+            rows.append(table_row(entry, ref, (dataset, task_name, protocol, fraction, model, metric), task, level,
+                                  n_boot, len(any_cell), len(patients)))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     family = primary_rows(table, primary, controls)  # one family: every primary comparison, Holm within it
     table["p_adjusted"] = np.nan

@@ -43,7 +43,8 @@ def _table() -> pd.DataFrame:
                     value = rng.uniform(0.4, 0.9)
                     rows.append(dict.fromkeys(TABLE_COLUMNS) | dict(
                         dataset=dataset, task=name, protocol=protocol, fraction=fraction, model=model, metric=metric,
-                        value=value, ci_low=value - 0.05, ci_high=value + 0.05))
+                        value=value, ci_low=value - 0.05, ci_high=value + 0.05,
+                        method_ci_low=value - 0.08, method_ci_high=value + 0.08))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -96,6 +97,22 @@ def test_table_figures_are_legible_and_name_every_model(task):
         _check_legible(fig, [task.split("/")[1]])
         assert set(MODELS) <= _legend_labels(fig)
         matplotlib.pyplot.close(fig)
+
+
+def test_bands_and_whiskers_are_the_method_level_intervals():
+    table = _table()
+    probe = table[(table.dataset == "embed") & (table.task == "density") & (table.protocol == "linear_probe")
+                  & (table.metric == "auc") & (table.model == MODELS[0])]
+    fig = plot_label_efficiency(table, "embed/density", MODELS)
+    band = next(c for c in fig.axes[0].collections if len(c.get_paths()))  # the first model's band
+    y = band.get_paths()[0].vertices[:, 1]
+    assert np.isclose(y.min(), probe.method_ci_low.min()) and np.isclose(y.max(), probe.method_ci_high.max())
+    assert "method-level" in fig._suptitle.get_text()
+    bars = plot_bars(table, "embed/density", MODELS)
+    whiskers = [c for c in bars.axes[0].collections if len(c.get_segments())]
+    lengths = np.concatenate([[s[1, 1] - s[0, 1] for s in c.get_segments()] for c in whiskers])
+    assert np.allclose(lengths, 0.16)  # method_ci_high - method_ci_low, not the conditional 0.10
+    matplotlib.pyplot.close("all")
 
 
 def test_roc_figure_shows_breast_level_for_rsna_and_table_aucs():

@@ -59,36 +59,38 @@ def _remap(paths: pd.Series, prefixes: dict[str, str]) -> pd.Series:
     return out
 
 
-def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, str]):
-    """Return (records, exclusions) as DataFrames; records follow ``MANIFEST_COLUMNS``."""
-    root = Path(root)
-    meta = read_table(root / metadata, META_REQUIRED, ID_COLUMNS)
-    clin = read_table(root / clinical, CLIN_REQUIRED, ID_COLUMNS)
-    meta = meta.assign(
-        _source=[f"{metadata}:row {i + 2}" for i in range(len(meta))],  # the header is line 1
-        image_id=meta["anon_dicom_path"].astype(str).str.rsplit("/", n=1).str[-1].str.removesuffix(".dcm"),
-        side=_text(meta["ImageLateralityFinal"]),
-        relative=_remap(meta["anon_dicom_path"].astype(str), path_prefix),
-    )
+def _exclusions(rows: pd.DataFrame | pd.Index, source: pd.Series, scope: str, reasons) -> pd.DataFrame:
+    """Exclusion rows (``EXCLUSION_COLUMNS``) for images ``rows`` (a frame with image_id, or
+    an index of image ids), with the table row each came from."""
+    ids = rows["image_id"] if isinstance(rows, pd.DataFrame) else rows
+    return pd.DataFrame({"dataset": "embed", "image_id": ids, "source": source.reindex(ids).values,
+                         "scope": scope, "reason": reasons})
+
+
+def _usable_images(meta: pd.DataFrame, clinical_exams: set) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """The metadata rows of 2D, non-spot images with a remapped path and a clinical row,
+    and an exclusion frame per filter, in the order they apply."""
+    filters = [
+        (lambda m: m["image_id"].duplicated(), lambda r: "duplicate image id"),
+        (lambda m: _text(m["FinalImageType"]) != "2D",
+         lambda r: "FinalImageType is " + _text(r["FinalImageType"]).replace("", "empty") + ", not 2D"),
+        (lambda m: _text(m["spot_mag"]).isin(["1", "1.0"]), lambda r: "spot compression or magnification view"),
+        (lambda m: m["relative"].isna(),
+         lambda r: "anon_dicom_path does not start with a configured prefix: " + r["anon_dicom_path"].astype(str)),
+        (lambda m: ~m["acc_anon"].isin(clinical_exams), lambda r: "no clinical row for acc_anon"),
+    ]
     excluded = []
-
-    def drop(mask: pd.Series, reason, scope: str = "all") -> None:
-        nonlocal meta
+    for dropped, reason in filters:
+        mask = dropped(meta)
         rows = meta[mask]
-        reasons = reason(rows) if callable(reason) else reason
         excluded.append(pd.DataFrame({"dataset": "embed", "image_id": rows["image_id"], "source": rows["_source"],
-                                      "scope": scope, "reason": reasons}))
+                                      "scope": "all", "reason": reason(rows)}))
         meta = meta[~mask]
+    return meta, excluded
 
-    drop(meta["image_id"].duplicated(), "duplicate image id")
-    image_type = _text(meta["FinalImageType"])
-    drop(image_type != "2D", lambda r: "FinalImageType is " + _text(r["FinalImageType"]).replace("", "empty")
-         + ", not 2D")
-    drop(_text(meta["spot_mag"]).isin(["1", "1.0"]), "spot compression or magnification view")
-    drop(meta["relative"].isna(), lambda r: "anon_dicom_path does not start with a configured prefix: "
-         + r["anon_dicom_path"].astype(str))
-    drop(~meta["acc_anon"].isin(set(clin["acc_anon"])), "no clinical row for acc_anon")
 
+def _findings_of_images(meta: pd.DataFrame, clin: pd.DataFrame) -> pd.DataFrame:
+    """Clinical rows joined to the images they apply to (same exam; the image's side, or B, or empty)."""
     race_col = next((c for c in RACE_COLUMNS if c in clin.columns), None)
     findings = clin.assign(
         _order=np.arange(len(clin)),
@@ -101,9 +103,12 @@ def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, 
     joined = meta[["image_id", "acc_anon", "side"]].merge(
         findings[["acc_anon", "fside", "asses", "value", "tissueden", "_order", *TEXT_COLUMNS]],
         on="acc_anon", how="inner")
-    joined = joined[(joined["fside"] == joined["side"]) | joined["fside"].isin(["B", ""])]
-    drop(~meta["image_id"].isin(set(joined["image_id"])), lambda r: "no finding row for side " + r["side"])
+    return joined[(joined["fside"] == joined["side"]) | joined["fside"].isin(["B", ""])]
 
+
+def _birads_of_images(joined: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(BI-RADS per image, NaN where unusable; the unknown-code reason per image; whether an
+    image has an X (no assessment) row)."""
     image_of_row = joined["image_id"]
     unknown = joined[joined["value"].isna() & (joined["asses"] != "X")]
     unknown_codes = unknown.groupby("image_id")["asses"].agg(_asses_reason)
@@ -113,37 +118,62 @@ def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, 
     birads = worst_value.where(~((worst_value <= 2) & any_zero), 0)
     birads[has_x] = np.nan
     birads[birads.index.isin(unknown_codes.index)] = np.nan
-    # the finding row that sets the BI-RADS (first in table order) supplies the caption fields
-    joined["birads"] = joined["image_id"].map(birads)
+    return birads, unknown_codes, has_x
+
+
+def _caption_rows(joined: pd.DataFrame, birads: pd.Series) -> pd.DataFrame:
+    """Per image, the finding row that sets its BI-RADS (first in table order), else its
+    first row: the caption fields come from it."""
+    joined = joined.assign(birads=joined["image_id"].map(birads))
     setting = joined[joined["value"] == joined["birads"]].sort_values("_order").drop_duplicates("image_id")
     first = joined.sort_values("_order").drop_duplicates("image_id").set_index("image_id")
-    source_row = setting.set_index("image_id").reindex(first.index).combine_first(first)
-    # the first non-empty tissueden cell of the image's findings, as text and as a number
-    raw_density = _text(joined["tissueden"]).replace("", pd.NA).groupby(joined["image_id"]).first()
+    return setting.set_index("image_id").reindex(first.index).combine_first(first)
+
+
+def _density_of_images(joined: pd.DataFrame, ids: pd.Index, source: pd.Series) -> tuple[pd.Series, list]:
+    """Density 1 to 4 per image (the first non-empty tissueden of its findings) and the
+    task exclusions of the others."""
+    raw_density = _text(joined["tissueden"]).replace("", pd.NA).groupby(joined["image_id"]).first().reindex(ids)
     density = pd.to_numeric(raw_density, errors="coerce")
-
-    meta = meta.set_index("image_id", drop=False)
-    ids = meta.index
-    source = meta["_source"]
-
-    def task_exclusion(index, scope, reasons):
-        excluded.append(pd.DataFrame({"dataset": "embed", "image_id": index, "source": source.reindex(index).values,
-                                      "scope": scope, "reason": reasons}))
-
-    task_exclusion(unknown_codes.index, "task:birads", unknown_codes.values)
-    x_only = has_x.index[has_x & ~has_x.index.isin(unknown_codes.index)]
-    task_exclusion(x_only, "task:birads", "asses X (no assessment)")
-    density, raw_density = density.reindex(ids), raw_density.reindex(ids)
-    task_exclusion(ids[raw_density.isna()], "task:density", "tissueden missing")
     not_number = density.isna() & raw_density.notna()
-    task_exclusion(ids[not_number], "task:density",
-                   "tissueden is '" + raw_density[not_number].astype(str) + "', not a number 1 to 5")
-    task_exclusion(ids[density == 5], "task:density", "tissueden 5 (normal male)")
     bad_density = density.notna() & ~density.isin([1, 2, 3, 4, 5])
-    task_exclusion(ids[bad_density], "task:density", "unknown tissueden " + density[bad_density].astype(str))
-    density = density.where(density.isin([1, 2, 3, 4]))
+    excluded = [
+        _exclusions(ids[raw_density.isna()], source, "task:density", "tissueden missing"),
+        _exclusions(ids[not_number], source, "task:density",
+                    "tissueden is '" + raw_density[not_number].astype(str) + "', not a number 1 to 5"),
+        _exclusions(ids[density == 5], source, "task:density", "tissueden 5 (normal male)"),
+        _exclusions(ids[bad_density], source, "task:density", "unknown tissueden " + density[bad_density].astype(str)),
+    ]
+    return density.where(density.isin([1, 2, 3, 4])), excluded
 
-    row = source_row.reindex(ids)
+
+def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, str]):
+    """Return (records, exclusions) as DataFrames; records follow ``MANIFEST_COLUMNS``."""
+    root = Path(root)
+    meta = read_table(root / metadata, META_REQUIRED, ID_COLUMNS)
+    clin = read_table(root / clinical, CLIN_REQUIRED, ID_COLUMNS)
+    meta = meta.assign(
+        _source=[f"{metadata}:row {i + 2}" for i in range(len(meta))],  # the header is line 1
+        image_id=meta["anon_dicom_path"].astype(str).str.rsplit("/", n=1).str[-1].str.removesuffix(".dcm"),
+        side=_text(meta["ImageLateralityFinal"]),
+        relative=_remap(meta["anon_dicom_path"].astype(str), path_prefix),
+    )
+    meta, excluded = _usable_images(meta, set(clin["acc_anon"]))
+    joined = _findings_of_images(meta, clin)
+    no_finding = ~meta["image_id"].isin(set(joined["image_id"]))
+    excluded.append(_exclusions(meta[no_finding], meta.set_index("image_id")["_source"], "all",
+                                "no finding row for side " + meta.loc[no_finding, "side"]))
+    meta = meta[~no_finding].set_index("image_id", drop=False)
+    ids, source = meta.index, meta["_source"]
+
+    birads, unknown_codes, has_x = _birads_of_images(joined)
+    excluded.append(_exclusions(unknown_codes.index, source, "task:birads", unknown_codes.values))
+    x_only = has_x.index[has_x & ~has_x.index.isin(unknown_codes.index)]
+    excluded.append(_exclusions(x_only, source, "task:birads", "asses X (no assessment)"))
+    density, density_excluded = _density_of_images(joined, ids, source)
+    excluded += density_excluded
+
+    row = _caption_rows(joined, birads).reindex(ids)
     study = _text(meta["StudyDescription"]) if "StudyDescription" in meta.columns else pd.Series("", index=ids)
     study = study.where(study != "", row["desc"])
     records = pd.DataFrame({

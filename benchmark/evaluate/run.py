@@ -33,13 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from benchmark.checkpoint import load_checkpoint
 from benchmark.data.split import fraction_draws, read_split, split_records
 from benchmark.data.tables import read_manifest
 from benchmark.errors import BenchmarkError
-from benchmark.evaluate.device import evaluation_device
 from benchmark.evaluate.inputs import label_cells, load_features, read_features, task_records
 from benchmark.evaluate.predictions import write_predictions
 from benchmark.prompts import load_prompts
@@ -48,7 +45,16 @@ from benchmark.protocols import PROTOCOLS
 ZEROSHOT_PROTOCOLS = ("zeroshot", "zeroshot_prefixed")
 
 
+# torch is imported inside the functions that load a model: the probe and feature-only
+# protocols never need it, and importing it costs a second or two in each of their jobs.
+
+
 def load_model(checkpoint: Path, threads: int):
+    import torch
+
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.evaluate.device import evaluation_device
+
     torch.set_num_threads(threads)
     return load_checkpoint(Path(checkpoint)).to(evaluation_device())
 
@@ -166,7 +172,11 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
 def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, task_key: str, manifest: Path,
                  split: Path, fractions: list[float], outs: list[str], threads: int) -> None:
     """Encoder + linear head per (label fraction, draw): the probe's draws, best validation state."""
+    import torch
+
+    from benchmark.checkpoint import load_checkpoint
     from benchmark.data.images import open_images
+    from benchmark.evaluate.device import evaluation_device
     from benchmark.evaluate.finetune import finetune, predict
 
     task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
@@ -217,7 +227,7 @@ class ProtocolJob:
     split: Path
     fractions: list[float]  # label fractions (fraction protocols; empty otherwise)
     outs: list[str]  # one predictions file per (fraction, draw), fraction-major; one for the others
-    threads: int
+    threads: int  # CPU threads the protocol may use (a protocol that loads a model sets torch's)
 
 
 def run_protocol(config: dict, name: str, job: ProtocolJob) -> None:
@@ -234,6 +244,5 @@ def run_protocol(config: dict, name: str, job: ProtocolJob) -> None:
     if len(job.outs) != cells:
         raise BenchmarkError(f"evaluate {name}: give one --out per (fraction, draw): {cells} for {job.fractions} "
                              f"with split.draws {config['split']['draws']}, got {len(job.outs)}")
-    torch.set_num_threads(job.threads)
     module, function = protocol.run.split(":")
     getattr(importlib.import_module(module), function)(config, job)

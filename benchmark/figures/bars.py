@@ -1,5 +1,5 @@
 """Grouped bars: every protocol cell of a task (zero-shot, probe and fine-tune at each
-label fraction) with a bar per model and its bootstrap interval as a whisker (read from
+label fraction) with a bar per model and its method-level interval as a whisker (read from
 ``table.csv``)."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.figures.style import (
+    INTERVAL,
+    INTERVAL_TITLE,
     PAGE_IN,
     figure,
     fraction_label,
@@ -54,8 +56,8 @@ def plot_bars(table: pd.DataFrame, task_key: str, models: list[str]):
                 cell = rows[(rows.protocol == protocol) & (rows.fraction == fraction) & (rows.metric == metric)
                             & (rows.model == model)]
                 values.append(cell.value.iloc[0] if len(cell) else np.nan)
-                low.append(cell.ci_low.iloc[0] if len(cell) else np.nan)
-                high.append(cell.ci_high.iloc[0] if len(cell) else np.nan)
+                low.append(cell[INTERVAL[0]].iloc[0] if len(cell) else np.nan)
+                high.append(cell[INTERVAL[1]].iloc[0] if len(cell) else np.nan)
             values, low, high = map(np.asarray, (values, low, high))
             x = np.arange(len(cells)) - 0.4 + width * (i + 0.5)
             ax.bar(x, values, width, color=styles[model]["color"], label=model, edgecolor="white", linewidth=0.3)
@@ -69,7 +71,7 @@ def plot_bars(table: pd.DataFrame, task_key: str, models: list[str]):
     axes[-1][0].set_xticks(np.arange(len(cells)), [cell_label(*c) for c in cells])
     axes[-1][0].set_xlabel("protocol and labelled training patients")
     axes[0][0].legend(ncol=min(len(present), 6), frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(f"{task_title(task_key)}: every protocol (whiskers: 95 % patient-bootstrap CI; "
+    fig.suptitle(f"{task_title(task_key)}: every protocol (whiskers: {INTERVAL_TITLE}; "
                  "dotted: chance)")
     fig.tight_layout()
     return fig

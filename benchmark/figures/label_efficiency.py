@@ -1,5 +1,5 @@
 """Label-efficiency curves: a metric against the share of labelled training patients, a
-line per model with its bootstrap interval as a band, one figure per task (read from
+line per model with its method-level interval as a band, one figure per task (read from
 ``table.csv``)."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ import pandas as pd
 
 from benchmark.figures.style import (
     COLUMN_IN,
+    INTERVAL,
+    INTERVAL_TITLE,
     PAGE_IN,
     figure,
     fraction_label,
@@ -47,7 +49,7 @@ def plot_label_efficiency(table: pd.DataFrame, task_key: str, models: list[str])
                 style = styles[model]
                 ax.plot(line.fraction, line.value, label=model, color=style["color"], marker=style["marker"],
                         linestyle=style["linestyle"])
-                ax.fill_between(line.fraction, line.ci_low, line.ci_high, color=style["color"], alpha=0.15,
+                ax.fill_between(line.fraction, line[INTERVAL[0]], line[INTERVAL[1]], color=style["color"], alpha=0.15,
                                 linewidth=0)
             ax.set_xscale("log")
             ax.set_xticks(fractions, [fraction_label(f) for f in fractions])
@@ -60,7 +62,7 @@ def plot_label_efficiency(table: pd.DataFrame, task_key: str, models: list[str])
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3 * len(protocols)), frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"{task_title(task_key)}: label efficiency\n(bands: 95 % patient-bootstrap CI)")
+    fig.suptitle(f"{task_title(task_key)}: label efficiency\n(bands: {INTERVAL_TITLE})")
     fig.tight_layout(rect=(0, 0.1 if len(protocols) == 1 else 0.06, 1, 1))
     return fig
 

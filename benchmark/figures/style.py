@@ -36,6 +36,13 @@ RC = {
 }
 
 
+# The interval the figures draw: the method-level one (pretraining seeds, label draws and
+# patients resampled together), which answers "is this method better", not only "is this
+# checkpoint better" (docs/reading-the-table.md).
+INTERVAL = ("method_ci_low", "method_ci_high")
+INTERVAL_TITLE = "95 % method-level interval (seeds, draws, patients)"
+
+
 def protocol_title(protocol: str) -> str:
     return PROTOCOLS[protocol].title if protocol in PROTOCOLS else protocol
 
