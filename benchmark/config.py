@@ -81,12 +81,15 @@ def check_models(config: dict) -> None:
             raise BenchmarkError(f"config: models.{name}.overrides: {', '.join(unknown)} not in the "
                                  f"{entry['preset']} preset (keys: {', '.join(sorted(preset))})")
         check_override_types(entry.get("overrides", {}), preset, f"config: models.{name}.overrides")
-        if "train" in preset:  # the merged training settings, typed (benchmark/presets.py)
-            from benchmark.presets import TrainSettings
-            from benchmark.registry import merge_settings
+        # the merged preset's typed entries (benchmark/presets.py): train, and the model's preset_types
+        from benchmark.presets import TrainSettings
+        from benchmark.registry import merge_settings, model_class
 
-            TrainSettings.from_preset(merge_settings(preset, entry.get("overrides", {}))["train"],
-                                      f"config: models.{name} ({entry['method']}/{entry['preset']}) train")
+        merged = merge_settings(preset, entry.get("overrides", {}))
+        types = {"train": TrainSettings, **getattr(model_class(entry["method"]), "preset_types", {})}
+        for key, settings in types.items():
+            if key in merged:
+                settings.from_preset(merged[key], f"config: models.{name} ({entry['method']}/{entry['preset']}) {key}")
 
 
 def _kind(value) -> str:

@@ -1,8 +1,12 @@
-"""Typed settings shared by every method's presets (in the spirit of open_clip's
+"""Typed settings shared by the methods' presets (in the spirit of open_clip's
 ``CLIPVisionCfg``: a dataclass, a comment per field). A preset's ``train`` entry is read
-into ``TrainSettings`` when a config is checked (with its ``overrides`` merged in) and
-again by the trainer, so a misspelt or mistyped setting stops before any job with one line.
-The augmentations have their own typed settings, ``benchmark.data.images.Augment``.
+into ``TrainSettings``, and a dual encoder's ``image`` and ``text`` entries into
+``ImageTower`` and ``TextTower`` (a model class lists them in ``preset_types``), when a
+config is checked (with its ``overrides`` merged in) and again when the model is built, so
+a misspelt or mistyped setting stops before any job with one line. The augmentations have
+their own typed settings, ``benchmark.data.images.Augment``; CLIP's towers are open_clip's
+own ``CLIPVisionCfg`` and ``CLIPTextCfg``. Method-specific constructor arguments (MaMA's
+``late_loss_start_step``, MGCA's prototypes, ...) are typed in each model's ``__init__``.
 """
 
 from __future__ import annotations
@@ -66,3 +70,64 @@ _CHECKS = {
                         "'1d', 'none' or a list of names"),
     "grad_clip_norm": (lambda v: v is None or (_number(v) and v > 0), "a positive number or null"),
 }
+
+
+def _read_typed(cls, values: dict, where: str, checks: dict):
+    """``cls(**values)`` after one-line errors for unknown, missing and mistyped keys."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise BenchmarkError(f"{where}: {', '.join(unknown)} not a setting (settings: {', '.join(fields)})")
+    missing = [n for n, f in fields.items()
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in values]
+    if missing:
+        raise BenchmarkError(f"{where}: missing {', '.join(missing)}")
+    for name, value in values.items():
+        fits, expected = checks[name]
+        if not fits(value):
+            raise BenchmarkError(f"{where}.{name}: {value!r} is not {expected}")
+    return cls(**values)
+
+
+def _three_numbers(v) -> bool:
+    return v is None or (isinstance(v, (list, tuple)) and len(v) == 3 and all(_number(x) for x in v))
+
+
+@dataclass(frozen=True)
+class ImageTower:
+    """A dual encoder's image backbone (``models/base.py``, ``models/encoders.py``)."""
+
+    name: str  # a timm model name, or vit_tiny / vit_tiny_reg / resnet_tiny (models/encoders.py)
+    kwargs: dict = dataclasses.field(default_factory=dict)  # to the backbone's constructor (width, depth, ...)
+    # normalisation statistics; None: the backbone's pretrained_cfg, else 0.5 (from-scratch tiny backbones)
+    mean: tuple | None = None
+    std: tuple | None = None
+
+    @classmethod
+    def from_preset(cls, image: dict, where: str) -> ImageTower:
+        return _read_typed(cls, image, where, {
+            "name": (lambda v: isinstance(v, str) and v != "", "a backbone name"),
+            "kwargs": (lambda v: isinstance(v, dict), "a mapping"),
+            "mean": (_three_numbers, "three numbers or null"),
+            "std": (_three_numbers, "three numbers or null"),
+        })
+
+
+@dataclass(frozen=True)
+class TextTower:
+    """A dual encoder's text encoder (``models/encoders.TextEncoder``)."""
+
+    arch: str  # "bert" or "gpt2": the Hugging Face architecture
+    context_length: int  # tokens per caption, padding included
+    config: dict | None = None  # Hugging Face config values (the tiny presets' sizes, attn_implementation)
+    # tokens added to the tokenizer, as Hugging Face's add_special_tokens takes them (MaMA's markers)
+    special_tokens: dict | None = None
+
+    @classmethod
+    def from_preset(cls, text: dict, where: str) -> TextTower:
+        return _read_typed(cls, text, where, {
+            "arch": (lambda v: v in ("bert", "gpt2"), "'bert' or 'gpt2'"),
+            "context_length": (lambda v: _number(v) and v == int(v) and v >= 2, "a whole number of at least 2"),
+            "config": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+            "special_tokens": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+        })

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.data.images import HALF, Augment
+from benchmark.presets import ImageTower, TextTower
 from models.encoders import TextEncoder, image_backbone
 from models.weights import load_image_weights
 
@@ -26,6 +27,7 @@ def split_weights(weights) -> tuple[str | None, str | None]:
 
 class DualEncoder(nn.Module, abc.ABC):
     batch_needs: tuple[str, ...] = ("image", "caption")
+    preset_types = {"image": ImageTower, "text": TextTower}  # preset entries read into typed settings
 
     def __init__(self, *, image_size: int, train: dict, augment: dict, image: dict, text: dict, embed_dim: int,
                  tokenizer: str | None = None, weights=None, learnable_scale: bool = True,
@@ -36,16 +38,18 @@ class DualEncoder(nn.Module, abc.ABC):
         self.augment = Augment(**augment)
         image_weights, text_weights = split_weights(weights)
         name = type(self).__name__
-        self.visual = image_backbone(image["name"], image_size, **image.get("kwargs", {}))
+        image = ImageTower.from_preset(image, f"{name} preset image")
+        text = TextTower.from_preset(text, f"{name} preset text")
+        self.visual = image_backbone(image.name, image_size, **image.kwargs)
         load_image_weights(self.visual, image_weights, f"{name} image backbone")
-        self.text = TextEncoder(text["arch"], text["context_length"], tokenizer=tokenizer, weights=text_weights,
-                                config=text.get("config"), special_tokens=text.get("special_tokens"),
+        self.text = TextEncoder(text.arch, text.context_length, tokenizer=tokenizer, weights=text_weights,
+                                config=text.config, special_tokens=text.special_tokens,
                                 what=f"{name} text encoder")
         # the statistics the image backbone was pretrained with (timm's pretrained_cfg), or the
         # preset's own; mean = std = 0.5 for the tiny presets' from-scratch backbones
         cfg = getattr(self.visual, "pretrained_cfg", None) or {}
-        self.image_mean = tuple(image.get("mean", cfg.get("mean", HALF)))
-        self.image_std = tuple(image.get("std", cfg.get("std", HALF)))
+        self.image_mean = tuple(image.mean or cfg.get("mean", HALF))
+        self.image_std = tuple(image.std or cfg.get("std", HALF))
         self.feature_dim = self.visual.num_features
         self.embed_dim = embed_dim
         scale = torch.tensor(float(init_logit_scale))

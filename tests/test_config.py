@@ -111,3 +111,35 @@ def test_training_overrides_are_checked_against_the_typed_settings(tmp_path, tra
         except BenchmarkError as exc:
             assert message in str(exc), str(exc)
             raise
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("image", {"nme": "resnet_tiny"}, "image: nme not a setting"),  # misspelt inside a merged dict override
+    ("image", {"mean": [0.5]}, "image.mean: [0.5] is not three numbers or null"),
+    ("text", {"context_length": 1}, "text.context_length: 1 is not a whole number of at least 2"),
+    ("text", {"arch": "t5"}, "text.arch: 't5' is not 'bert' or 'gpt2'"),
+])
+def test_tower_overrides_are_checked_against_the_typed_towers(tmp_path, key, value, message):
+    config = _ci_config(tmp_path)
+    config["models"]["convirt"]["overrides"] = {key: value}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(BenchmarkError, match=r"models\.convirt \(convirt/tiny\) "):
+        try:
+            load_config(path)
+        except BenchmarkError as exc:
+            assert message in str(exc) and "\n" not in str(exc), str(exc)
+            raise
+
+
+def test_every_dual_encoder_preset_reads_into_typed_towers():
+    from benchmark.presets import ImageTower, TextTower
+    from benchmark.registry import available_models, model_class
+
+    read = 0
+    for name in available_models():
+        for preset, values in model_class(name).presets.items():
+            for key, settings in getattr(model_class(name), "preset_types", {}).items():
+                assert isinstance(settings.from_preset(values[key], f"{name}/{preset}"), (ImageTower, TextTower))
+                read += 1
+    assert read >= 16  # mama, convirt, mgca, medclip: two presets, two towers each
