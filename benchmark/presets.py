@@ -34,22 +34,8 @@ class TrainSettings:
     @classmethod
     def from_preset(cls, train: dict, where: str) -> TrainSettings:
         """Read a preset's ``train`` mapping; unknown or mistyped keys are one line naming ``where``."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(train) - set(fields))
-        if unknown:
-            raise BenchmarkError(f"{where}: {', '.join(unknown)} not a training setting (settings: "
-                                 f"{', '.join(fields)})")
-        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in train]
-        if missing:
-            raise BenchmarkError(f"{where}: missing {', '.join(missing)}")
-        for name, value in train.items():
-            fits, expected = _CHECKS[name]
-            if not fits(value):
-                raise BenchmarkError(f"{where}.{name}: {value!r} is not {expected}")
-        values = dict(train)
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        return cls(**values)
+        settings = _read_typed(cls, train, where, _CHECKS, noun="a training setting")
+        return dataclasses.replace(settings, betas=tuple(settings.betas))
 
 
 def _number(value) -> bool:
@@ -72,12 +58,12 @@ _CHECKS = {
 }
 
 
-def _read_typed(cls, values: dict, where: str, checks: dict):
+def _read_typed(cls, values: dict, where: str, checks: dict, noun: str = "a setting"):
     """``cls(**values)`` after one-line errors for unknown, missing and mistyped keys."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise BenchmarkError(f"{where}: {', '.join(unknown)} not a setting (settings: {', '.join(fields)})")
+        raise BenchmarkError(f"{where}: {', '.join(unknown)} not {noun} (settings: {', '.join(fields)})")
     missing = [n for n, f in fields.items()
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in values]
     if missing:
