@@ -46,7 +46,8 @@ def test_tutorial_model_runs_through_the_ci_workflow(tmp_path):
     table = pd.read_csv(tmp_path / "results/table.csv")
     rows = table[table.model == "siglip"]
     assert set(zip(rows.dataset, rows.task)) == {("embed", "density"), ("embed", "birads"), ("rsna", "cancer")}
-    assert set(rows.protocol) == {"zeroshot", "zeroshot_prefixed", "linear_probe", "linear_probe_fixed_c", "finetune"}
+    assert set(rows.protocol) == {"zeroshot", "zeroshot_prefixed", "linear_probe", "linear_probe_fixed_c", "finetune",
+                                  "knn"}  # every protocol config/ci.yaml runs, the generic k-NN included
     assert rows.delta_vs_ref.notna().all()  # compared with the reference model on the same resamples
     budget = pd.read_csv(tmp_path / "results/budget.csv").set_index("model")
     # the same budget as every other method, within one batch

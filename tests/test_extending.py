@@ -84,7 +84,7 @@ def test_a_dataset_is_a_module_a_schema_entry_and_prompts(site2, rsna_root, tmp_
                       "rsna_site2": {"root": str(rsna_root)}}
     config["tasks"] = ["embed/density", "rsna_site2/cancer"]
     config["zeroshot"]["prompts"] = str(tmp_path / "prompts.yaml")
-    config["finetune"]["tasks"] = config["knn"]["tasks"] = ["embed/density"]
+    config["finetune"]["tasks"] = ["embed/density"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     base = ["--config", str(tmp_path / "config.yaml"), "--dataset", "rsna_site2"]
     cache = tmp_path / "cache"

@@ -49,8 +49,8 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
         for model in MODELS:
             rows = table[(table.dataset == dataset) & (table.task == task) & (table.model == model)]
             cells = set(zip(rows.protocol, rows.fraction.fillna("")))
-            expected = {("zeroshot", "")} | {(protocol, f) for protocol in ("linear_probe", "linear_probe_fixed_c")
-                                              for f in ("0.01", "0.1", "1")}
+            expected = {("zeroshot", "")} | {(protocol, f) for protocol in ("linear_probe", "linear_probe_fixed_c", "knn")
+                                              for f in ("0.01", "0.1", "1")}  # knn: the generic rule
             expected |= {("zeroshot_prefixed", "")} if dataset == "embed" else set()  # MaMA's metadata prompts
             expected |= {("finetune", "1")} if task == "density" else set()  # ci.yaml fine-tunes density only
             assert cells == expected, (dataset, task, model)
@@ -160,7 +160,8 @@ def test_a_new_model_schedules_only_its_own_jobs_and_the_aggregations(figures_ru
     assert not others, others
     own = sorted(rule for rule, wc in jobs if wc.get("model") == "clip2")
     assert own == sorted(["pretrain", "features_embed", "features_rsna", "linear_probe", "linear_probe",
-                          "linear_probe", "finetune", "tsne", "tsne"]), own
+                          "linear_probe", "finetune", "tsne", "tsne", "evaluate_knn", "evaluate_knn",
+                          "evaluate_knn"]), own
     aggregations = {rule for rule, wc in jobs if "model" not in wc}
     assert aggregations == FIGURE_RULES | {"table"}, aggregations
 
@@ -212,7 +213,7 @@ def test_a_new_budget_reruns_every_pretraining_and_what_depends_on_it(figures_ru
     assert sorted(wc["model"] for rule, wc in jobs if rule == "pretrain") == sorted(TRAINED)
     assert {wc["model"] for _, wc in jobs if "model" in wc} == TRAINED  # the untrained control stays
     assert {rule for rule, _ in jobs} == {"pretrain", "features_embed", "features_rsna", "linear_probe",
-                                          "finetune", "tsne", "table"} | FIGURE_RULES
+                                          "finetune", "evaluate_knn", "tsne", "table"} | FIGURE_RULES
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ def plot_label_efficiency(table: pd.DataFrame, task_key: str, models: list[str])
         raise ValueError(f"table has no linear-probe or fine-tune rows for {task_key}")
     rows["fraction"] = rows["fraction"].astype(float)
     protocols = [p for p in fraction_protocols if p in set(rows.protocol)]
-    fig, axes = figure(COLUMN_IN if len(protocols) == 1 else PAGE_IN / 2 * len(protocols), 1.9 * len(metrics),
+    # one column wide for one protocol, half a page per protocol for two, never wider than the page
+    fig, axes = figure(COLUMN_IN if len(protocols) == 1 else min(PAGE_IN, PAGE_IN / 2 * len(protocols)), 1.9 * len(metrics),
                        nrows=len(metrics), ncols=len(protocols), sharex=True)
     styles = model_style(models)
     fractions = sorted(rows.fraction.unique())

@@ -40,7 +40,7 @@ RC = {
 # patients resampled together), which answers "is this method better", not only "is this
 # checkpoint better" (docs/reading-the-table.md).
 INTERVAL = ("method_ci_low", "method_ci_high")
-INTERVAL_TITLE = "95 % method-level interval (seeds, draws, patients)"
+INTERVAL_TITLE = "95 % method-level interval over seeds, draws and patients"
 
 
 def protocol_title(protocol: str) -> str:
