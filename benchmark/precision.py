@@ -2,7 +2,7 @@
 
 Autocast keeps the weights, the optimizer state and the loss reductions in fp32 and runs
 matrix products in bf16. On a CPU with AVX-512 BF16 (or AMX) a bf16 matrix product is
-about 2.4x faster than fp32 (``python -m benchmark.perf.precision``); on a CPU without it
+2 to 3x faster than fp32 (``python -m benchmark.perf.precision``); on a CPU without it
 PyTorch emulates bf16 and ``fp32`` is the faster setting.
 """
 
