@@ -107,12 +107,16 @@ def cmd_tsne(args, config):
              Path(args.features), Path(args.out))
 
 
-def _named_inputs(values: list[str]) -> dict[str, str]:
+def _named_inputs_as(what: str, values: list[str], name: str = "model") -> dict[str, str]:
     pairs = [v.split("=", 1) for v in values]
     bad = [v for v, p in zip(values, pairs) if len(p) != 2]
     if bad:
-        raise BenchmarkError(f"figures: --inputs {bad[0]}: expected <model>=<path>")
+        raise BenchmarkError(f"{what} {bad[0]}: expected <{name}>=<path>")
     return dict(pairs)
+
+
+def _named_inputs(values: list[str]) -> dict[str, str]:
+    return _named_inputs_as("figures: --inputs", values)
 
 
 def cmd_figures(args, config):
@@ -123,7 +127,8 @@ def cmd_figures(args, config):
     try:
         written = draw.draw_family(args.family, Path(args.out_dir), models=models, tasks=config["tasks"],
                                    table=args.table, predictions=args.predictions,
-                                   named_inputs=_named_inputs(args.inputs), budget=args.budget)
+                                   named_inputs=_named_inputs(args.inputs), budget=args.budget,
+                                   subgroups=args.subgroups)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise BenchmarkError(f"figures {args.family}: {exc}") from None
     print(f"figures {args.family}: {len(written)} files -> {args.out_dir}")
@@ -140,6 +145,13 @@ def cmd_table(args, config):
 
     controls = [name for name, entry in config["models"].items() if not entry.get("pretrain", True)]
     write_tables(args.predictions, args.ledgers, Path(args.out), Path(args.budget_out), config["stats"], controls)
+
+
+def cmd_subgroups(args, config):
+    from benchmark.subgroups import write_subgroups
+
+    manifests = _named_inputs_as("subgroups: --manifests", args.manifests, name="dataset")
+    write_subgroups(args.predictions, manifests, Path(args.out), config["subgroups"], config["stats"])
 
 
 def cmd_models(args, config):
@@ -225,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         (["--predictions"], {"nargs": "*", "action": "extend", "default": [], "help": "predictions files (roc)"}),
         (["--inputs"], {"nargs": "*", "action": "extend", "default": [], "help": "tsne: coordinate CSVs as <model>:<dataset>=<path>; "
                                                               "alignment: maps as <model>=<path>"}),
-        (["--budget"], {"default": None, "help": "budget.csv (compute_ledger)"}))
+        (["--budget"], {"default": None, "help": "budget.csv (compute_ledger)"}),
+        (["--subgroups"], {"default": None, "help": "subgroups.csv (subgroups)"}))
     add("zeroshot", cmd_zeroshot, "zero-shot predictions on the validation and test splits", model, seed, task, manifest, split,
         checkpoint, features, (["--out"], {**req, "help": "predictions CSV to write"}))
     add("probe", cmd_probe, "linear-probe predictions on the validation and test splits", model, seed, task, manifest, split,
@@ -245,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
         (["--predictions"], {"nargs": "+", **req}), (["--ledgers"], {"nargs": "*", "default": []}),
         (["--out"], {**req, "help": "table.csv to write (with .md, .tex, .html beside it)"}),
         (["--budget-out"], {"default": "results/budget.csv", "help": "budget CSV from the ledgers"}))
+    add("subgroups", cmd_subgroups, "metrics per patient subgroup and their gaps to the whole test set",
+        (["--predictions"], {"nargs": "+", **req}),
+        (["--manifests"], {"nargs": "+", **req, "help": "<dataset>=<manifest.csv> of each evaluated dataset"}),
+        (["--out"], {**req, "help": "subgroups.csv to write"}))
     add("bench-train", cmd_bench_train, "training vs data-loader samples/s, TFLOP/s and MFU of one model",
         (["--model"], {**req, "help": "a registered method (python -m benchmark models)"}),
         (["--preset"], {"default": "tiny", "help": "preset of the method"}),

@@ -235,6 +235,30 @@ def check_semantics(config: dict, data: bool = True) -> None:
         extra = sorted(set(config[section].get("fractions", [])) - set(config["split"]["fractions"]))
         if extra:
             raise BenchmarkError(f"config: {section}.fractions: {extra} not in split.fractions")
+    check_subgroups(config)
+
+
+def check_subgroups(config: dict) -> None:
+    """subgroups: known protocols and metrics, fractions of the run, attributes of its datasets."""
+    from benchmark.metrics import METRICS
+    from benchmark.protocols import PROTOCOLS
+
+    section = config["subgroups"]
+    for k, cell in enumerate(section["cells"]):
+        if cell["protocol"] not in PROTOCOLS:
+            raise BenchmarkError(f"config: subgroups.cells.{k}.protocol: {cell['protocol']!r} is not one of "
+                                 f"{', '.join(PROTOCOLS)}")
+        if cell.get("fraction") is not None and cell["fraction"] not in config["split"]["fractions"]:
+            raise BenchmarkError(f"config: subgroups.cells.{k}.fraction: {cell['fraction']} not in split.fractions")
+    for name in section["metrics"]:
+        if name not in METRICS:
+            raise BenchmarkError(f"config: subgroups.metrics: {name!r} is not one of {', '.join(METRICS)}")
+    from benchmark.datasets import DATASETS
+
+    for dataset in section["attributes"]:  # a registered dataset the run does not use is simply not analysed
+        if dataset not in DATASETS:
+            raise BenchmarkError(f"config: subgroups.attributes.{dataset}: not a registered dataset "
+                                 f"({', '.join(DATASETS)})")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, models: bool = True,

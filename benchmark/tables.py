@@ -101,16 +101,18 @@ def task_cells(task_frame: pd.DataFrame, dataset: str, task_name: str) -> dict[t
     return cells
 
 
-def metric_values(cells: dict, val_cells: dict, task, resamples_bp: np.ndarray, patient_pos: dict) -> dict:
+def metric_values(cells: dict, val_cells: dict, task, resamples_bp: np.ndarray, patient_pos: dict,
+                  metrics: list | None = None) -> dict:
     """``values[(protocol, fraction, model, metric)]``: per replicate (seed, draw), the
-    full-set value, the bootstrap values and the evaluated units. Thresholds come from each
-    cell's own validation rows; metrics that need one are skipped for cells without them."""
+    full-set value, the bootstrap values and the evaluated units, for every registered
+    metric (or ``metrics``). Thresholds come from each cell's own validation rows; metrics
+    that need one are skipped for cells without them."""
     values = {}
     everyone = np.ones((1, resamples_bp.shape[1]))
     for key, cell in sorted(cells.items()):
         protocol, fraction, model, _, _ = key
         thresholds = {}  # (rule, breast level) -> the threshold chosen on this cell's validation rows
-        for metric in METRICS.values():
+        for metric in METRICS.values() if metrics is None else metrics:
             rule = metric.threshold_rule(task)
             if not metric.applies(task) or (metric.threshold and key not in val_cells):
                 continue

@@ -6,7 +6,8 @@ through its ``overrides``.
 
 Written under OUT:
 - ``dinov2_vitb14_reg4.safetensors``, ``resnet50.safetensors``, ``swin_tiny_patch4_window7_224.safetensors``,
-  ``deit_base_patch16_224.safetensors``: timm state dicts (safetensors, timm key names);
+  ``deit_base_patch16_224.safetensors``, ``tf_efficientnet_b5.safetensors`` (full size: timm's
+  EfficientNets cannot be shrunk): timm state dicts (safetensors, timm key names);
 - ``dinov2_vitb14_reg4_hf/``: the same DINOv2 as a Hugging Face ``Dinov2WithRegisters``
   folder (the form most people download);
 - ``BioMedLM/``: a Hugging Face GPT-2 folder whose byte-level BPE tokenizer has no
@@ -28,6 +29,8 @@ SMOKE_IMAGE = {
     "resnet50": ("resnet50", dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16)),
     "swin_tiny_patch4_window7_224": ("swin_tiny_patch4_window7_224", dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))),
     "deit_base_patch16_224": ("deit_base_patch16_224", dict(img_size=64, embed_dim=32, depth=2, num_heads=2)),
+    # timm's EfficientNet entry points fix their widths and depths: the real B5 (28 M parameters)
+    "tf_efficientnet_b5": ("tf_efficientnet_b5", {}),
 }
 SMOKE_OPEN_CLIP = dict(embed_dim=32,
                        vision_cfg=dict(image_size=64, layers=2, width=32, head_width=16, patch_size=16),

@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from benchmark.checkpoint import save_checkpoint
 from benchmark.data.captions import embed_sentences, join_sentences
-from benchmark.data.exams import exam_members
+from benchmark.data.exams import exam_members, paired_view_members
 from benchmark.data.images import HALF, StreamedImages, normalise_float, open_images
+from benchmark.data.label_report import label_report
 from benchmark.data.labels import label_vector, sentence_label_vector
 from benchmark.distributed import (
     Ranks,
@@ -42,7 +43,7 @@ from benchmark.distributed import (
     sum_over_ranks,
 )
 from benchmark.errors import BenchmarkError
-from benchmark.precision import prefer_unfused_attention, training_autocast
+from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
@@ -54,9 +55,12 @@ BATCH_FIELDS = {
     "caption": "the structured report, metadata masked",
     "random_sentence": "one sentence of the masked report, drawn at random",
     "view2": "another image of the same exam (p 0.5) or a second augmentation of the same image",
+    "paired_view": "the other standard view (CC <-> MLO) of the same breast, else a second augmentation",
+    "label_report": "the mass and calcification labels as a templated report (benchmark/data/label_report.py)",
     "label_vector": "density, BI-RADS, mass and calcification labels from the tables",
     "sentence_label_vector": "the same labels as the random sentence states them (rule-based labeller)",
 }
+IMAGE_FIELDS = ("image", "view2", "paired_view")
 
 
 class PretrainDataset(Dataset):
@@ -77,6 +81,7 @@ class PretrainDataset(Dataset):
         self.seed = seed
         self.needs = set(needs)
         self.exams = exam_members(records)
+        self.paired_views = paired_view_members(records) if "paired_view" in self.needs else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -103,6 +108,11 @@ class PretrainDataset(Dataset):
             item["view2"] = self.augment(self.images_u8[j], gen)
         if "label_vector" in self.needs:
             item["label_vector"] = torch.from_numpy(label_vector(rec))
+        if "paired_view" in self.needs:
+            pairs = self.paired_views[i]
+            item["paired_view"] = self.augment(self.images_u8[int(rng.choice(pairs)) if pairs else i], gen)
+        if "label_report" in self.needs:
+            item["label_report"] = label_report(rec, rng)
         return item
 
 
@@ -111,7 +121,7 @@ def collate(items: list[dict], mean: tuple = HALF, std: tuple = HALF) -> dict:
     batch = {}
     for key in items[0]:
         values = [it[key] for it in items]
-        if key in ("image", "view2"):
+        if key in IMAGE_FIELDS:
             batch[key] = normalise_float(torch.stack(values), mean, std)
         elif isinstance(values[0], torch.Tensor):
             batch[key] = torch.stack(values)
@@ -291,7 +301,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     device, ranks = _start(seed, threads, options)
     model = build_model(method, preset, **context)
     set_gather(model, Gather(enabled=options.gather_negatives))
-    prefer_unfused_attention(model, device, options.precision)
+    prefer_fast_cpu_kernels(model, device, options.precision)
     if options.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(device)

@@ -18,10 +18,14 @@ import torch.nn as nn
 from benchmark.data.tokenizer import load_tokenizer
 from benchmark.errors import BenchmarkError
 
+# timm families whose input size is free (convolutional): no ``img_size`` argument
+SIZE_FREE = ("resnet", "efficientnet", "tf_efficientnet")
 
-def image_backbone(name: str, image_size: int, **kwargs) -> nn.Module:
+
+def image_backbone(name: str, image_size: int | tuple[int, int], **kwargs) -> nn.Module:
     """A timm backbone with its classifier removed (``num_classes=0``), random init; ``kwargs``
-    go to timm (e.g. a smaller ``embed_dim`` and ``depth``, as config/paper-smoke.yaml shrinks them)."""
+    go to timm (e.g. a smaller ``embed_dim`` and ``depth``, as config/paper-smoke.yaml shrinks them).
+    ``image_size``: one side, or [height, width] (transformers take it as their ``img_size``)."""
     if name in ("vit_tiny", "vit_tiny_reg"):
         return timm.models.vision_transformer.VisionTransformer(
             img_size=image_size, patch_size=kwargs.get("patch_size", 16), embed_dim=kwargs.get("width", 192),
@@ -30,8 +34,28 @@ def image_backbone(name: str, image_size: int, **kwargs) -> nn.Module:
     if name == "resnet_tiny":  # ResNet-10 at half width: one basic block per stage
         return timm.models.resnet.ResNet(block=timm.models.resnet.BasicBlock, layers=(1, 1, 1, 1), num_classes=0,
                                          channels=(32, 64, 128, 256), stem_width=32)
-    extra = {"img_size": image_size} if not name.startswith("resnet") else {}
+    if name == "efficientnet_tiny":
+        return efficientnet_tiny(**kwargs)
+    extra = {"img_size": tuple(image_size) if isinstance(image_size, list) else image_size}
+    if name.startswith(SIZE_FREE):
+        extra = {}
     return timm.create_model(name, pretrained=False, num_classes=0, **extra, **kwargs)
+
+
+def efficientnet_tiny(drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+    """EfficientNet-B0's seven stages (MBConv, squeeze-excitation, SiLU) at half width and one
+    block per stage, through timm's EfficientNet builder: the tiny presets' EfficientNet."""
+    from functools import partial
+
+    from timm.models._efficientnet_builder import decode_arch_def, round_channels
+
+    arch = [["ds_r1_k3_s1_e1_c16_se0.25"], ["ir_r1_k3_s2_e6_c24_se0.25"], ["ir_r1_k5_s2_e6_c40_se0.25"],
+            ["ir_r1_k3_s2_e6_c80_se0.25"], ["ir_r1_k5_s1_e6_c112_se0.25"], ["ir_r1_k5_s2_e6_c192_se0.25"],
+            ["ir_r1_k3_s1_e6_c320_se0.25"]]
+    half = partial(round_channels, multiplier=0.5, divisor=8)
+    return timm.models.efficientnet.EfficientNet(block_args=decode_arch_def(arch), num_features=half(1280),
+                                                 stem_size=16, round_chs_fn=half, act_layer=nn.SiLU, num_classes=0,
+                                                 drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

@@ -15,12 +15,13 @@ with the paper's and this project's values is in docs/protocol.md.
   (ln 100) after every step, as the official ``compute_logits`` clamps it before use.
 - AdamW lr 2e-5, weight decay 1e-4 except biases and LayerNorm, 10 % warm-up, cosine,
   gradient norm clipped at 1.0, batch 100. Augmentation: horizontal flip, brightness and
-  contrast jitter 0.2, a random 224 crop of the 256 image.
+  contrast jitter 0.2, a random affine map (rotation 10 degrees, shift 6.25 %, zoom
+  0.8-1.1), a random 224 crop of the 256 image (here the crop comes first, the affine map
+  last: the same kinds and ranges of change).
 Deviations: padding tokens are left out of the text mean (the official collator pads to
 the longest sentence of the batch and averages the padding in, so a sentence's embedding
 depends on its batch); the official EDA text augmentation (synonyms from WordNet, swaps,
-deletions, its loss averaged with the plain one) and the random affine transform are not
-applied; images are normalised with the backbone's ImageNet statistics, not MedCLIP's
+deletions, its loss averaged with the plain one) is not applied; images are normalised with the backbone's ImageNet statistics, not MedCLIP's
 chest X-ray ones.
 """
 
@@ -36,8 +37,9 @@ from models.encoders import masked_mean
 from models.losses import SemanticMatchingLoss
 
 MAX_LOGIT_SCALE = 4.6052
+# torchvision's RandomAffine applies to every image: p 1
 AUGMENT = dict(crop_scale=((224 / 256) ** 2,) * 2, crop_ratio=(1.0, 1.0), hflip=True, vflip=False, jitter=0.2,
-               jitter_p=1.0)
+               jitter_p=1.0, affine_p=1.0, affine_degrees=10.0, affine_translate=0.0625, affine_scale=(0.8, 1.1))
 TRAIN = dict(weight_decay=1e-4, warmup_fraction=0.1, betas=(0.9, 0.999), grad_clip_norm=1.0,
              no_weight_decay=["bias", "LayerNorm.bias", "LayerNorm.weight"])
 

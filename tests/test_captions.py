@@ -54,3 +54,15 @@ def test_rsna_caption_is_templated_from_labels():
     text = rsna_caption({"laterality": "R", "view": "MLO", "density": 4, "cancer": 1})
     assert "right breast, MLO view" in text and "extremely dense" in text and "malignancy" in text
     assert "No significant masses" in rsna_caption({"laterality": "L", "view": "CC", "density": None, "cancer": 0})
+
+
+def test_label_report_states_each_finding_of_the_breast_or_no_finding():
+    from benchmark.data.label_report import label_report
+
+    rec = {"laterality": "R", "massshape": "O", "calcfind": ""}
+    report = label_report(rec)  # rng None: the first template of each sentence, in order
+    assert report == "there is a mass in the right breast. there are no suspicious calcifications seen."
+    assert label_report({"laterality": "L"}) == "no mammographic evidence of malignancy."
+    drawn = {label_report(rec | {"calcfind": "A"}, np.random.default_rng(seed)) for seed in range(40)}
+    assert len(drawn) > 5  # templates and sentence order drawn at random
+    assert all("mass" in r and "calcifications" in r and "right" in r and "no " not in r for r in drawn)

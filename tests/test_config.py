@@ -30,6 +30,14 @@ BAD = [
      "models"),
     ("unknown preset", lambda c: c["models"]["clip"].update(preset="huge"), "models.clip.preset"),
     ("unknown key", lambda c: c.update(colour="blue"), "colour"),
+    ("unknown subgroup metric", lambda c: c["subgroups"].update(metrics=["accuracy"]), "subgroups.metrics"),
+    ("unknown subgroup protocol", lambda c: c["subgroups"].update(cells=[{"protocol": "probe"}]),
+     "subgroups.cells.0.protocol"),
+    ("subgroup fraction outside the split", lambda c: c["subgroups"].update(cells=[{"protocol": "linear_probe",
+                                                                                  "fraction": 0.5}]),
+     "subgroups.cells.0.fraction"),
+    ("subgroups of an unknown dataset", lambda c: c["subgroups"].update(attributes={"embd": ["race"]}),
+     "subgroups.attributes.embd"),
 ]
 
 

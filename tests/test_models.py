@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from benchmark.data.captions import embed_sentences, join_sentences
-from benchmark.data.images import Augment
+from benchmark.data.images import Augment, image_hw
+from benchmark.data.label_report import label_report
 from benchmark.data.labels import sentence_label_vector
 from benchmark.registry import available_models, build_model
 from benchmark.train import BATCH_FIELDS, collate
 from tests.conftest import REC
 
-METHODS = ["clip", "convirt", "mgca", "medclip", "mama"]
+METHODS = ["clip", "convirt", "mgca", "medclip", "mama", "mammoclip"]
 
 
 def _batch(model, n=16):
@@ -21,9 +22,10 @@ def _batch(model, n=16):
     for i in range(n):
         rec = REC | {"density": 1 + i % 4, "birads": i % 7}
         sentences = embed_sentences(rec)
-        image = torch.randint(0, 255, (1, model.image_size, model.image_size), generator=gen, dtype=torch.uint8)
+        image = torch.randint(0, 255, (1, *image_hw(model.image_size)), generator=gen, dtype=torch.uint8)
         item = {"image": Augment(crop_scale=(1.0, 1.0), jitter=0)(image, gen),
-                "view2": Augment(jitter=0)(image, gen), "caption": join_sentences(sentences),
+                "view2": Augment(jitter=0)(image, gen), "paired_view": Augment(jitter=0)(image, gen),
+                "caption": join_sentences(sentences), "label_report": label_report(rec),
                 "random_sentence": sentences[i % 7],
                 "label_vector": torch.nn.functional.one_hot(torch.tensor(i % 13), 13).float(),
                 "sentence_label_vector": torch.from_numpy(sentence_label_vector(sentences[i % len(sentences)]))}
@@ -43,7 +45,7 @@ def test_every_method_is_registered_and_declares_known_batch_fields():
 def test_contract_shapes_and_normalisation(name, tokenizer):
     torch.manual_seed(0)
     model = build_model(name, "tiny", tokenizer=tokenizer).eval()
-    images = torch.randn(3, 3, model.image_size, model.image_size)
+    images = torch.randn(3, 3, *image_hw(model.image_size))
     with torch.no_grad():
         img = model.encode_image(images)
         txt = model.encode_text(["Breast composition: The breasts are extremely dense."] * 2)
@@ -116,6 +118,7 @@ PAPER_SIZES = {
     "mgca": [("visual", 85.8e6), ("text", 109e6)],
     "convirt": [("visual", 23.5e6), ("text", 109e6)],
     "medclip": [("visual", 27.5e6), ("text", 109e6)],
+    "mammoclip": [("visual", 28.3e6), ("text", 109e6)],  # EfficientNet-B5 without its classifier
 }
 
 
@@ -181,3 +184,14 @@ def test_mama_text_pool_official_averages_padding_and_tokens_option_does_not(tok
     with torch.no_grad():
         assert not torch.allclose(official.project_text(hidden, mask)[0], official.project_text(moved, mask)[0])
         assert torch.allclose(tokens.project_text(hidden, mask), tokens.project_text(moved, mask))
+
+
+def test_mammoclip_paper_presets_are_the_official_backbones_size_and_statistics():
+    with torch.device("meta"):
+        b5, b2 = build_model("mammoclip", "paper"), build_model("mammoclip", "paper_b2")
+    assert (b5.feature_dim, b2.feature_dim) == (2048, 1408)
+    assert sum(p.numel() for p in b2.visual.parameters()) == pytest.approx(7.70e6, rel=0.03)
+    assert image_hw(b5.image_size) == (1520, 912) and b5.text.context_length == 256
+    assert b5.image_mean == pytest.approx((0.3089,) * 3, abs=1e-4) and b5.image_std == pytest.approx((0.2505,) * 3, abs=1e-4)
+    assert (b5.visual.drop_rate, b2.visual.drop_rate) == (0.4, 0.3)
+    assert b5.train_settings["lr"] == 5e-5 and b5.train_settings["weight_decay"] == 1e-4

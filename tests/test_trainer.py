@@ -190,3 +190,19 @@ def test_run_options_from_config_zero_the_budget_of_an_untrained_control():
     section = {"dataset": "embed", "samples_seen": 100, "grad_accum": 2, "caption_mask_prob": 0.8}
     assert RunOptions.from_config(section).grad_accum == 2
     assert RunOptions.from_config(section, pretrain=False).samples_seen == 0
+
+
+def test_paired_view_is_the_other_view_of_the_same_breast_else_the_image_itself():
+    import pandas as pd
+    import torch
+
+    from benchmark.data.images import Augment
+    from benchmark.train import PretrainDataset
+
+    records = pd.DataFrame({"exam_id": ["e1"] * 4 + ["e2"], "breast_id": ["e1_L", "e1_L", "e1_R", "e1_R", "e2_L"],
+                            "view": ["CC", "MLO", "CC", "XCCL", "CC"], "laterality": list("LLRRL")})
+    images = torch.arange(5, dtype=torch.uint8).mul(50).view(5, 1, 1, 1).expand(5, 1, 4, 4).contiguous()
+    still = Augment(crop=False, hflip=False, vflip=False, jitter=0)
+    data = PretrainDataset(records, images, still, 0.0, seed=0, needs=("image", "paired_view"))
+    source = lambda item: round(float(item["paired_view"].mean()) * 255 / 50)  # noqa: E731 -- which image it is
+    assert [source(data[(0, i)]) for i in range(5)] == [1, 0, 2, 3, 4]  # XCCL has no standard partner

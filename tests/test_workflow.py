@@ -14,7 +14,7 @@ import yaml
 from benchmark.figures.names import FAMILIES, figure_stems
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {"mama", "clip", "convirt", "mgca", "medclip", "random_init"}
+MODELS = {"mama", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init"}
 TRAINED = MODELS - {"random_init"}
 REFERENCE = "mama"
 TASKS = {("embed", "density"), ("embed", "birads"), ("rsna", "cancer")}
@@ -163,7 +163,7 @@ def test_a_new_model_schedules_only_its_own_jobs_and_the_aggregations(figures_ru
                           "linear_probe", "finetune", "tsne", "tsne", "evaluate_knn", "evaluate_knn",
                           "evaluate_knn"]), own
     aggregations = {rule for rule, wc in jobs if "model" not in wc}
-    assert aggregations == FIGURE_RULES | {"table"}, aggregations
+    assert aggregations == FIGURE_RULES | {"table", "subgroups"}, aggregations
 
 
 @pytest.mark.slow
@@ -185,6 +185,7 @@ def test_report_shows_every_figure_and_the_table_in_headless_chromium(figures_ru
 # --- config edits rerun exactly what they change ------------------------------------------
 # Figures drawn from the table (and the budget it writes), and the aggregation rule.
 TABLE_FIGURES = {"figure_label_efficiency", "figure_bars", "figure_roc", "figure_compute_ledger", "figures"}
+SUBGROUP_RULES = {"subgroups", "figure_subgroups"}  # they read the probe's predictions and the bootstrap settings
 
 
 def _dry_run_after_edit(config_path: Path, edit) -> list[tuple[str, dict]]:
@@ -213,14 +214,14 @@ def test_a_new_budget_reruns_every_pretraining_and_what_depends_on_it(figures_ru
     assert sorted(wc["model"] for rule, wc in jobs if rule == "pretrain") == sorted(TRAINED)
     assert {wc["model"] for _, wc in jobs if "model" in wc} == TRAINED  # the untrained control stays
     assert {rule for rule, _ in jobs} == {"pretrain", "features_embed", "features_rsna", "linear_probe",
-                                          "finetune", "evaluate_knn", "tsne", "table"} | FIGURE_RULES
+                                          "finetune", "evaluate_knn", "tsne", "table", "subgroups"} | FIGURE_RULES
 
 
 @pytest.mark.slow
 def test_a_new_probe_grid_reruns_only_probes_the_table_and_its_figures(figures_run):
     _, config, _ = figures_run
     jobs = _dry_run_after_edit(config, lambda c: c["linear_probe"].update(C=[0.1, 1.0]))
-    assert {rule for rule, _ in jobs} == {"linear_probe", "table"} | TABLE_FIGURES
+    assert {rule for rule, _ in jobs} == {"linear_probe", "table"} | TABLE_FIGURES | SUBGROUP_RULES
     assert sum(rule == "linear_probe" for rule, _ in jobs) == len(TASKS) * len(MODELS)
 
 
@@ -228,4 +229,26 @@ def test_a_new_probe_grid_reruns_only_probes_the_table_and_its_figures(figures_r
 def test_new_bootstrap_settings_rerun_only_the_table_and_its_figures(figures_run):
     _, config, _ = figures_run
     jobs = _dry_run_after_edit(config, lambda c: c["stats"].update(n_boot=c["stats"]["n_boot"] + 1))
-    assert {rule for rule, _ in jobs} == {"table"} | TABLE_FIGURES
+    assert {rule for rule, _ in jobs} == {"table"} | TABLE_FIGURES | SUBGROUP_RULES
+
+
+@pytest.mark.slow
+def test_new_subgroup_settings_rerun_only_the_subgroups_and_their_figure(figures_run):
+    _, config, _ = figures_run
+    jobs = _dry_run_after_edit(config, lambda c: c["subgroups"].update(min_patients=c["subgroups"]["min_patients"] + 1))
+    assert {rule for rule, _ in jobs} == SUBGROUP_RULES | {"figures"}
+
+
+@pytest.mark.slow
+def test_subgroups_have_every_model_attribute_and_a_too_small_group(figures_run):
+    out, _, _ = figures_run
+    rows = pd.read_csv(out / "subgroups.csv", dtype={"fraction": str, "subgroup": str})
+    assert set(rows.model) == MODELS and set(rows.protocol) == {"linear_probe", "zeroshot"}
+    assert set(zip(rows.dataset, rows.attribute)) == {(d, a) for d in ("embed",) for a in
+                                                      ("race", "ethnicity", "age_band", "manufacturer")} | {
+        ("rsna", a) for a in ("site_id", "machine_id", "age_band")}
+    measured = rows[rows.value.notna()]
+    assert len(measured) and (measured.ci_low <= measured.value + 1e-9).all()
+    assert (measured.method_gap_ci_low <= measured.method_gap_ci_high).all()
+    small = rows[rows.note.fillna("").str.startswith("too small")]
+    assert len(small) and small.value.isna().all() and small.gap.isna().all()

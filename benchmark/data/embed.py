@@ -184,6 +184,8 @@ def load_embed(root: Path, metadata: str, clinical: str, path_prefix: dict[str, 
         "study_description": study, "reason": _reason(row["desc"].where(row["desc"] != "", study)),
         "age": row["age_at_study"], "race": row["race"], "ethnicity": row["ETHNIC_GROUP_DESC"],
         "image_type": _text(meta["FinalImageType"]), **{c: row[c] for c in FINDING_COLUMNS},
+        # for subgroups; an optional column of the metadata table (the DICOM header's Manufacturer)
+        "manufacturer": _text(meta["Manufacturer"]) if "Manufacturer" in meta.columns else "",
     }).reset_index(drop=True)
     exclusions = pd.concat(excluded, ignore_index=True).reindex(columns=EXCLUSION_COLUMNS)
     return records, exclusions

@@ -20,3 +20,11 @@ def add_view_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
 def exam_members(manifest: pd.DataFrame) -> dict[str, list[int]]:
     """Row positions of each exam's images, keyed by exam id."""
     return {exam: list(rows) for exam, rows in manifest.reset_index(drop=True).groupby("exam_id").indices.items()}
+
+
+def paired_view_members(manifest: pd.DataFrame) -> list[list[int]]:
+    """For each row position, the positions of the other standard view (CC <-> MLO) of the
+    same breast in the same exam (Mammo-CLIP's second view); empty where there is none."""
+    rows = manifest.reset_index(drop=True)
+    by_view = rows.groupby(["breast_id", "view"]).indices
+    return [list(by_view.get((breast, PAIRED_VIEWS.get(view)), [])) for breast, view in zip(rows["breast_id"], rows["view"])]

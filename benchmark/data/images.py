@@ -1,5 +1,6 @@
-"""Cached PNGs to model inputs: pad to square, resize, augment, normalise with the statistics
-the model's backbone was pretrained with.
+"""Cached PNGs to model inputs: pad to the model's aspect ratio (square for most presets;
+Mammo-CLIP's 1520 x 912 is portrait), resize, augment, normalise with the statistics the
+model's backbone was pretrained with.
 
 A job's images are loaded once into a uint8 tensor when they fit in ``images.memory_gib``
 (the tiny presets are then never input-bound); above it they are read from the PNG cache
@@ -10,6 +11,7 @@ the number of loader workers or on where the images come from.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +19,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms.functional import gaussian_blur
+from torchvision.transforms.functional import (
+    InterpolationMode,
+    affine,
+    elastic_transform,
+    gaussian_blur,
+)
 
 from benchmark.errors import BenchmarkError
 
 
-def load_square(png: Path, size: int) -> np.ndarray:
-    """Pad to a square (centred) and resize with area interpolation to ``size``."""
+def image_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """A preset's ``image_size``: one side (square) or [height, width]."""
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    height, width = size
+    return int(height), int(width)
+
+
+def load_fitted(png: Path, size: int | tuple[int, int]) -> np.ndarray:
+    """Pad (centred) to the aspect ratio of ``size`` and resize with area interpolation to it."""
     try:
         image = Image.open(png)
         image.load()
@@ -41,26 +56,29 @@ def load_square(png: Path, size: int) -> np.ndarray:
     else:
         array = array / 255.0
     h, w = array.shape
-    side = max(h, w)
-    canvas = np.zeros((side, side), dtype=np.float32)
-    top, left = (side - h) // 2, (side - w) // 2
+    out_h, out_w = image_hw(size)
+    scale = max(h / out_h, w / out_w)  # the canvas holds the whole image at the output's ratio
+    canvas_h, canvas_w = max(h, round(out_h * scale)), max(w, round(out_w * scale))
+    canvas = np.zeros((canvas_h, canvas_w), dtype=np.float32)
+    top, left = (canvas_h - h) // 2, (canvas_w - w) // 2
     canvas[top: top + h, left: left + w] = array
-    resized = Image.fromarray(canvas, mode="F").resize((size, size), Image.Resampling.BOX)
+    resized = Image.fromarray(canvas, mode="F").resize((out_w, out_h), Image.Resampling.BOX)
     return np.clip(np.round(np.asarray(resized) * 255), 0, 255).astype(np.uint8)
 
 
-def load_images(cache_dir: Path, pngs: list[str], size: int) -> torch.Tensor:
-    """(N, 1, size, size) uint8 tensor."""
-    stack = np.stack([load_square(Path(cache_dir) / p, size) for p in pngs]) if pngs else np.zeros((0, size, size), np.uint8)
-    return torch.from_numpy(stack).unsqueeze(1)
+def load_images(cache_dir: Path, pngs: list[str], size: int | tuple[int, int]) -> torch.Tensor:
+    """(N, 1, H, W) uint8 tensor (``image_hw(size)``)."""
+    if not pngs:
+        return torch.zeros((0, 1, *image_hw(size)), dtype=torch.uint8)
+    return torch.from_numpy(np.stack([load_fitted(Path(cache_dir) / p, size) for p in pngs])).unsqueeze(1)
 
 
 class StreamedImages:
     """Cached PNGs read when indexed, for image sets larger than memory. Indexes like the
-    (N, 1, size, size) uint8 tensor of ``load_images``: an integer gives (1, size, size);
-    a slice, an index array or a boolean mask gives (B, 1, size, size)."""
+    (N, 1, H, W) uint8 tensor of ``load_images``: an integer gives (1, H, W);
+    a slice, an index array or a boolean mask gives (B, 1, H, W)."""
 
-    def __init__(self, cache_dir: Path, pngs: list[str], size: int):
+    def __init__(self, cache_dir: Path, pngs: list[str], size: int | tuple[int, int]):
         self.cache_dir, self.pngs, self.size = Path(cache_dir), list(pngs), size
 
     def __len__(self) -> int:
@@ -68,16 +86,18 @@ class StreamedImages:
 
     def __getitem__(self, key) -> torch.Tensor:
         if isinstance(key, (int, np.integer)):
-            return torch.from_numpy(load_square(self.cache_dir / self.pngs[key], self.size)).unsqueeze(0)
+            return torch.from_numpy(load_fitted(self.cache_dir / self.pngs[key], self.size)).unsqueeze(0)
         positions = np.arange(len(self))[key.numpy() if isinstance(key, torch.Tensor) else key]
         if len(positions) == 0:
-            return torch.zeros((0, 1, self.size, self.size), dtype=torch.uint8)
+            return torch.zeros((0, 1, *image_hw(self.size)), dtype=torch.uint8)
         return torch.stack([self[int(i)] for i in positions])
 
 
-def open_images(cache_dir: Path, pngs: list[str], size: int, memory_gib: float) -> torch.Tensor | StreamedImages:
-    """The images in memory when N x size x size bytes fit in ``memory_gib``, else streamed."""
-    if len(pngs) * size * size <= memory_gib * 2**30:
+def open_images(cache_dir: Path, pngs: list[str], size: int | tuple[int, int],
+                memory_gib: float) -> torch.Tensor | StreamedImages:
+    """The images in memory when N x H x W bytes fit in ``memory_gib``, else streamed."""
+    height, width = image_hw(size)
+    if len(pngs) * height * width <= memory_gib * 2**30:
         return load_images(cache_dir, pngs, size)
     return StreamedImages(cache_dir, pngs, size)
 
@@ -111,6 +131,7 @@ class Augment:
     grey, so colour jitter is brightness and contrast only (saturation and hue, and a
     random greyscale, leave a grey image unchanged)."""
 
+    crop: bool = True  # a random resized crop (False: the whole image, as Mammo-CLIP's transform)
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop: share of the area
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # and aspect ratio (torchvision's defaults)
     hflip: bool = True  # horizontal flip with probability 0.5
@@ -120,6 +141,15 @@ class Augment:
     blur_p: float = 0.0  # probability of a Gaussian blur
     blur_kernel: int = 7  # its kernel size in pixels
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # its sigma, drawn uniformly
+    # albumentations' Affine and ElasticTransform, as Mammo-CLIP trains with them (off by default)
+    affine_p: float = 0.0  # probability of a random affine map about the centre (zero fill)
+    affine_degrees: float = 0.0  # rotation drawn from [-d, d]
+    affine_translate: float = 0.0  # shift per axis drawn from [-t, t] times that side
+    affine_scale: tuple[float, float] = (1.0, 1.0)  # zoom drawn uniformly
+    affine_shear: float = 0.0  # shear per axis drawn from [-s, s] degrees
+    elastic_p: float = 0.0  # probability of an elastic deformation
+    elastic_alpha: float = 0.0  # its displacement, pixels per unit of the smoothed noise
+    elastic_sigma: float = 1.0  # its Gaussian smoothing of the uniform noise, pixels
 
     def crop_box(self, h: int, w: int, gen: torch.Generator) -> tuple[int, int, int, int]:
         """torchvision's ``RandomResizedCrop.get_params``: ten tries at a box of the drawn
@@ -146,9 +176,10 @@ class Augment:
         """(1, H, W) uint8 to (1, H, W) float in [0, 1]."""
         x = image_u8.float() / 255.0
         _, h, w = x.shape
-        top, left, ch, cw = self.crop_box(h, w, gen)
-        x = x[:, top: top + ch, left: left + cw]
-        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+        if self.crop:
+            top, left, ch, cw = self.crop_box(h, w, gen)
+            x = x[:, top: top + ch, left: left + cw]
+            x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
         u = torch.rand(5, generator=gen).tolist()
         if self.hflip and u[0] < 0.5:
             x = x.flip(-1)
@@ -164,4 +195,31 @@ class Augment:
         if self.blur_p > 0 and u[3] < self.blur_p:
             sigma = self.blur_sigma[0] + u[4] * (self.blur_sigma[1] - self.blur_sigma[0])
             x = gaussian_blur(x, [self.blur_kernel, self.blur_kernel], [sigma, sigma])
+        if self.affine_p > 0 and torch.rand(1, generator=gen).item() < self.affine_p:
+            x = self.random_affine(x, gen)
+        if self.elastic_p > 0 and torch.rand(1, generator=gen).item() < self.elastic_p:
+            x = self.random_elastic(x, gen)
         return x.clamp(0, 1)
+
+    def random_affine(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Rotation, shift, zoom and shear drawn from the ranges above, bilinear, zero fill."""
+        _, h, w = x.shape
+        u = torch.rand(6, generator=gen).tolist()
+        span = lambda r, v: -r + 2 * r * v  # noqa: E731 -- uniform on [-r, r]
+        scale = self.affine_scale[0] + u[3] * (self.affine_scale[1] - self.affine_scale[0])
+        return affine(x, angle=span(self.affine_degrees, u[0]),
+                      translate=[round(span(self.affine_translate, u[1]) * w), round(span(self.affine_translate, u[2]) * h)],
+                      scale=scale, shear=[span(self.affine_shear, u[4]), span(self.affine_shear, u[5])],
+                      interpolation=InterpolationMode.BILINEAR, fill=0.0)
+
+    def random_elastic(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Simard et al.'s elastic deformation (albumentations' ElasticTransform): uniform noise
+        in [-1, 1] per pixel and axis, smoothed by a Gaussian of ``elastic_sigma`` pixels (kernel
+        of 3 sigma each side, at most the image), times ``elastic_alpha`` pixels."""
+        _, h, w = x.shape
+        noise = torch.rand((2, 1, h, w), generator=gen) * 2 - 1
+        kernel = min(2 * math.ceil(3 * self.elastic_sigma) + 1, (min(h, w) - 1) // 2 * 2 + 1)
+        field = gaussian_blur(noise, [kernel, kernel], [self.elastic_sigma] * 2) * self.elastic_alpha
+        # pixels to the normalised [-1, 1] grid: (dx, dy) as elastic_transform wants them
+        displacement = torch.stack([field[0, 0] * 2 / w, field[1, 0] * 2 / h], dim=-1)[None]
+        return elastic_transform(x, displacement, interpolation=InterpolationMode.BILINEAR, fill=[0.0])

@@ -114,8 +114,12 @@ def lesion_for_birads(rng: np.random.Generator, birads: int, seed: int) -> tuple
 
 # Storage conventions seen in the real data: bit depth, photometric interpretation,
 # rescale intercept and (RSNA) JPEG 2000 compression differ between units.
-EMBED_MACHINES = [
-    dict(bits=12), dict(bits=14), dict(bits=16, intercept=-1024.0), dict(bits=12, photometric="MONOCHROME1"),
+# EMBED's manufacturers with shares like the real tables' (mostly Hologic), and the storage
+# conventions of their units: a subgroup by manufacturer is also a subgroup by image encoding.
+EMBED_MANUFACTURERS = [
+    ("HOLOGIC, Inc.", 0.85, [dict(bits=12), dict(bits=14)]),
+    ("GE MEDICAL SYSTEMS", 0.1, [dict(bits=16, intercept=-1024.0)]),
+    ("FUJIFILM Corporation", 0.05, [dict(bits=12, photometric="MONOCHROME1")]),
 ]
 RSNA_MACHINE_CONVENTIONS = {
     49: dict(bits=12, transfer_syntax="j2k_lossless"),
@@ -184,7 +188,7 @@ def _embed_image(exam: dict, side: str, view: str, lesion: Lesion, image_type: s
         empi_anon=empi, acc_anon=acc, anon_dicom_path=EMBED_PATH_PREFIX + rel, cohort_num=exam["cohort"],
         ImageLateralityFinal=side, ViewPosition=view, FinalImageType=image_type, spot_mag=spot_mag,
         StudyDescription=exam["desc"], SeriesDescription=f"{side} {view}{' ' + tag if tag else ''}",
-        num_roi=0 if lesion.kind == "none" else 1, ROI_coords="", Manufacturer="HOLOGIC, Inc.",
+        num_roi=0 if lesion.kind == "none" else 1, ROI_coords="", Manufacturer=exam["manufacturer"],
         PhotometricInterpretation=machine.photometric,
     )
     job = ImageJob(
@@ -222,8 +226,10 @@ def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), worker
             study_uid = stable_uid(seed, "embed", acc)
             date = (pd.Timestamp("2014-01-01") + pd.Timedelta(days=int(erng.integers(0, 2500)))).date()
             age_exam = float(np.round(age + e * 1.1, 2)) if erng.random() > 0.02 else np.nan
-            unit = int(erng.integers(0, len(EMBED_MACHINES)))
-            machine = _machine(erng, f"embed-{unit}", **EMBED_MACHINES[unit])
+            maker = int(erng.choice(len(EMBED_MANUFACTURERS), p=[share for _, share, _ in EMBED_MANUFACTURERS]))
+            manufacturer, _, units = EMBED_MANUFACTURERS[maker]
+            unit = int(erng.integers(0, len(units)))
+            machine = _machine(erng, f"embed-{maker}-{unit}", **units[unit])
             base = dict(empi_anon=empi, acc_anon=acc, study_date_anon=str(date), desc=desc,
                         tissueden=5.0 if male else float(density), age_at_study=age_exam, RACE_DESC=race,
                         ETHNIC_GROUP_DESC=ethnicity)
@@ -250,7 +256,7 @@ def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), worker
             cohort = 1 + int(erng.integers(0, 2))
 
             exam = dict(seed=seed, root=root, shape=tuple(shape), acc=acc, empi=empi, cohort=cohort,
-                        study_uid=study_uid, desc=desc, machine=machine, density=density)
+                        study_uid=study_uid, desc=desc, machine=machine, manufacturer=manufacturer, density=density)
 
             def add_image(side, view, lesion, exam=exam, **kind):
                 row, job = _embed_image(exam, side, view, lesion, **kind)

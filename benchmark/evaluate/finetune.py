@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from benchmark.data.images import StreamedImages, model_normalise
 from benchmark.evaluate.device import model_device
-from benchmark.precision import prefer_unfused_attention, training_autocast
+from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
 from benchmark.stats import balanced_accuracy, macro_auc
 
 
@@ -65,7 +65,7 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
     gen = torch.Generator().manual_seed(seed)
     device = model_device(model)
     classifier = Classifier(model, n_classes).to(device)
-    prefer_unfused_attention(classifier, device, precision)
+    prefer_fast_cpu_kernels(classifier, device, precision)
     params = [p for p in classifier.parameters()]
     for p in params:
         p.requires_grad_(True)  # full fine-tune: frozen pretraining parts (e.g. LoRA bases) train too

@@ -28,7 +28,7 @@ def _input(named_inputs: dict, key: str) -> str:
 
 
 def draw_family(family: str, out_dir: Path, *, models: list[str], tasks: list[str], table=None,
-                predictions=(), named_inputs=None, budget=None) -> list[Path]:
+                predictions=(), named_inputs=None, budget=None, subgroups=None) -> list[Path]:
     named_inputs = named_inputs or {}
     stems = names.figure_stems(family, tasks)
     written = []
@@ -74,4 +74,16 @@ def draw_family(family: str, out_dir: Path, *, models: list[str], tasks: list[st
         if not budget:
             raise ValueError("give --budget")
         written += save(plot_compute_ledger(read_csv(budget, "budget table"), models), out_dir, stems[0])
+    elif family == "subgroups":
+        from benchmark.figures.subgroups import plot_subgroups
+
+        if not subgroups:
+            raise ValueError("give --subgroups")
+        frame = read_csv(subgroups, "subgroups table", ["dataset", "task", "protocol", "fraction", "model", "metric",
+                                                        "attribute", "subgroup", "gap", "note"],
+                         dtype={"fraction": str, "subgroup": str, "note": str}, keep_default_na=False)
+        for column in ("gap", "method_gap_ci_low", "method_gap_ci_high"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        for task, stem in zip(tasks, stems):
+            written += save(plot_subgroups(frame, task, models), out_dir, stem)
     return written

@@ -4,7 +4,7 @@ Kept free of heavy imports: Snakemake reads it while it parses the rules."""
 
 from __future__ import annotations
 
-FAMILIES = ("label_efficiency", "bars", "roc", "tsne", "alignment", "compute_ledger")
+FAMILIES = ("label_efficiency", "bars", "roc", "tsne", "alignment", "compute_ledger", "subgroups")
 
 
 def task_slug(task_key: str) -> str:
@@ -18,7 +18,7 @@ def task_datasets(tasks: list[str]) -> list[str]:
 
 def figure_stems(family: str, tasks: list[str]) -> list[str]:
     """Stems (no extension) that ``family`` writes; each is saved as .png and .pdf."""
-    if family in ("label_efficiency", "bars", "roc"):
+    if family in ("label_efficiency", "bars", "roc", "subgroups"):
         return [f"{family}_{task_slug(t)}" for t in tasks]
     if family == "tsne":
         return [f"tsne_{d}" for d in task_datasets(tasks)]

@@ -1,11 +1,11 @@
 """Pretraining speed of each tiny preset: today's trainer (bf16 autocast, and on CPU timm's
-unfused attention) against the earlier fp32 steps, measured in the same run.
+unfused attention and fp32 depthwise convolutions) against fp32 steps, measured in the same run.
 
     python -m benchmark.perf.precision [--threads 1 2] [--steps 8]
 
 For each model and thread count it prints training samples/s in fp32 and in bf16 and
 their ratio, and the default run's pretraining time for one seed at the measured rates
-(``pretrain.samples_seen`` over samples/s, summed over the five methods). A single matrix
+(``pretrain.samples_seen`` over samples/s, summed over the methods). A single matrix
 product of the tiny ViT's MLP shape is timed first, as the bound on what bf16 can give.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from benchmark.perf.train import bench_train
 
-MODELS = ("clip", "convirt", "mgca", "medclip", "mama")
+MODELS = ("clip", "convirt", "mgca", "medclip", "mama", "mammoclip")
 DEFAULT_SAMPLES = 7680  # config/config.yaml pretrain.samples_seen
 
 

@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.data.captions import embed_sentences, join_sentences
-from benchmark.data.images import StreamedImages
+from benchmark.data.images import StreamedImages, image_hw
 from benchmark.data.tokenizer import train_tokenizer
-from benchmark.precision import prefer_unfused_attention, training_autocast
+from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
 from benchmark.registry import build_model
 from benchmark.train import PretrainDataset, model_collate
 
@@ -59,11 +59,13 @@ def synthetic_records(n: int, seed: int = 0) -> pd.DataFrame:
     """EMBED-like rows: four views per exam, the fields captions and label vectors read."""
     rng = np.random.default_rng(seed)
     exams = np.arange(n) // 4
+    sides = np.tile(["L", "L", "R", "R"], n // 4 + 1)[:n]
     return pd.DataFrame({
         "exam_id": [f"e{e}" for e in exams], "patient_id": [f"p{e // 2}" for e in exams],
+        "breast_id": [f"e{e}_{side}" for e, side in zip(exams, sides)],
         "study_description": "MG Screening Bilateral", "reason": "screening",
         "age": rng.integers(40, 80, n).astype(str), "race": "Unknown", "ethnicity": "Unknown",
-        "image_type": "2D", "laterality": np.tile(["L", "L", "R", "R"], n // 4 + 1)[:n],
+        "image_type": "2D", "laterality": sides,
         "view": np.tile(["CC", "MLO"], n // 2 + 1)[:n],
         "density": rng.integers(1, 5, n), "birads": rng.integers(0, 7, n),
         "massshape": np.where(rng.random(n) < 0.1, "R", ""), "calcfind": np.where(rng.random(n) < 0.1, "P", ""),
@@ -94,7 +96,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     if preset == "paper" and device.type == "cuda":
         model.set_grad_checkpointing(True)
     model.to(device).train()
-    prefer_unfused_attention(model, device, precision)
+    prefer_fast_cpu_kernels(model, device, precision)
     batch = batch or model.train_settings["batch_size"]
     n = batch * 4
     records = synthetic_records(n)
@@ -103,7 +105,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
         images = StreamedImages(Path(png_dir.name), write_random_pngs(Path(png_dir.name), n, streamed_from),
                                 model.image_size)
     else:
-        images = torch.randint(0, 256, (n, 1, model.image_size, model.image_size), dtype=torch.uint8)
+        images = torch.randint(0, 256, (n, 1, *image_hw(model.image_size)), dtype=torch.uint8)
     data = PretrainDataset(records, images, model.augment, 0.8, 0, model.batch_needs)
     loader = DataLoader(_Keyed(data, [(0, i) for i in range(n)]), batch_size=batch, shuffle=True,
                         collate_fn=model_collate(model), num_workers=loader_workers, drop_last=True,

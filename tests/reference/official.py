@@ -1,7 +1,7 @@
 """Independent reference implementations of each method's loss, written from the
 equations of the official code (open_clip ``loss.py``; XYPB/MaMA ``model.py`` and
 ``backbones/loss.py``; HKU-MedAI/MGCA ``mgca_module.py``; RyanWangZf/MedCLIP
-``losses.py``), not from this project's ``models/losses.py``.
+``losses.py``; Mammo-CLIP's ``breastclip/loss/breast_clip.py``), not from this project's ``models/losses.py``.
 
 They are deliberately written another way: explicit loops over samples and rows, the
 official code's order of operations (per-text SLA loop, quantiles over non-zero weights,
@@ -151,3 +151,19 @@ def medclip_soft_clip(image_nd, text_nd, image_labels, text_labels, scale) -> to
         return -(target * torch.log_softmax(inputs, dim=1)).sum() / inputs.shape[0]
 
     return (soft_xent(logits, torch.softmax(label_sim, 1)) + soft_xent(logits.T, torch.softmax(label_sim.T, 1))) / 2
+
+
+# --- Mammo-CLIP's breast_clip.py (BreastClip.forward, one process) ---------------------------
+def mammoclip_loss(image, image_view, text, text2, scale, i2i_weight=1.0, t2t_weight=0.5) -> torch.Tensor:
+    """The official forward, one statement after another: two cross-entropies (rows of each
+    side against all of the other) for I1-T1, I2-T1, I1-T2, I2-T2 accumulated into i2t and
+    t2i and divided by 4; I1 x I2 and I2 x I1 halved; T2 x T1 and T1 x T2 halved; then
+    (i2t + t2i) / 2 + i2i_weight * i2i + t2t_weight * t2t."""
+    loss_i2t = loss_t2i = 0
+    for img, txt in ((image, text), (image_view, text), (image, text2), (image_view, text2)):
+        loss_i2t = loss_i2t + mean_cross_entropy(scale * img @ txt.T)
+        loss_t2i = loss_t2i + mean_cross_entropy(scale * txt @ img.T)
+    loss_i2t, loss_t2i = loss_i2t / 4.0, loss_t2i / 4.0
+    loss_i2i = (mean_cross_entropy(scale * image @ image_view.T) + mean_cross_entropy(scale * image_view @ image.T)) / 2.0
+    loss_t2t = (mean_cross_entropy(scale * text2 @ text.T) + mean_cross_entropy(scale * text @ text2.T)) / 2.0
+    return (loss_i2t + loss_t2i) / 2.0 + loss_i2i * i2i_weight + loss_t2t * t2t_weight

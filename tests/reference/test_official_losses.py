@@ -10,6 +10,7 @@ from open_clip.loss import ClipLoss as OpenClipLoss
 from models.losses import (
     ClipLoss,
     LocalAlignmentLoss,
+    MultiViewClipLoss,
     NTXentLoss,
     PrototypeLoss,
     SemanticMatchingLoss,
@@ -51,6 +52,19 @@ def test_convirt_weighted_infonce_equals_the_paper_equation():
     image, text = leaf(10, 8, seed=2), leaf(10, 8, seed=3)
     i2t, t2i = official.clip_pair(image, text, 1 / 0.1)
     assert_same(WeightedInfoNCE(0.75, 0.1)(image, text), 0.75 * i2t + 0.25 * t2i, [image, text])
+
+
+def test_mammoclip_multi_view_loss_equals_the_official_forward():
+    image, view, text, text2 = (leaf(10, 8, seed=s) for s in (20, 21, 22, 23))
+    scale = torch.tensor(1 / 0.07, dtype=torch.float64, requires_grad=True)
+    inputs = [image, view, text, text2, scale]
+    terms = MultiViewClipLoss(image_weight=1.0, text_weight=0.5)(image, view, text, text2, scale)
+    assert_same(terms["loss"], official.mammoclip_loss(image, view, text, text2, scale), inputs)
+    # each term on its own: weights that single it out
+    assert_same(terms["image_image"], official.mammoclip_loss(image, view, text, text2, scale, 1.0, 0.0)
+                - official.mammoclip_loss(image, view, text, text2, scale, 0.0, 0.0), inputs)
+    assert_same(terms["text_text"], official.mammoclip_loss(image, view, text, text2, scale, 0.0, 1.0)
+                - official.mammoclip_loss(image, view, text, text2, scale, 0.0, 0.0), inputs)
 
 
 def test_ntxent_equals_lightly_formulation():

@@ -209,3 +209,23 @@ def prediction_files(fractions=None):
                 for protocol in GENERIC_PROTOCOLS:
                     files += protocol_files(protocol, task, model, seed, fractions=fractions)
     return files
+
+
+def cell_files(protocol, fraction, task, model, seed):
+    """Predictions of one (protocol, label fraction) cell for (task, model, seed); fraction
+    None: every fraction of a fraction protocol (or the one file of zero-shot)."""
+    fractions = None if fraction is None else [fraction]
+    if protocol in ("zeroshot", "zeroshot_prefixed"):
+        return [path for name, path in zeroshot_cells(task, model, seed) if name == protocol]
+    if protocol in ("linear_probe", "linear_probe_fixed_c"):
+        return probe_files(task, model, seed, fractions=fractions, protocol=protocol)
+    if protocol == "finetune":
+        return finetune_files(task, model, seed, fractions=fractions)
+    return [path for p in GENERIC_PROTOCOLS if p.name == protocol
+            for path in protocol_files(p, task, model, seed, fractions=fractions)]
+
+
+def subgroup_files():
+    """The predictions subgroups.csv reads: the cells of subgroups.cells."""
+    return [path for cell in config["subgroups"]["cells"] for task in TASKS for model in MODELS for seed in SEEDS
+            for path in cell_files(cell["protocol"], cell.get("fraction"), task, model, seed)]

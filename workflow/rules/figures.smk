@@ -16,6 +16,7 @@ FAMILY_TITLES = {
     "tsne": "t-SNE of embeddings",
     "alignment": "Sentence-to-patch alignment",
     "compute_ledger": "Compute ledger",
+    **({"subgroups": "Subgroup gaps"} if config["subgroups"]["enabled"] else {}),
 }
 
 
@@ -27,6 +28,7 @@ localrules:
     figure_tsne,
     figure_alignment,
     figure_compute_ledger,
+    figure_subgroups,
 
 
 def figure_files(family, report_png=False):
@@ -157,6 +159,21 @@ rule figure_compute_ledger:
         CONDA_ENV
     shell:
         "{BENCH} figures compute_ledger --config {CONFIGFILE:q} --out-dir {FIG:q} --budget {input.budget:q} 2> {log:q}"
+
+
+rule figure_subgroups:
+    input:
+        subgroups=f"{R}/subgroups.csv",
+    output:
+        figure_files("subgroups", report_png=True),
+    params:
+        settings=FIGURE_SETTINGS,
+    log:
+        f"{R}/logs/figures/subgroups.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "{BENCH} figures subgroups --config {CONFIGFILE:q} --out-dir {FIG:q} --subgroups {input.subgroups:q} 2> {log:q}"
 
 
 rule figures:

@@ -23,3 +23,22 @@ rule table:
     shell:
         "{BENCH} table --config {CONFIGFILE:q} --predictions {input.predictions:q} --ledgers {input.ledgers:q} "
         "--out {output.table:q} --budget-out {output.budget:q} 2> {log:q}"
+
+
+rule subgroups:
+    input:
+        predictions=subgroup_files(),
+        manifests=[manifest(d) for d in sorted({t.split("/")[0] for t in TASKS})],
+    output:
+        report(f"{R}/subgroups.csv", caption="../report/subgroups_table.rst", category="Table",
+               labels={"file": "subgroups.csv (download)"}),
+    params:
+        settings=config_hash(config["subgroups"], config["stats"], MODELS, TASKS),
+        manifests=lambda wc, input: " ".join(shlex.quote(f"{Path(p).parent.name}={p}") for p in input.manifests),
+    log:
+        f"{R}/logs/subgroups.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "{BENCH} subgroups --config {CONFIGFILE:q} --predictions {input.predictions:q} "
+        "--manifests {params.manifests} --out {output:q} 2> {log:q}"

@@ -1,0 +1,93 @@
+"""Mammo-CLIP (Ghosh et al., MICCAI 2024): EfficientNet-B5 (or B2) + Bio_ClinicalBERT,
+linear projections to 512, one learnable temperature (initialised at 0.07, never clamped),
+trained on two views of a breast and two texts per sample. Constants from the official
+code (the ``mammoclip`` package's ``codebase/``: ``breastclip/loss/breast_clip.py``,
+``breastclip/model/clip.py``, ``configs/pre_train_b5_clip.yaml`` and the files it names);
+the table is in docs/protocol.md.
+
+- Loss (``MultiViewClipLoss``): image-text contrast over the four pairs of {I1, I2} x {T1,
+  T2} + 1.0 x image-image (I1 vs I2) + 0.5 x text-text (T1 vs T2), no label smoothing.
+- Multi-view supervision: I2 is the other standard view (CC <-> MLO) of the same breast when
+  the exam has it, else a second augmentation of the same image (``paired_view``).
+- Dataset-agnostic supervision: the official run adds an image-label dataset whose labels
+  are written as templated reports and contrasted like any text. EMBED has no free text:
+  every record has a report (the shared caption, built from its tables) and labels, so
+  here T1 is the caption every method sees and T2 the record's mass and calcification
+  labels as a templated report (``label_report``). The official code's ``classification``
+  (BCE) loss is not part of its pretraining configs, and is not used here either.
+- Text: the hidden state of the last non-padding token ("eos" pooling: [SEP] for BERT).
+- Image: the backbone's globally average-pooled features; timm's ``tf_efficientnet_b5``
+  with the official dropout 0.4 before the projection and stochastic depth 0.2 (B2: 0.3).
+  The official linear head ignores its configured dropout of 0.1, and so does this one.
+- AdamW (0.9, 0.999), lr 5e-5, weight decay 1e-4 on every parameter, 1 warm-up epoch of
+  15, cosine; batch 4; 1520 x 912 portrait images normalised with mean 0.3089 and std
+  0.2505; horizontal and vertical flips, a random affine (rotation 20 degrees, shift 10 %,
+  zoom 0.8-1.2, shear 20 degrees) and an elastic deformation (alpha 10, sigma 15 pixels),
+  each with albumentations' default probability 0.5.
+Deviation: the official text "shuffle" augmentation never takes effect (its loop assigns a
+local variable), so sentences are not shuffled here either; report sections and
+back-translations, which EMBED does not have, are not drawn.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from benchmark.registry import register_model
+from models.base import DualEncoder
+from models.convirt import TINY_TEXT
+from models.losses import MultiViewClipLoss
+
+MEAN, STD = (0.3089279,) * 3, (0.25053555408335154,) * 3
+TRAIN = dict(lr=5e-5, weight_decay=1e-4, warmup_fraction=1 / 15, betas=(0.9, 0.999), eps=1e-8,
+             no_weight_decay="none")
+PAPER_SIZE = [1520, 912]  # height, width
+
+
+def augment(pixels_per_official_pixel: float = 1.0) -> dict:
+    """The official training transform; the elastic field's pixel constants scale with the image."""
+    return dict(crop=False, hflip=True, vflip=True, jitter=0.0,
+                affine_p=0.5, affine_degrees=20.0, affine_translate=0.1, affine_scale=(0.8, 1.2), affine_shear=20.0,
+                elastic_p=0.5, elastic_alpha=10.0 * pixels_per_official_pixel,
+                elastic_sigma=15.0 * pixels_per_official_pixel)
+
+
+def _paper(backbone: str, dropout: float) -> dict:
+    return dict(image_size=PAPER_SIZE, embed_dim=512,
+                image=dict(name=backbone, kwargs=dict(drop_rate=dropout, drop_path_rate=0.2), mean=MEAN, std=STD),
+                text=dict(arch="bert", context_length=256, config={}),
+                train=dict(TRAIN, batch_size=4), augment=augment())
+
+
+@register_model("mammoclip")
+class MammoCLIP(DualEncoder):
+    batch_needs = ("image", "paired_view", "caption", "label_report")
+    presets = {
+        # 120 x 72 keeps the 1520 x 912 aspect; a from-scratch backbone needs a higher rate
+        "tiny": dict(image_size=[120, 72], embed_dim=128,
+                     image=dict(name="efficientnet_tiny", kwargs=dict(drop_rate=0.4, drop_path_rate=0.2),
+                                mean=MEAN, std=STD),
+                     text=TINY_TEXT, train=dict(TRAIN, batch_size=32, lr=3e-4), augment=augment(120 / 1520)),
+        "paper": _paper("tf_efficientnet_b5", dropout=0.4),
+        "paper_b2": _paper("tf_efficientnet_b2", dropout=0.3),
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(learnable_scale=True, init_logit_scale=math.log(1 / 0.07), **kwargs)
+        self.image_head = nn.Linear(self.feature_dim, self.embed_dim)
+        self.text_head = nn.Linear(self.text.width, self.embed_dim)
+        self.loss_fn = MultiViewClipLoss(image_weight=1.0, text_weight=0.5)
+
+    def project_text(self, hidden_ntd: torch.Tensor, mask_nt: torch.Tensor) -> torch.Tensor:
+        last_n = mask_nt.sum(dim=1).long() - 1  # the last non-padding token
+        return self.text_head(hidden_ntd[torch.arange(len(hidden_ntd), device=hidden_ntd.device), last_n])
+
+    def training_loss(self, batch: dict) -> dict:
+        # the two views go through the backbone separately, as officially (batch-norm statistics per view)
+        terms = self.loss_fn(self.encode_image(batch["image"]), self.encode_image(batch["paired_view"]),
+                             self.encode_text(batch["caption"]), self.encode_text(batch["label_report"]),
+                             self.logit_scale.exp())
+        return {name: value if name == "loss" else value.detach() for name, value in terms.items()}
