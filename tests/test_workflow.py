@@ -243,7 +243,7 @@ def test_new_subgroup_settings_rerun_only_the_subgroups_and_their_figure(figures
 def test_subgroups_have_every_model_attribute_and_a_too_small_group(figures_run):
     out, _, _ = figures_run
     rows = pd.read_csv(out / "subgroups.csv", dtype={"fraction": str, "subgroup": str})
-    assert set(rows.model) == MODELS and set(rows.protocol) == {"linear_probe", "zeroshot"}
+    assert set(rows.model) == MODELS and set(rows.protocol) == {"linear_probe", "zeroshot", "finetune"}
     assert set(zip(rows.dataset, rows.attribute)) == {(d, a) for d in ("embed",) for a in
                                                       ("race", "ethnicity", "age_band", "manufacturer")} | {
         ("rsna", a) for a in ("site_id", "machine_id", "age_band")}

@@ -4,6 +4,8 @@ interval; subgroups below the minimum size are labelled "too small" instead of d
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
@@ -22,10 +24,12 @@ from benchmark.protocols import cell_order
 
 GAP_INTERVAL = ("method_gap_ci_low", "method_gap_ci_high")
 LABELS_IN = 2.3  # left of the panels: the subgroup labels, inside the page width
+LABEL_CHARS = 36  # about what LABELS_IN holds at 6 pt
 
 
 def _group_label(attribute: str, group: str, note: str) -> str:
-    return f"{attribute}: {group}" + (" (too small)" if note.startswith("too small") else "")
+    label = f"{attribute}: {group}" + (" (too small)" if note.startswith("too small") else "")
+    return textwrap.fill(label, LABEL_CHARS)  # long names take two lines, within LABELS_IN
 
 
 @styled
@@ -41,7 +45,7 @@ def plot_subgroups(rows: pd.DataFrame, task_key: str, models: list[str]):
     groups = rows[["attribute", "subgroup"]].drop_duplicates().to_numpy().tolist()  # in the table's order
     present = [m for m in models if m in set(rows.model)]
     styles = model_style(models)
-    width = min(PAGE_IN - LABELS_IN, COLUMN_IN * len(cells) * 0.7)
+    width = min(PAGE_IN, LABELS_IN + COLUMN_IN * len(cells) * 0.6)  # the labels inside the figure
     fig, axes = figure(width, 0.6 + 0.16 * len(groups) * max(1, len(present)) ** 0.5, ncols=len(cells), sharey=True)
     y = np.arange(len(groups))[::-1].astype(float)
     spread = 0.7 / max(1, len(present))
@@ -63,7 +67,8 @@ def plot_subgroups(rows: pd.DataFrame, task_key: str, models: list[str]):
     notes = rows.drop_duplicates(["attribute", "subgroup"]).set_index(["attribute", "subgroup"])["note"]
     axes[0][0].set_yticks(y, [_group_label(attribute, group, str(notes.get((attribute, group), "") or ""))
                               for attribute, group in groups])
-    axes[0][0].legend(ncol=min(len(present), 7), frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.05))
-    fig.suptitle(f"{task_title(task_key)}: subgroup gaps (95 % method-level intervals)", y=1.0)
-    fig.tight_layout()
+    fig.suptitle(f"{task_title(task_key)}: subgroup gaps (95 % method-level intervals)")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room above the panels for the legend, centred on the page
+    fig.legend(*axes[0][0].get_legend_handles_labels(), ncol=min(len(present), 7), frameon=False,
+               loc="upper center", bbox_to_anchor=(0.5, 0.97))
     return fig
