@@ -16,7 +16,6 @@ class of the task, is reported as too small (value NaN, the reason in ``note``).
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,8 @@ import pandas as pd
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.predictions import read_predictions
 from benchmark.metrics import METRICS
-from benchmark.stats import patient_strata, percentile_ci, resample_matrix
-from benchmark.tables import add_method_level, metric_values, task_cells
+from benchmark.stats import percentile_ci
+from benchmark.tables import add_method_level, metric_values, task_cells, task_resamples
 from benchmark.tasks import get_task
 
 SUBGROUP_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "attribute", "subgroup",
@@ -124,11 +123,8 @@ def task_subgroups(task_frame: pd.DataFrame, validation: pd.DataFrame, records: 
     metrics = [METRICS[name] for name in settings["metrics"] if METRICS[name].applies(task)]
     cells = task_cells(task_frame, dataset, task_name)
     any_cell = next(iter(cells.values()))
-    patients, patient_index = np.unique(any_cell["patient_id"].to_numpy(), return_inverse=True)
     labels = any_cell["label"].to_numpy(int)
-    # the table's resamples: same seed, same strata
-    rng = np.random.default_rng([stats["seed"], zlib.crc32(f"{dataset}/{task_name}".encode())])
-    resamples_bp = resample_matrix(patient_strata(labels, patient_index, len(patients)), stats["n_boot"], rng)
+    patients, resamples_bp = task_resamples(any_cell, dataset, task_name, stats["seed"], stats["n_boot"])
     val_cells = dict(iter(validation.groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True)))
     patient_pos = {p: i for i, p in enumerate(patients)}
     overall = metric_values(cells, val_cells, task, resamples_bp, patient_pos, metrics)

@@ -101,6 +101,17 @@ def task_cells(task_frame: pd.DataFrame, dataset: str, task_name: str) -> dict[t
     return cells
 
 
+def task_resamples(any_cell: pd.DataFrame, dataset: str, task_name: str, seed: int,
+                   n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """A task's test patients (sorted) and its (n_boot, patients) resample matrix, stratified
+    by each patient's rarest class and seeded by (seed, task): table.csv and subgroups.csv
+    share it, so a subgroup's values are paired with the table's."""
+    patients, patient_index = np.unique(any_cell["patient_id"].to_numpy(), return_inverse=True)
+    strata = patient_strata(any_cell["label"].to_numpy(int), patient_index, len(patients))
+    rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}/{task_name}".encode())])
+    return patients, resample_matrix(strata, n_boot, rng)
+
+
 def metric_values(cells: dict, val_cells: dict, task, resamples_bp: np.ndarray, patient_pos: dict,
                   metrics: list | None = None) -> dict:
     """``values[(protocol, fraction, model, metric)]``: per replicate (seed, draw), the
@@ -189,10 +200,7 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
         task = get_task(dataset, task_name)
         cells = task_cells(task_frame, dataset, task_name)
         any_cell = next(iter(cells.values()))
-        patients, patient_index = np.unique(any_cell["patient_id"].to_numpy(), return_inverse=True)
-        strata = patient_strata(any_cell["label"].to_numpy(int), patient_index, len(patients))
-        rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}/{task_name}".encode())])
-        resamples_bp = resample_matrix(strata, n_boot, rng)
+        patients, resamples_bp = task_resamples(any_cell, dataset, task_name, seed, n_boot)
         val_cells = dict(iter(validation[(validation["dataset"] == dataset) & (validation["task"] == task_name)]
                               .groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True)))
         values = metric_values(cells, val_cells, task, resamples_bp, {p: i for i, p in enumerate(patients)})
