@@ -25,7 +25,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.evaluate.predictions import read_predictions
 from benchmark.metrics import METRICS
 from benchmark.stats import percentile_ci
-from benchmark.tables import add_method_level, metric_values, task_cells, task_resamples
+from benchmark.tables import add_method_level, cell_mask, metric_values, task_cells, task_resamples
 from benchmark.tasks import get_task
 
 SUBGROUP_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "attribute", "subgroup",
@@ -72,17 +72,6 @@ def attribute_values(records: pd.DataFrame, attribute: str, edges: list[float], 
         values = age_bands(values, edges)
     text = values.astype("string").str.strip().fillna("")
     return pd.Series(text.where(text != "", UNKNOWN).to_numpy(), index=records["image_id"].astype(str).to_numpy())
-
-
-def _chosen(predictions: pd.DataFrame, cells: list[dict]) -> pd.Series:
-    fractions = pd.to_numeric(predictions["fraction"], errors="coerce")
-    chosen = pd.Series(False, index=predictions.index)
-    for spec in cells:
-        match = predictions["protocol"] == spec["protocol"]
-        if spec.get("fraction") is not None:
-            match &= np.isclose(fractions, float(spec["fraction"]))
-        chosen |= match
-    return chosen
 
 
 def _patients(n: int) -> str:
@@ -158,7 +147,7 @@ def build_subgroups(prediction_files: list[Path], manifests: dict[str, Path], se
     from benchmark.data.tables import read_manifest
 
     predictions = pd.concat([read_predictions(Path(p)) for p in prediction_files], ignore_index=True)
-    predictions = predictions[_chosen(predictions, settings["cells"])]
+    predictions = predictions[np.logical_or.reduce([cell_mask(predictions, spec) for spec in settings["cells"]])]
     if predictions.empty:
         raise BenchmarkError(f"subgroups: no predictions of the cells subgroups.cells names ({settings['cells']})")
     rows = []

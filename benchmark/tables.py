@@ -52,19 +52,25 @@ def evaluation_units(frame: pd.DataFrame, task, breast_level: bool):
     return grouped["label"].max().to_numpy(int), scores.to_numpy(), grouped["patient_id"].first().to_numpy()
 
 
+def cell_mask(frame: pd.DataFrame, spec: dict) -> np.ndarray:
+    """Rows of ``frame`` (the table, or predictions) in the cell ``spec`` names: its protocol
+    and, when given, its label fraction (none for zero-shot)."""
+    match = (frame["protocol"] == spec["protocol"]).to_numpy(dtype=bool, copy=True)
+    if spec.get("fraction") is not None:
+        match &= np.isclose(pd.to_numeric(frame["fraction"], errors="coerce"), float(spec["fraction"]))
+    return match
+
+
 def primary_rows(table: pd.DataFrame, primary: list[dict], controls: list[str] = ()) -> np.ndarray:
     """Rows of the primary comparisons: a delta against the reference in a cell the config's
     ``stats.primary`` names (protocol, fraction, metric, and optionally task), for every
     model but the untrained ``controls``."""
     chosen = np.zeros(len(table), bool)
-    fractions = pd.to_numeric(table["fraction"], errors="coerce")
     for spec in primary:
-        match = (table["protocol"] == spec["protocol"]) & (table["metric"] == spec["metric"])
-        if spec.get("fraction") is not None:
-            match &= np.isclose(fractions, float(spec["fraction"]))
+        match = cell_mask(table, spec) & (table["metric"] == spec["metric"]).to_numpy()
         if spec.get("task"):
-            match &= (table["dataset"] + "/" + table["task"]) == spec["task"]
-        chosen |= match.to_numpy()
+            match &= ((table["dataset"] + "/" + table["task"]) == spec["task"]).to_numpy()
+        chosen |= match
     return chosen & table["delta_vs_ref"].notna().to_numpy() & ~table["model"].isin(list(controls)).to_numpy()
 
 

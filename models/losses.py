@@ -85,34 +85,23 @@ class NTXentLoss(nn.Module):
 
 class MultiViewClipLoss(nn.Module):
     """Mammo-CLIP: two images of a sample (I1, I2: two views of the breast) and two texts
-    (T1, T2). Image->text and text->image cross-entropies of the four pairs I1-T1, I2-T1,
-    I1-T2, I2-T2, each direction averaged over the pairs and the two directions averaged;
-    plus ``image_weight`` times the image-image term (I1 vs I2, the two directions averaged)
-    and ``text_weight`` times the text-text term (T1 vs T2, likewise). One scale for all."""
+    (T1, T2). CLIP's loss (``ClipLoss``: the two directions averaged) of the four pairs
+    I1-T1, I2-T1, I1-T2, I2-T2, averaged; plus ``image_weight`` times CLIP's loss of I1 vs I2
+    and ``text_weight`` times that of T1 vs T2. One scale for all. (The official code
+    averages each direction over the pairs and then the directions: the same value.)"""
 
     def __init__(self, image_weight: float = 1.0, text_weight: float = 0.5, gather: Gather = GATHER_ALL):
         super().__init__()
         self.image_weight = image_weight
         self.text_weight = text_weight
-        self.gather = gather
-
-    @staticmethod
-    def _both_directions(a_nd, b_nd, logit_scale) -> tuple[torch.Tensor, torch.Tensor]:
-        logits_nn = logit_scale * a_nd @ b_nd.T
-        targets_n = _diagonal_targets(logits_nn)
-        return F.cross_entropy(logits_nn, targets_n), F.cross_entropy(logits_nn.T, targets_n)
+        self.clip = ClipLoss(gather=gather)  # set_gather reaches it as a submodule
 
     def forward(self, image_nd: torch.Tensor, view_nd: torch.Tensor, text_nd: torch.Tensor, text2_nd: torch.Tensor,
                 logit_scale: torch.Tensor | float) -> dict[str, torch.Tensor]:
-        image_nd, view_nd = self.gather.rows(image_nd), self.gather.rows(view_nd)
-        text_nd, text2_nd = self.gather.rows(text_nd), self.gather.rows(text2_nd)
-        image_to_text = text_to_image = 0.0
-        for images_nd, texts_nd in ((image_nd, text_nd), (view_nd, text_nd), (image_nd, text2_nd), (view_nd, text2_nd)):
-            i2t, t2i = self._both_directions(images_nd, texts_nd, logit_scale)
-            image_to_text, text_to_image = image_to_text + i2t / 4, text_to_image + t2i / 4
-        image_text = (image_to_text + text_to_image) / 2
-        image_image = sum(self._both_directions(image_nd, view_nd, logit_scale)) / 2
-        text_text = sum(self._both_directions(text_nd, text2_nd, logit_scale)) / 2
+        pairs = ((image_nd, text_nd), (view_nd, text_nd), (image_nd, text2_nd), (view_nd, text2_nd))
+        image_text = sum(self.clip(images_nd, texts_nd, logit_scale) for images_nd, texts_nd in pairs) / 4
+        image_image = self.clip(image_nd, view_nd, logit_scale)
+        text_text = self.clip(text_nd, text2_nd, logit_scale)
         loss = image_text + self.image_weight * image_image + self.text_weight * text_text
         return {"loss": loss, "image_text": image_text, "image_image": image_image, "text_text": text_text}
 

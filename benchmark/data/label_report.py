@@ -41,7 +41,7 @@ def label_report(rec: Mapping, rng: np.random.Generator | None = None) -> str:
     side = {"L": "left", "R": "right"}.get(str(rec.get("laterality", "")), "imaged")
     labels = label_vector(rec)
     present = {"mass": bool(labels[MASS]), "calcification": bool(labels[CALCIFICATION])}
-    keys = [(name, flag) for name, flag in present.items()] if any(present.values()) else [("no finding", True)]
+    keys = list(present.items()) if any(present.values()) else [("no finding", True)]
     sentences = []
     for key in keys:
         options = TEMPLATES[key]

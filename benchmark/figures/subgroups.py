@@ -38,7 +38,7 @@ def plot_subgroups(rows: pd.DataFrame, task_key: str, models: list[str]):
     rows = rows[(rows.dataset == dataset) & (rows.task == task)].copy()
     if rows.empty:
         raise ValueError(f"subgroups table has no rows for {task_key}")
-    rows["fraction"] = rows["fraction"].fillna("").astype(str).replace("nan", "")
+    rows["fraction"] = rows["fraction"].fillna("").astype(str)
     metric = rows["metric"].iloc[0]  # the first configured metric
     rows = rows[rows.metric == metric]
     cells = sorted({(r.protocol, r.fraction) for r in rows.itertuples()}, key=lambda c: cell_order(*c))

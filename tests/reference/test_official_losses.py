@@ -61,6 +61,7 @@ def test_mammoclip_multi_view_loss_equals_the_official_forward():
     terms = MultiViewClipLoss(image_weight=1.0, text_weight=0.5)(image, view, text, text2, scale)
     assert_same(terms["loss"], official.mammoclip_loss(image, view, text, text2, scale), inputs)
     # each term on its own: weights that single it out
+    assert_same(terms["image_text"], official.mammoclip_loss(image, view, text, text2, scale, 0.0, 0.0), inputs)
     assert_same(terms["image_image"], official.mammoclip_loss(image, view, text, text2, scale, 1.0, 0.0)
                 - official.mammoclip_loss(image, view, text, text2, scale, 0.0, 0.0), inputs)
     assert_same(terms["text_text"], official.mammoclip_loss(image, view, text, text2, scale, 0.0, 1.0)
