@@ -12,32 +12,48 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 PRECISIONS = ("bf16", "fp32")
 
 
-def training_autocast(device: torch.device, precision: str):
-    """The context a training step's forward and loss run in."""
+class _CpuBf16:
+    """bf16 autocast with PyTorch's math attention kernel; reusable like ``torch.autocast``."""
+
+    def __init__(self, math_attention: bool):
+        self.math_attention = math_attention
+        self._entered = []
+
+    def __enter__(self):
+        contexts = [torch.autocast("cpu", dtype=torch.bfloat16)]
+        if self.math_attention:
+            contexts.append(sdpa_kernel(SDPBackend.MATH))
+        for context in contexts:
+            context.__enter__()
+        self._entered.append(contexts)
+        return self
+
+    def __exit__(self, *exc):
+        for context in reversed(self._entered.pop()):
+            context.__exit__(*exc)
+        return False
+
+
+def training_autocast(device: torch.device, precision: str, math_attention: bool = True):
+    """The context a training step's forward and loss run in. On a CPU in bf16, attention
+    (``scaled_dot_product_attention``: timm's and Hugging Face's blocks, and open_clip's
+    through ``nn.MultiheadAttention``) runs PyTorch's math kernel, the same function as
+    the fused one: the fused kernel's bf16 CPU backward is several times slower than the
+    matrix products around it (``benchmark/perf/precision.py``; ``math_attention=False``
+    keeps the fused kernel, for that measurement only). The kernel a backward pass uses is
+    fixed in the forward, so the backward need not run inside."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if precision == "fp32":
         return nullcontext()
+    if device.type == "cpu":
+        return _CpuBf16(math_attention)
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def prefer_unfused_attention(model: nn.Module, device: torch.device, precision: str) -> int:
-    """Under CPU bf16, switch timm's attention blocks from PyTorch's fused
-    scaled-dot-product kernel to its explicit ``softmax(q k^T) v``: the same function, but
-    the fused kernel's CPU backward in bf16 is several times slower than the matrix products
-    around it (measured in ``benchmark/perf/precision.py``). Returns how many blocks changed."""
-    if device.type != "cpu" or precision != "bf16":
-        return 0
-    changed = 0
-    for module in model.modules():
-        if getattr(module, "fused_attn", False) is True:
-            module.fused_attn = False
-            changed += 1
-    return changed
 
 
 def _fp32_forward(self, x):
@@ -69,5 +85,6 @@ def fp32_depthwise_convolutions(model: nn.Module, device: torch.device, precisio
 
 
 def prefer_fast_cpu_kernels(model: nn.Module, device: torch.device, precision: str) -> int:
-    """Both of the above: what a training step on a CPU in bf16 runs faster with."""
-    return prefer_unfused_attention(model, device, precision) + fp32_depthwise_convolutions(model, device, precision)
+    """What a model trains faster with on a CPU in bf16, besides ``training_autocast``'s
+    attention kernel: today, fp32 depthwise convolutions."""
+    return fp32_depthwise_convolutions(model, device, precision)

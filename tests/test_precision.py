@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import torch
 
 from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
@@ -29,3 +30,44 @@ def test_depthwise_convolutions_run_in_fp32_under_cpu_bf16_and_keep_their_weight
     twin = copy.deepcopy(model)  # a fine-tune copies the pretrained model
     images = torch.randn(2, 3, 40, 24)
     assert torch.allclose(twin(images), model(images)) and torch.allclose(model(images), reference(images), atol=1e-5)
+
+
+def _attention_kernels(attention: torch.nn.MultiheadAttention, context) -> set[str]:
+    """The scaled-dot-product kernels a training step (forward and backward) runs."""
+    x = torch.randn(4, 9, attention.embed_dim, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with context:
+            out, _ = attention(x, x, x, need_weights=False)
+        out.float().sum().backward()
+    return {e.key for e in prof.key_averages() if "attention" in e.key and e.key.startswith("aten::_scaled")}
+
+
+def test_cpu_bf16_training_runs_attention_through_the_math_kernel():
+    """open_clip's nn.MultiheadAttention (and timm's, Hugging Face's blocks) call
+    scaled_dot_product_attention: under CPU bf16 training its fused kernel is replaced by
+    the math one, forward and backward; fp32 keeps PyTorch's choice."""
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(32, 4, batch_first=True).train()
+    cpu = torch.device("cpu")
+    fused = _attention_kernels(attention, training_autocast(cpu, "bf16", math_attention=False))
+    math = _attention_kernels(attention, training_autocast(cpu, "bf16"))
+    assert any("flash" in k for k in fused) and not any("flash" in k for k in math)
+    context = training_autocast(cpu, "bf16")  # reusable across steps, as torch.autocast
+    for _ in range(2):
+        with context:
+            assert torch.is_autocast_enabled("cpu")
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_finetune_predictions_in_bf16_keep_fp32_resolution(tokenizer):
+    """The fine-tuned encoder predicts under bf16 autocast; the head and softmax in fp32, so
+    the scores stay distinct per image and within bf16 rounding of the fp32 scores."""
+    from benchmark.evaluate.finetune import Classifier, predict
+    from benchmark.registry import build_model
+
+    torch.manual_seed(0)
+    classifier = Classifier(build_model("clip", "tiny", tokenizer=tokenizer), 4)
+    images = torch.randint(0, 256, (40, 1, 96, 96), dtype=torch.uint8)
+    fp32, bf16 = predict(classifier, images, precision="fp32"), predict(classifier, images, precision="bf16")
+    assert len(np.unique(bf16[:, 0])) == len(images)
+    assert np.abs(bf16 - fp32).max() < 0.02 and not np.array_equal(bf16, fp32)

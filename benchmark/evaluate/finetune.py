@@ -5,9 +5,9 @@ schedule (``finetune`` in the config). Batches are drawn class-balanced (each cl
 equally likely) with the method's own pretraining augmentations. Every ``eval_every``
 steps the model is scored on validation (macro AUC, ties: balanced accuracy); the best
 validation state is kept, and training stops early after ``patience`` evaluations
-without improvement. The test split is only scored with the kept state. Training steps run
-under the configured precision (bf16 autocast by default, ``benchmark/precision.py``);
-predictions run in fp32.
+without improvement. The test split is only scored with the kept state. Training steps and
+the encoder's predictions run under the configured precision (bf16 autocast by default,
+``benchmark/precision.py``); the head and its softmax predict in fp32.
 """
 
 from __future__ import annotations
@@ -36,11 +36,19 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def predict(classifier: Classifier, images_u8: torch.Tensor | StreamedImages, batch_size: int = 64) -> np.ndarray:
+def predict(classifier: Classifier, images_u8: torch.Tensor | StreamedImages, batch_size: int = 64,
+            precision: str = "bf16") -> np.ndarray:
+    """Class probabilities. The encoder runs under ``precision`` (the fine-tune's, as it
+    trained); the head and the softmax in fp32, so the scores keep their resolution."""
     classifier.eval()
     device = model_device(classifier)
-    out = [torch.softmax(classifier(model_normalise(classifier.model, images_u8[i: i + batch_size].to(device))), dim=-1).float().cpu()
-           for i in range(0, len(images_u8), batch_size)]
+    autocast = training_autocast(device, precision)
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        images = model_normalise(classifier.model, images_u8[i: i + batch_size].to(device))
+        with autocast:
+            features = classifier.model.image_features(images)
+        out.append(torch.softmax(classifier.head(features.float()), dim=-1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, classifier.head.out_features))
 
 
@@ -83,7 +91,7 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
         optimizer.step()
         schedule.step()
         if step % eval_every == 0 or step == steps:
-            scores = predict(classifier, val_u8)
+            scores = predict(classifier, val_u8, precision=precision)
             key = (np.nan_to_num(macro_auc(y_val, scores), nan=-1.0), balanced_accuracy(y_val, scores))
             history.append({"step": step, "loss": float(loss.detach()), "val_auc": key[0], "val_bacc": key[1]})
             if best_key is None or key > best_key:

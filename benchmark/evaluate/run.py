@@ -204,7 +204,7 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
                 eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed, precision=cfg["precision"])
         except ValueError as exc:
             raise BenchmarkError(f"finetune {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
-        scores = np.concatenate([val_scores, predict(classifier, test_u8)])
+        scores = np.concatenate([val_scores, predict(classifier, test_u8, precision=cfg["precision"])])
         write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
                           model=model_name, seed=seed, draw=draw)
         best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))

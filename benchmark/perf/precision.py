@@ -1,11 +1,13 @@
-"""Pretraining speed of each tiny preset: today's trainer (bf16 autocast, and on CPU timm's
-unfused attention and fp32 depthwise convolutions) against fp32 steps, measured in the same run.
+"""Pretraining speed of each tiny preset: today's trainer (bf16 autocast, and on CPU the math
+attention kernel and fp32 depthwise convolutions) against fp32 steps and against bf16 with
+PyTorch's fused attention kernel, measured in the same run.
 
     python -m benchmark.perf.precision [--threads 1 2] [--steps 8]
 
-For each model and thread count it prints training samples/s in fp32 and in bf16 and
-their ratio, and the default run's pretraining time for one seed at the measured rates
-(``pretrain.samples_seen`` over samples/s, summed over the methods). A single matrix
+For each model and thread count it prints training samples/s in fp32, in bf16 with the
+fused attention kernel and in bf16 as the trainer runs, and the ratios, and the default
+run's pretraining time for one seed at the measured rates (``pretrain.samples_seen`` over
+samples/s, summed over the methods). A single matrix
 product of the tiny ViT's MLP shape is timed first, as the bound on what bf16 can give.
 """
 
@@ -43,20 +45,24 @@ def main() -> None:
     fp32, bf16 = matmul_seconds(torch.float32), matmul_seconds(torch.bfloat16)
     print(f"one (1968 x 192) @ (192 x 768) product: fp32 {fp32 * 1e3:.2f} ms, bf16 {bf16 * 1e3:.2f} ms, "
           f"{fp32 / bf16:.2f}x\n")
-    print(f"{'model':8s} {'threads':>7s} {'fp32 /s':>9s} {'bf16 /s':>9s} {'x fp32':>7s}")
+    print(f"{'model':9s} {'threads':>7s} {'fp32 /s':>9s} {'fused /s':>9s} {'bf16 /s':>9s} {'x fp32':>7s} {'x fused':>8s}")
+    settings = {"fp32": ("fp32", True), "fused": ("bf16", False), "bf16": ("bf16", True)}
     totals = {}
     for threads in args.threads:
         for name in args.models:
-            rates = {p: bench_train(name, "tiny", args.steps, None, None, threads, 0, precision=p)["train_samples_per_s"]
-                     for p in ("fp32", "bf16")}
-            for p, rate in rates.items():
-                totals[(threads, p)] = totals.get((threads, p), 0.0) + DEFAULT_SAMPLES / rate
-            print(f"{name:8s} {threads:7d} {rates['fp32']:9.1f} {rates['bf16']:9.1f} {rates['bf16'] / rates['fp32']:6.2f}x")
+            rates = {key: bench_train(name, "tiny", args.steps, None, None, threads, 0, precision=precision,
+                                      math_attention=math)["train_samples_per_s"]
+                     for key, (precision, math) in settings.items()}
+            for key, rate in rates.items():
+                totals[(threads, key)] = totals.get((threads, key), 0.0) + DEFAULT_SAMPLES / rate
+            print(f"{name:9s} {threads:7d} {rates['fp32']:9.1f} {rates['fused']:9.1f} {rates['bf16']:9.1f} "
+                  f"{rates['bf16'] / rates['fp32']:6.2f}x {rates['bf16'] / rates['fused']:7.2f}x")
     print(f"\ntraining seconds of one seed of the default run ({DEFAULT_SAMPLES} samples per method, "
           f"{', '.join(args.models)}), excluding start-up:")
     for threads in args.threads:
-        a, b = totals[(threads, "fp32")], totals[(threads, "bf16")]
-        print(f"  {threads} thread(s): fp32 {a:.0f} s, bf16 {b:.0f} s ({a / b:.2f}x)")
+        a, f, b = totals[(threads, "fp32")], totals[(threads, "fused")], totals[(threads, "bf16")]
+        print(f"  {threads} thread(s): fp32 {a:.0f} s, bf16 with fused attention {f:.0f} s, bf16 {b:.0f} s "
+              f"({a / b:.2f}x fp32, {f / b:.2f}x fused)")
 
 
 if __name__ == "__main__":

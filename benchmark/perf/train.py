@@ -83,7 +83,8 @@ def write_random_pngs(folder: Path, n: int, long_side: int) -> list[str]:
 
 
 def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tokenizer: str | None,
-                threads: int, loader_workers: int, streamed_from: int | None = None, precision: str = "bf16") -> dict:
+                threads: int, loader_workers: int, streamed_from: int | None = None, precision: str = "bf16",
+                math_attention: bool = True) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -123,7 +124,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
         png_dir.cleanup()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    autocast = training_autocast(device, precision)
+    autocast = training_autocast(device, precision, math_attention)
 
     def step(b):
         b = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
