@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 PRECISIONS = ("bf16", "fp32")
+DEFAULT_PRECISION = "bf16"  # the schema's default for pretrain.precision and finetune.precision
 
 
 class _CpuBf16:

@@ -43,7 +43,7 @@ from benchmark.distributed import (
     sum_over_ranks,
 )
 from benchmark.errors import BenchmarkError
-from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
+from benchmark.precision import DEFAULT_PRECISION, prefer_fast_cpu_kernels, training_autocast
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
@@ -193,7 +193,7 @@ class RunOptions:
     grad_accum: int = 1
     gather_negatives: bool = True
     grad_checkpointing: bool = False
-    precision: str = "bf16"  # bf16 autocast or fp32 (benchmark/precision.py)
+    precision: str = DEFAULT_PRECISION  # bf16 autocast or fp32 (benchmark/precision.py)
     image_memory_gib: float = 8.0  # the config's images.memory_gib
     loader_workers: int = 4  # the config's images.loader_workers (used when images are streamed)
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from benchmark.data.images import StreamedImages, model_normalise
 from benchmark.evaluate.device import model_device
-from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
+from benchmark.precision import DEFAULT_PRECISION, prefer_fast_cpu_kernels, training_autocast
 from benchmark.stats import balanced_accuracy, macro_auc
 
 
@@ -37,7 +37,7 @@ class Classifier(nn.Module):
 
 @torch.no_grad()
 def predict(classifier: Classifier, images_u8: torch.Tensor | StreamedImages, batch_size: int = 64,
-            precision: str = "bf16") -> np.ndarray:
+            precision: str = DEFAULT_PRECISION) -> np.ndarray:
     """Class probabilities. The encoder runs under ``precision`` (the fine-tune's, as it
     trained); the head and the softmax in fp32, so the scores keep their resolution."""
     classifier.eval()
@@ -63,7 +63,7 @@ def balanced_draws(y_n: np.ndarray, n_classes: int, count: int, rng: np.random.G
 def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train: np.ndarray,
              val_u8: torch.Tensor | StreamedImages, y_val: np.ndarray,
              n_classes: int, *, steps: int, batch_size: int, lr: float, weight_decay: float, eval_every: int,
-             patience: int, seed: int, precision: str = "bf16") -> tuple[Classifier, list[dict], np.ndarray]:
+             patience: int, seed: int, precision: str = DEFAULT_PRECISION) -> tuple[Classifier, list[dict], np.ndarray]:
     """Return the classifier in its best validation state, the validation history and the
     validation scores of that state."""
     if len(np.unique(y_train)) < 2:

@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import StreamedImages, image_hw
 from benchmark.data.tokenizer import train_tokenizer
-from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
+from benchmark.precision import DEFAULT_PRECISION, prefer_fast_cpu_kernels, training_autocast
 from benchmark.registry import build_model
 from benchmark.train import PretrainDataset, model_collate
 
@@ -83,7 +83,7 @@ def write_random_pngs(folder: Path, n: int, long_side: int) -> list[str]:
 
 
 def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tokenizer: str | None,
-                threads: int, loader_workers: int, streamed_from: int | None = None, precision: str = "bf16",
+                threads: int, loader_workers: int, streamed_from: int | None = None, precision: str = DEFAULT_PRECISION,
                 math_attention: bool = True) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)

@@ -194,27 +194,9 @@ def protocol_files(protocol, task, model, seed, every_task=False, fractions=None
     ]
 
 
-def prediction_files(fractions=None):
-    """Every predictions file of the run (``fractions``: only these label fractions of the
-    fraction protocols, e.g. [1.0] for the ROC figure)."""
-    files = []
-    for task in TASKS:
-        for model in MODELS:
-            for seed in SEEDS:
-                files += zeroshot_files(task, model, seed)
-                files += probe_files(task, model, seed, fractions=fractions)
-                if fractions is None:
-                    files += probe_files(task, model, seed, protocol="linear_probe_fixed_c")
-                files += finetune_files(task, model, seed, fractions=fractions)
-                for protocol in GENERIC_PROTOCOLS:
-                    files += protocol_files(protocol, task, model, seed, fractions=fractions)
-    return files
-
-
-def cell_files(protocol, fraction, task, model, seed):
-    """Predictions of one (protocol, label fraction) cell for (task, model, seed); fraction
-    None: every fraction of a fraction protocol (or the one file of zero-shot)."""
-    fractions = None if fraction is None else [fraction]
+def cell_files(protocol, task, model, seed, fractions=None):
+    """Predictions of one protocol for (task, model, seed): every (fraction, draw) of a
+    fraction protocol, or those of ``fractions``; a zero-shot protocol's one file."""
     if protocol in ("zeroshot", "zeroshot_prefixed"):
         return [path for name, path in zeroshot_cells(task, model, seed) if name == protocol]
     if protocol in ("linear_probe", "linear_probe_fixed_c"):
@@ -225,7 +207,22 @@ def cell_files(protocol, fraction, task, model, seed):
             for path in protocol_files(p, task, model, seed, fractions=fractions)]
 
 
+# Every protocol a run may write predictions for, in the table's order; one the config
+# leaves out has no files.
+RUN_PROTOCOLS = ["zeroshot", "zeroshot_prefixed", "linear_probe", "linear_probe_fixed_c", "finetune",
+                 *(p.name for p in GENERIC_PROTOCOLS)]
+
+
+def prediction_files(fractions=None):
+    """Every predictions file of the run (``fractions``: only these label fractions of the
+    fraction protocols, and no fixed-C sensitivity row, e.g. [1.0] for the ROC figure)."""
+    protocols = [p for p in RUN_PROTOCOLS if fractions is None or p != "linear_probe_fixed_c"]
+    return [path for task in TASKS for model in MODELS for seed in SEEDS for protocol in protocols
+            for path in cell_files(protocol, task, model, seed, fractions)]
+
+
 def subgroup_files():
     """The predictions subgroups.csv reads: the cells of subgroups.cells."""
     return [path for cell in config["subgroups"]["cells"] for task in TASKS for model in MODELS for seed in SEEDS
-            for path in cell_files(cell["protocol"], cell.get("fraction"), task, model, seed)]
+            for path in cell_files(cell["protocol"], task, model, seed,
+                                   None if cell.get("fraction") is None else [cell["fraction"]])]
