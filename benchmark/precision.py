@@ -46,8 +46,9 @@ def training_autocast(device: torch.device, precision: str, math_attention: bool
     through ``nn.MultiheadAttention``) runs PyTorch's math kernel, the same function as
     the fused one: the fused kernel's bf16 CPU backward is several times slower than the
     matrix products around it (``benchmark/perf/precision.py``; ``math_attention=False``
-    keeps the fused kernel, for that measurement only). The kernel a backward pass uses is
-    fixed in the forward, so the backward need not run inside."""
+    keeps the fused kernel, for that measurement only). Run the backward inside it too:
+    with activation checkpointing the backward recomputes forward blocks, which must pick
+    the same kernels (checkpointing restores the autocast state, not the attention kernel)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if precision == "fp32":

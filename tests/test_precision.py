@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
@@ -71,3 +72,20 @@ def test_finetune_predictions_in_bf16_keep_fp32_resolution(tokenizer):
     fp32, bf16 = predict(classifier, images, precision="fp32"), predict(classifier, images, precision="bf16")
     assert len(np.unique(bf16[:, 0])) == len(images)
     assert np.abs(bf16 - fp32).max() < 0.02 and not np.array_equal(bf16, fp32)
+
+
+@pytest.mark.parametrize("method", ["mama", "clip"])
+def test_finetune_with_activation_checkpointing_recomputes_under_the_same_kernels(method, tokenizer):
+    """A checkpointed block recomputes its forward during the backward; under CPU bf16 it
+    must pick the math attention kernel again (the paper presets fine-tune checkpointed)."""
+    from benchmark.evaluate.finetune import finetune
+    from benchmark.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(method, "tiny", tokenizer=tokenizer)
+    model.set_grad_checkpointing(True)
+    images = torch.randint(0, 256, (8, 1, 96, 96), dtype=torch.uint8)
+    y = np.arange(8) % 2
+    _, history, _ = finetune(model, images, y, images, y, 2, steps=2, batch_size=4, lr=1e-4, weight_decay=0.0,
+                             eval_every=2, patience=1, seed=0, precision="bf16")
+    assert np.isfinite(history[-1]["loss"])

@@ -84,10 +84,10 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
         classifier.train()
         index = balanced_draws(y_train, n_classes, batch_size, rng)
         images = model_normalise(model, torch.stack([model.augment(train_u8[i], gen) for i in index])).to(device)
-        with training_autocast(device, precision):
-            loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long().to(device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with training_autocast(device, precision):  # the backward too, as the trainer's (precision.py)
+            loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long().to(device))
+            loss.backward()
         optimizer.step()
         schedule.step()
         if step % eval_every == 0 or step == steps:

@@ -130,7 +130,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
         b = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
         with autocast:
             loss = model.training_loss(b | {"step": 10**9, "epoch": 1})["loss"]  # every loss term on
-        loss.backward()
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
