@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import image_hw
-from benchmark.data.tokenizer import train_tokenizer
 from benchmark.evaluate.finetune import Classifier, predict
 from benchmark.perf.precision import MODELS
-from benchmark.perf.train import synthetic_records
+from benchmark.perf.train import synthetic_tokenizer
 from benchmark.registry import build_model
 
 
@@ -44,9 +42,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = str(Path(tmp) / "tokenizer.json")
-        train_tokenizer([join_sentences(embed_sentences(r)) for r in synthetic_records(2000).to_dict("records")],
-                        2000, tokenizer)
+        tokenizer = synthetic_tokenizer(Path(tmp) / "tokenizer.json")
         print(f"{'model':9s} {'fp32 img/s':>10s} {'bf16 img/s':>10s} {'x fp32':>7s} {'max |diff|':>10s}")
         for name in args.models:
             torch.manual_seed(0)

@@ -72,6 +72,13 @@ def synthetic_records(n: int, seed: int = 0) -> pd.DataFrame:
     })
 
 
+def synthetic_tokenizer(path: Path) -> str:
+    """A BPE tokenizer trained on the synthetic records' reports, for random-weight text towers."""
+    texts = [join_sentences(embed_sentences(r)) for r in synthetic_records(2000).to_dict("records")]
+    train_tokenizer(texts, 2000, str(path))
+    return str(path)
+
+
 def write_random_pngs(folder: Path, n: int, long_side: int) -> list[str]:
     """``n`` random 16-bit PNGs of a mammogram's aspect (long side x 0.8 long side)."""
     rng = np.random.default_rng(0)
@@ -89,10 +96,8 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     torch.set_num_threads(threads)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        if tokenizer is None:  # random-weight text towers need one: a BPE on the synthetic reports
-            tokenizer = str(Path(tmp) / "tokenizer.json")
-            texts = [join_sentences(embed_sentences(r)) for r in synthetic_records(2000).to_dict("records")]
-            train_tokenizer(texts, 2000, tokenizer)
+        if tokenizer is None:  # random-weight text towers need one
+            tokenizer = synthetic_tokenizer(Path(tmp) / "tokenizer.json")
         model = build_model(model_name, preset, tokenizer=tokenizer)
     if preset == "paper" and device.type == "cuda":
         model.set_grad_checkpointing(True)
