@@ -1,4 +1,4 @@
-"""CPU kernel choices under bf16 autocast (benchmark/precision.py) change kernels, not models."""
+"""CPU kernel and layout choices (benchmark/precision.py) change kernels, not models."""
 
 import copy
 
@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.precision import prefer_fast_cpu_kernels, training_autocast
+from benchmark.checkpoint import load_checkpoint, save_checkpoint
+from benchmark.precision import (
+    channels_last_convolutions,
+    fp32_depthwise_convolutions,
+    prefer_fast_cpu_kernels,
+    training_autocast,
+)
+from benchmark.registry import build_model
 from models.encoders import image_backbone
 
 
@@ -16,12 +23,12 @@ def test_depthwise_convolutions_run_in_fp32_under_cpu_bf16_and_keep_their_weight
     reference = copy.deepcopy(model)
     keys = list(model.state_dict())
     cpu = torch.device("cpu")
-    changed = prefer_fast_cpu_kernels(model, cpu, "bf16")
+    changed = fp32_depthwise_convolutions(model, cpu, "bf16")
     depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert changed == len(depthwise) > 0 and list(model.state_dict()) == keys
     assert all(type(m).__name__.startswith("Fp32") for m in depthwise)
-    assert prefer_fast_cpu_kernels(model, cpu, "bf16") == 0  # once only
-    assert prefer_fast_cpu_kernels(copy.deepcopy(reference), cpu, "fp32") == 0  # fp32 changes nothing
+    assert fp32_depthwise_convolutions(model, cpu, "bf16") == 0  # once only
+    assert fp32_depthwise_convolutions(copy.deepcopy(reference), cpu, "fp32") == 0  # fp32 changes nothing
     conv = depthwise[0]
     x = torch.randn(2, conv.in_channels, 10, 6)
     with training_autocast(cpu, "bf16"):
@@ -32,6 +39,43 @@ def test_depthwise_convolutions_run_in_fp32_under_cpu_bf16_and_keep_their_weight
     images = torch.randn(2, 3, 40, 24)
     assert torch.allclose(twin(images), model(images)) and torch.allclose(model(images), reference(images), atol=1e-5)
 
+
+
+@pytest.mark.parametrize("backbone", ["resnet_tiny", "efficientnet_tiny"])
+def test_channels_last_convolutions_change_the_layout_not_the_model(backbone):
+    """On a CPU the convolutions (and the max pool and batch norms after them) run
+    channels-last; the outputs, the gradients and the state dict stay those of NCHW."""
+    torch.manual_seed(0)
+    model = image_backbone(backbone, [40, 24]).train()
+    reference = copy.deepcopy(model)
+    cpu = torch.device("cpu")
+    assert channels_last_convolutions(model, cpu)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert list(model.state_dict()) == list(reference.state_dict())
+    images = torch.randn(3, 3, 40, 24)
+    torch.manual_seed(1)  # the same dropout draws
+    out = model(images)
+    torch.manual_seed(1)
+    expected = reference(images)
+    assert torch.allclose(out, expected, atol=1e-4)  # float rounding, amplified by batch norm over 3 images
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    grads, expected_grads = (torch.cat([p.grad.flatten() for p in m.parameters()]) for m in (model, reference))
+    assert (grads - expected_grads).norm() <= 1e-4 * expected_grads.norm()
+    layer = torch.nn.Linear(4, 2)
+    assert not channels_last_convolutions(layer, cpu) and not channels_last_convolutions(reference, torch.device("meta"))
+
+
+def test_a_channels_last_model_saves_the_checkpoint_an_nchw_model_loads(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("convirt", "tiny")
+    prefer_fast_cpu_kernels(model, torch.device("cpu"), "bf16")
+    save_checkpoint(model, tmp_path, "convirt", "tiny", {})
+    loaded = load_checkpoint(tmp_path)
+    assert next(m for m in loaded.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous()
+    for (name, p), q in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), name
 
 def _attention_kernels(attention: torch.nn.MultiheadAttention, context) -> set[str]:
     """The scaled-dot-product kernels a training step (forward and backward) runs."""

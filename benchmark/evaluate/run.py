@@ -54,9 +54,13 @@ def load_model(checkpoint: Path, threads: int):
 
     from benchmark.checkpoint import load_checkpoint
     from benchmark.evaluate.device import evaluation_device
+    from benchmark.precision import channels_last_convolutions
 
     torch.set_num_threads(threads)
-    return load_checkpoint(Path(checkpoint)).to(evaluation_device())
+    device = evaluation_device()
+    model = load_checkpoint(Path(checkpoint)).to(device)
+    channels_last_convolutions(model, device)
+    return model
 
 
 def run_features(config: dict, model, model_name: str, seed: int, manifest: Path, split: Path, out: Path,

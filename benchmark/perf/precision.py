@@ -1,13 +1,13 @@
 """Pretraining speed of each tiny preset: today's trainer (bf16 autocast, and on CPU the math
-attention kernel and fp32 depthwise convolutions) against fp32 steps and against bf16 with
-PyTorch's fused attention kernel, measured in the same run.
+attention kernel, channels-last convolutions and fp32 depthwise convolutions) against fp32
+steps, against bf16 with PyTorch's fused attention kernel and against bf16 in PyTorch's
+default NCHW layout, measured in the same run.
 
     python -m benchmark.perf.precision [--threads 1 2] [--steps 8]
 
-For each model and thread count it prints training samples/s in fp32, in bf16 with the
-fused attention kernel and in bf16 as the trainer runs, and the ratios, and the default
-run's pretraining time for one seed at the measured rates (``pretrain.samples_seen`` over
-samples/s, summed over the methods). A single matrix
+For each model and thread count it prints training samples/s in each setting and today's
+ratio to each, and the default run's pretraining time for one seed at the measured rates
+(``pretrain.samples_seen`` over samples/s, summed over the methods). A single matrix
 product of the tiny ViT's MLP shape is timed first, as the bound on what bf16 can give.
 """
 
@@ -45,24 +45,27 @@ def main() -> None:
     fp32, bf16 = matmul_seconds(torch.float32), matmul_seconds(torch.bfloat16)
     print(f"one (1968 x 192) @ (192 x 768) product: fp32 {fp32 * 1e3:.2f} ms, bf16 {bf16 * 1e3:.2f} ms, "
           f"{fp32 / bf16:.2f}x\n")
-    print(f"{'model':9s} {'threads':>7s} {'fp32 /s':>9s} {'fused /s':>9s} {'bf16 /s':>9s} {'x fp32':>7s} {'x fused':>8s}")
-    settings = {"fp32": ("fp32", True), "fused": ("bf16", False), "bf16": ("bf16", True)}
+    # today's trainer, and each alternative differing from it in one choice
+    settings = {"fp32": dict(precision="fp32"), "fused": dict(math_attention=False),
+                "nchw": dict(channels_last=False), "bf16": {}}
+    alternatives = [key for key in settings if key != "bf16"]
+    print(f"{'model':9s} {'threads':>7s} " + " ".join(f"{key + ' /s':>9s}" for key in settings) + " "
+          + " ".join(f"{'x ' + key:>7s}" for key in alternatives))
     totals = {}
     for threads in args.threads:
         for name in args.models:
-            rates = {key: bench_train(name, "tiny", args.steps, None, None, threads, 0, precision=precision,
-                                      math_attention=math)["train_samples_per_s"]
-                     for key, (precision, math) in settings.items()}
+            rates = {key: bench_train(name, "tiny", args.steps, None, None, threads, 0, **choice)["train_samples_per_s"]
+                     for key, choice in settings.items()}
             for key, rate in rates.items():
                 totals[(threads, key)] = totals.get((threads, key), 0.0) + DEFAULT_SAMPLES / rate
-            print(f"{name:9s} {threads:7d} {rates['fp32']:9.1f} {rates['fused']:9.1f} {rates['bf16']:9.1f} "
-                  f"{rates['bf16'] / rates['fp32']:6.2f}x {rates['bf16'] / rates['fused']:7.2f}x")
+            print(f"{name:9s} {threads:7d} " + " ".join(f"{rate:9.1f}" for rate in rates.values()) + " "
+                  + " ".join(f"{rates['bf16'] / rates[key]:6.2f}x" for key in alternatives))
     print(f"\ntraining seconds of one seed of the default run ({DEFAULT_SAMPLES} samples per method, "
           f"{', '.join(args.models)}), excluding start-up:")
     for threads in args.threads:
-        a, f, b = totals[(threads, "fp32")], totals[(threads, "fused")], totals[(threads, "bf16")]
-        print(f"  {threads} thread(s): fp32 {a:.0f} s, bf16 with fused attention {f:.0f} s, bf16 {b:.0f} s "
-              f"({a / b:.2f}x fp32, {f / b:.2f}x fused)")
+        today = totals[(threads, "bf16")]
+        print(f"  {threads} thread(s): today {today:.0f} s; " + ", ".join(
+            f"{key} {totals[(threads, key)]:.0f} s ({totals[(threads, key)] / today:.2f}x)" for key in alternatives))
 
 
 if __name__ == "__main__":

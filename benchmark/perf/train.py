@@ -91,7 +91,7 @@ def write_random_pngs(folder: Path, n: int, long_side: int) -> list[str]:
 
 def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tokenizer: str | None,
                 threads: int, loader_workers: int, streamed_from: int | None = None, precision: str = DEFAULT_PRECISION,
-                math_attention: bool = True) -> dict:
+                math_attention: bool = True, channels_last: bool = True) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -103,6 +103,8 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
         model.set_grad_checkpointing(True)
     model.to(device).train()
     prefer_fast_cpu_kernels(model, device, precision)
+    if not channels_last:  # PyTorch's default layout, for benchmark/perf/precision.py's comparison only
+        model.to(memory_format=torch.contiguous_format)
     batch = batch or model.train_settings["batch_size"]
     n = batch * 4
     records = synthetic_records(n)
