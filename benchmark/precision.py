@@ -40,8 +40,10 @@ class _CpuBf16:
         return False
 
 
-def training_autocast(device: torch.device, precision: str, math_attention: bool = True):
-    """The context a training step's forward and loss run in. On a CPU in bf16, attention
+def precision_context(device: torch.device, precision: str, math_attention: bool = True):
+    """The context that applies ``precision`` to a model's computation: a training step's
+    forward, loss and backward (pretraining and fine-tune), and the fine-tune's predictions.
+    bf16 is autocast; fp32 is nothing. On a CPU in bf16, attention
     (``scaled_dot_product_attention``: timm's and Hugging Face's blocks, and open_clip's
     through ``nn.MultiheadAttention``) runs PyTorch's math kernel, the same function as
     the fused one: the fused kernel's bf16 CPU backward is several times slower than the
@@ -100,7 +102,7 @@ def channels_last_convolutions(model: nn.Module, device: torch.device) -> bool:
 
 
 def prefer_fast_cpu_kernels(model: nn.Module, device: torch.device, precision: str) -> None:
-    """What a model runs faster with on a CPU, besides ``training_autocast``'s attention
+    """What a model runs faster with on a CPU, besides ``precision_context``'s attention
     kernel: channels-last convolutions, and in bf16 fp32 depthwise convolutions."""
     channels_last_convolutions(model, device)
     fp32_depthwise_convolutions(model, device, precision)

@@ -43,7 +43,7 @@ from benchmark.distributed import (
     sum_over_ranks,
 )
 from benchmark.errors import BenchmarkError
-from benchmark.precision import DEFAULT_PRECISION, prefer_fast_cpu_kernels, training_autocast
+from benchmark.precision import DEFAULT_PRECISION, precision_context, prefer_fast_cpu_kernels
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
@@ -364,7 +364,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         step_module = LossModule(model)
         if ranks.world > 1:  # unused parameters: e.g. MaMA's late-loss heads before their start step
             step_module = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
-        autocast = training_autocast(device, options.precision)
+        autocast = precision_context(device, options.precision)
         model.train()
         bar = tqdm(total=total_steps or None, initial=state["step"], desc=f"pretrain {method}/{preset}",
                    unit="step", disable=not ranks.main)

@@ -10,8 +10,8 @@ from benchmark.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.precision import (
     channels_last_convolutions,
     fp32_depthwise_convolutions,
+    precision_context,
     prefer_fast_cpu_kernels,
-    training_autocast,
 )
 from benchmark.registry import build_model
 from models.encoders import image_backbone
@@ -31,7 +31,7 @@ def test_depthwise_convolutions_run_in_fp32_under_cpu_bf16_and_keep_their_weight
     assert fp32_depthwise_convolutions(copy.deepcopy(reference), cpu, "fp32") == 0  # fp32 changes nothing
     conv = depthwise[0]
     x = torch.randn(2, conv.in_channels, 10, 6)
-    with training_autocast(cpu, "bf16"):
+    with precision_context(cpu, "bf16"):
         out = conv(x)
     assert out.dtype == torch.float32 and torch.equal(out, torch.nn.functional.conv2d(
         x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
@@ -94,10 +94,10 @@ def test_cpu_bf16_training_runs_attention_through_the_math_kernel():
     torch.manual_seed(0)
     attention = torch.nn.MultiheadAttention(32, 4, batch_first=True).train()
     cpu = torch.device("cpu")
-    fused = _attention_kernels(attention, training_autocast(cpu, "bf16", math_attention=False))
-    math = _attention_kernels(attention, training_autocast(cpu, "bf16"))
+    fused = _attention_kernels(attention, precision_context(cpu, "bf16", math_attention=False))
+    math = _attention_kernels(attention, precision_context(cpu, "bf16"))
     assert any("flash" in k for k in fused) and not any("flash" in k for k in math)
-    context = training_autocast(cpu, "bf16")  # reusable across steps, as torch.autocast
+    context = precision_context(cpu, "bf16")  # reusable across steps, as torch.autocast
     for _ in range(2):
         with context:
             assert torch.is_autocast_enabled("cpu")
@@ -130,6 +130,6 @@ def test_finetune_with_activation_checkpointing_recomputes_under_the_same_kernel
     model.set_grad_checkpointing(True)
     images = torch.randint(0, 256, (8, 1, 96, 96), dtype=torch.uint8)
     y = np.arange(8) % 2
-    _, history, _ = finetune(model, images, y, images, y, 2, steps=2, batch_size=4, lr=1e-4, weight_decay=0.0,
-                             eval_every=2, patience=1, seed=0, precision="bf16")
+    history = finetune(model, images, y, images, y, 2, steps=2, batch_size=4, lr=1e-4, weight_decay=0.0,
+                       eval_every=2, patience=1, seed=0, precision="bf16").history
     assert np.isfinite(history[-1]["loss"])

@@ -270,12 +270,13 @@ def test_finetune_learns_a_visible_label_and_keeps_the_best_validation_state(tok
 
     y_train, y_val = np.arange(64) % 2, np.arange(32) % 2
     images_val = images(y_val)
-    classifier, history, val_scores = finetune(model, images(y_train), y_train, images_val, y_val, 2, steps=40,
-                                   batch_size=16, lr=1e-3, weight_decay=0.0, eval_every=10, patience=2, seed=0)
-    best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
-    assert macro_auc(y_val, predict(classifier, images(y_val))) > 0.8
-    assert best["val_auc"] == max(h["val_auc"] for h in history)
-    np.testing.assert_array_equal(val_scores, predict(classifier, images_val))  # the kept state's own scores
+    result = finetune(model, images(y_train), y_train, images_val, y_val, 2, steps=40,
+                      batch_size=16, lr=1e-3, weight_decay=0.0, eval_every=10, patience=2, seed=0)
+    kept = next(h for h in result.history if h["step"] == result.best_step)
+    assert macro_auc(y_val, predict(result.classifier, images(y_val))) > 0.8
+    assert kept["val_auc"] == max(h["val_auc"] for h in result.history)
+    assert kept == max(result.history, key=lambda h: (h["val_auc"], h["val_bacc"]))  # first of any ties
+    np.testing.assert_array_equal(result.val_scores, predict(result.classifier, images_val))  # the kept state's
     with pytest.raises(ValueError, match="single class"):
         finetune(model, images(y_train), np.zeros(64, int), images(y_val), y_val, 2, steps=1, batch_size=4, lr=1e-3,
                  weight_decay=0.0, eval_every=1, patience=1, seed=0)
@@ -302,8 +303,8 @@ def test_finetune_on_streamed_images_equals_finetune_in_memory(tokenizer, tmp_pa
         torch.manual_seed(0)
         model = build_model("clip", "tiny", tokenizer=tokenizer)
         train, val = (open_set(tmp_path, names[part], model.image_size) for part in ("train", "val"))
-        classifier, _, _ = finetune(model, train, y_train, val, y_val, 2, steps=6, batch_size=8, lr=1e-3,
-                                 weight_decay=0.0, eval_every=3, patience=2, seed=0)
+        classifier = finetune(model, train, y_train, val, y_val, 2, steps=6, batch_size=8, lr=1e-3,
+                              weight_decay=0.0, eval_every=3, patience=2, seed=0).classifier
         scores[kind] = predict(classifier, val, batch_size=5)
     assert isinstance(val, StreamedImages)
     np.testing.assert_array_equal(scores["memory"], scores["streamed"])

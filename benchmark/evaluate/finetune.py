@@ -13,6 +13,7 @@ the encoder's predictions run under the configured precision (bf16 autocast by d
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from benchmark.data.images import StreamedImages, model_normalise
 from benchmark.evaluate.device import model_device
-from benchmark.precision import DEFAULT_PRECISION, prefer_fast_cpu_kernels, training_autocast
+from benchmark.precision import DEFAULT_PRECISION, precision_context, prefer_fast_cpu_kernels
 from benchmark.stats import balanced_accuracy, macro_auc
 
 
@@ -35,6 +36,14 @@ class Classifier(nn.Module):
         return self.head(self.model.image_features(images))
 
 
+@dataclass
+class FinetuneResult:
+    classifier: Classifier  # in its best validation state, in eval mode
+    history: list[dict]  # one entry per validation: step, loss, val_auc, val_bacc
+    best_step: int  # the step of the kept state
+    val_scores: np.ndarray  # (n_val, n_classes) class probabilities of the kept state
+
+
 @torch.no_grad()
 def predict(classifier: Classifier, images_u8: torch.Tensor | StreamedImages, batch_size: int = 64,
             precision: str = DEFAULT_PRECISION) -> np.ndarray:
@@ -42,7 +51,7 @@ def predict(classifier: Classifier, images_u8: torch.Tensor | StreamedImages, ba
     trained); the head and the softmax in fp32, so the scores keep their resolution."""
     classifier.eval()
     device = model_device(classifier)
-    autocast = training_autocast(device, precision)
+    autocast = precision_context(device, precision)
     out = []
     for i in range(0, len(images_u8), batch_size):
         images = model_normalise(classifier.model, images_u8[i: i + batch_size].to(device))
@@ -63,9 +72,8 @@ def balanced_draws(y_n: np.ndarray, n_classes: int, count: int, rng: np.random.G
 def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train: np.ndarray,
              val_u8: torch.Tensor | StreamedImages, y_val: np.ndarray,
              n_classes: int, *, steps: int, batch_size: int, lr: float, weight_decay: float, eval_every: int,
-             patience: int, seed: int, precision: str = DEFAULT_PRECISION) -> tuple[Classifier, list[dict], np.ndarray]:
-    """Return the classifier in its best validation state, the validation history and the
-    validation scores of that state."""
+             patience: int, seed: int, precision: str = DEFAULT_PRECISION) -> FinetuneResult:
+    """Fine-tune ``model`` with a new linear head; the result keeps the best validation state."""
     if len(np.unique(y_train)) < 2:
         raise ValueError(f"the fine-tune training subset has a single class ({np.unique(y_train)})")
     torch.manual_seed(seed)
@@ -79,13 +87,13 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
         p.requires_grad_(True)  # full fine-tune: frozen pretraining parts (e.g. LoRA bases) train too
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
-    best, best_key, best_scores, since_best, history = None, None, None, 0, []
+    best, best_key, best_step, best_scores, since_best, history = None, None, 0, None, 0, []
     for step in range(1, steps + 1):
         classifier.train()
         index = balanced_draws(y_train, n_classes, batch_size, rng)
         images = model_normalise(model, torch.stack([model.augment(train_u8[i], gen) for i in index])).to(device)
         optimizer.zero_grad(set_to_none=True)
-        with training_autocast(device, precision):  # the backward too, as the trainer's (precision.py)
+        with precision_context(device, precision):  # the backward too, as the trainer's (precision.py)
             loss = F.cross_entropy(classifier(images), torch.from_numpy(y_train[index]).long().to(device))
             loss.backward()
         optimizer.step()
@@ -95,10 +103,11 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
             key = (np.nan_to_num(macro_auc(y_val, scores), nan=-1.0), balanced_accuracy(y_val, scores))
             history.append({"step": step, "loss": float(loss.detach()), "val_auc": key[0], "val_bacc": key[1]})
             if best_key is None or key > best_key:
-                best, best_key, best_scores, since_best = copy.deepcopy(classifier.state_dict()), key, scores, 0
+                best, best_key, best_step, best_scores = copy.deepcopy(classifier.state_dict()), key, step, scores
+                since_best = 0
             else:
                 since_best += 1
                 if since_best >= patience:
                     break
     classifier.load_state_dict(best)
-    return classifier.eval(), history, best_scores
+    return FinetuneResult(classifier.eval(), history, best_step, best_scores)

@@ -200,7 +200,7 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
         fraction, draw, train, val = cell.fraction, cell.draw, cell.train, cell.val
         evaluated = pd.concat([val, test])
         try:
-            classifier, history, val_scores = finetune(
+            result = finetune(
                 copy.deepcopy(pretrained), open_images(cache, train["png"].tolist(), size, memory_gib),
                 train["label"].to_numpy(), open_images(cache, val["png"].tolist(), size, memory_gib),
                 val["label"].to_numpy(), task.n_classes,
@@ -208,15 +208,14 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
                 eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed, precision=cfg["precision"])
         except ValueError as exc:
             raise BenchmarkError(f"finetune {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
-        scores = np.concatenate([val_scores, predict(classifier, test_u8, precision=cfg["precision"])])
+        scores = np.concatenate([result.val_scores, predict(result.classifier, test_u8, precision=cfg["precision"])])
         write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
                           model=model_name, seed=seed, draw=draw)
-        best = max(history, key=lambda h: (h["val_auc"], h["val_bacc"]))
         Path(out).with_suffix(".json").write_text(json.dumps(
-            {"train_images": len(train), "val_images": len(val), "steps_run": history[-1]["step"],
-             "best_step": best["step"], "history": history}, indent=2) + "\n")
+            {"train_images": len(train), "val_images": len(val), "steps_run": result.history[-1]["step"],
+             "best_step": result.best_step, "history": result.history}, indent=2) + "\n")
         print(f"finetune {model_name} {task.key} @ {fraction:g} draw {draw}: {len(train)} images, "
-              f"best step {best['step']}")
+              f"best step {result.best_step}")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ validation and test images), measured in the same run.
 
 A default-run fine-tune job scores about 3,400 images (validation every ``eval_every``
 steps and the test split, for each of its seven cells); a features job encodes every image
-of its dataset. For each model it prints images/s in each setting, today's ratios to NCHW
-and to fp32, and the largest differences of class probabilities: bf16 against fp32, and
-channels-last against NCHW in fp32.
+of its dataset. For each model it prints images/s in each setting (cl: channels-last),
+today's ratios to NCHW and to fp32, and the largest differences of class probabilities:
+bf16 against fp32, and channels-last against NCHW in fp32.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
     settings = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]  # (precision, channels-last)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = synthetic_tokenizer(Path(tmp) / "tokenizer.json")
-        print(f"{'model':9s} " + " ".join(f"{p + (' img/s' if cl else ' nchw'):>10s}" for p, cl in settings)
+        print(f"{'model':9s} " + " ".join(f"{p + (' cl' if cl else ' nchw'):>10s}" for p, cl in settings)
               + f" {'x nchw fp32':>11s} {'x nchw bf16':>11s} {'x fp32':>7s} {'|bf16-fp32|':>11s} {'|cl-nchw|':>9s}")
         for name in args.models:
             torch.manual_seed(0)

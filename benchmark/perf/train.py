@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import StreamedImages, image_hw
 from benchmark.data.tokenizer import train_tokenizer
-from benchmark.precision import DEFAULT_PRECISION, prefer_fast_cpu_kernels, training_autocast
+from benchmark.precision import DEFAULT_PRECISION, precision_context, prefer_fast_cpu_kernels
 from benchmark.registry import build_model
 from benchmark.train import PretrainDataset, model_collate
 
@@ -131,7 +131,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
         png_dir.cleanup()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    autocast = training_autocast(device, precision, math_attention)
+    autocast = precision_context(device, precision, math_attention)
 
     def step(b):
         b = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
