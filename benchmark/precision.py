@@ -1,4 +1,7 @@
-"""Training precision: bf16 autocast (the default, on GPU and on CPU) or plain fp32.
+"""Precision and CPU kernel choices: bf16 autocast (the default, on GPU and on CPU) or
+plain fp32 for training and the fine-tune's predictions, and the layouts and kernels a
+model runs faster with on a CPU (``prefer_fast_cpu_kernels``: channels-last convolutions
+everywhere, fp32 depthwise convolutions under bf16).
 
 Autocast keeps the weights, the optimizer state and the loss reductions in fp32 and runs
 matrix products in bf16. On a CPU with AVX-512 BF16 (or AMX) a bf16 matrix product is

@@ -1,6 +1,6 @@
 """Run under ``torchrun --nproc_per_node 2``: one global batch, split over the ranks, through
 DDP with gathered negatives; rank 0 compares loss and gradients with one process on the
-whole batch and writes the differences to ``--out`` (JSON). Used by tests/test_distributed.py."""
+whole batch and writes the differences to ``--out`` (JSON). Used by tests/test_trainer.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 
 from benchmark.data.captions import embed_sentences, join_sentences
-from benchmark.data.images import Augment
+from benchmark.data.images import Augment, image_hw
+from benchmark.data.label_report import label_report
 from benchmark.data.labels import sentence_label_vector
 from benchmark.distributed import init_distributed, mean_over_ranks
 from benchmark.registry import build_model
@@ -30,8 +31,9 @@ def global_batch(model, n: int) -> dict:
     for i in range(n):
         rec = REC | {"density": 1 + i % 4, "birads": i % 7, "massshape": "X" if i % 3 == 0 else ""}
         sentences = embed_sentences(rec)
-        image = torch.randint(0, 255, (1, model.image_size, model.image_size), generator=gen, dtype=torch.uint8)
+        image = torch.randint(0, 255, (1, *image_hw(model.image_size)), generator=gen, dtype=torch.uint8)
         item = {"image": Augment(jitter=0)(image, gen), "view2": Augment(jitter=0)(image, gen),
+                "paired_view": Augment(jitter=0)(image, gen), "label_report": label_report(rec),
                 "caption": join_sentences(sentences[: 2 + i % 5]),  # reports of different lengths
                 "random_sentence": sentences[i % len(sentences)],
                 "label_vector": torch.nn.functional.one_hot(torch.tensor(i % 13), 13).float(),

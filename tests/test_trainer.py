@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from benchmark.distributed import Ranks
 from benchmark.errors import BenchmarkError
+from benchmark.registry import available_models
 from benchmark.train import (
     RunOptions,
     StepSampler,
@@ -37,8 +38,10 @@ def _torchrun(*args: str, nproc: int = 2, timeout: int = 300) -> subprocess.Comp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["clip", "mama"])
+@pytest.mark.parametrize("model", available_models())
 def test_two_gloo_ranks_equal_one_process_on_the_global_batch(model, tokenizer, tmp_path):
+    """Every method's loss and gradients under DDP with gathered negatives equal one process
+    on the whole batch (MGCA's prototype term and Mammo-CLIP's four-way loss included)."""
     out = tmp_path / "ddp.json"
     _torchrun("tests/ddp_worker.py", "--model", model, "--tokenizer", tokenizer, "--out", str(out))
     result = json.loads(out.read_text())

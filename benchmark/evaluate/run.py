@@ -54,12 +54,12 @@ def load_model(checkpoint: Path, threads: int):
 
     from benchmark.checkpoint import load_checkpoint
     from benchmark.evaluate.device import evaluation_device
-    from benchmark.precision import channels_last_convolutions
+    from benchmark.precision import prefer_fast_cpu_kernels
 
     torch.set_num_threads(threads)
     device = evaluation_device()
     model = load_checkpoint(Path(checkpoint)).to(device)
-    channels_last_convolutions(model, device)
+    prefer_fast_cpu_kernels(model, device, "fp32")  # features and zero-shot scores are computed in fp32
     return model
 
 
