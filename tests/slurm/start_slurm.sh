@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a one-node SLURM cluster on this machine (Debian's slurm-wlm and munge, run as
-# root) for the SLURM integration test; idempotent. Install first:
+# root) for the SLURM integration test; idempotent. .ci/run starts it before the tests, so
+# that no `snakemake` command waits for an absent controller. Install first:
 #   apt-get install -y slurm-wlm munge
 # The node gets every core and most of the memory; accounting is off, so the Snakemake
 # SLURM executor queries job states with squeue (MinJobAge keeps finished jobs visible).
