@@ -64,6 +64,17 @@ def test_generation_is_deterministic_and_worker_independent(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+def test_compressed_dicoms_keep_their_stable_uids_and_reruns_are_identical(tmp_path):
+    # pydicom's compress() draws a random SOP Instance UID unless told not to
+    write_rsna(tmp_path / "a", n_patients=12, seed=3, shape=(96, 80))
+    write_rsna(tmp_path / "b", n_patients=12, seed=3, shape=(96, 80))
+    compressed = [ds for ds in map(pydicom.dcmread, sorted((tmp_path / "a").rglob("*.dcm")))
+                  if ds.file_meta.TransferSyntaxUID.is_compressed]
+    assert compressed
+    assert all(ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID for ds in compressed)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
 def test_lesions_show_in_pixels(tmp_path):
     """Malignant-looking breasts are brighter at their brightest spots than negative ones."""
     write_rsna(tmp_path, n_patients=40, seed=5, shape=(128, 104), cancer_rate=0.5)

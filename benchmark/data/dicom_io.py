@@ -83,10 +83,11 @@ def write_mammogram(
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
     if transfer_syntax != "uncompressed":
         uid, plugin, options = COMPRESSIONS[transfer_syntax]
+        # pydicom gives a compressed file a new random SOP Instance UID unless told not to
         if plugin:
-            ds.compress(uid, encoding_plugin=plugin, **options)
+            ds.compress(uid, encoding_plugin=plugin, generate_instance_uid=False, **options)
         else:
-            ds.compress(uid)
+            ds.compress(uid, generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
