@@ -1,7 +1,9 @@
-"""The ci config's whole workflow, end to end, twice (the second in folders whose names have a
-space and a non-ASCII character): the table is complete and reproducible;
+"""The ci config's whole workflow, end to end, twice (the first with its jobs forked from the
+warm-start server, the second with each job in its own process and in folders whose names have
+a space and a non-ASCII character): the table is complete, and both runs write the same bytes;
 then the figures target, the HTML report in headless Chromium, and what a new model schedules."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -20,9 +22,10 @@ REFERENCE = "mama"
 TASKS = {("embed", "density"), ("embed", "birads"), ("rsna", "cancer")}
 
 
-def _run_ci_workflow(out: Path) -> None:
+def _run_ci_workflow(out: Path, warm_start: bool) -> None:
     config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
     config["results"] = str(out)
+    config["warm_start"] = warm_start
     for dataset in config["data"].values():
         dataset["root"] = str(out / "data" / Path(dataset["root"]).name)
     path = out.parent / f"{out.name}.yaml"
@@ -35,10 +38,11 @@ def _run_ci_workflow(out: Path) -> None:
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("workflow")
-    _run_ci_workflow(base / "a")
+    _run_ci_workflow(base / "a", warm_start=True)
     # the second run's results and data folders have a space and a non-ASCII character:
-    # every path in every rule is quoted, and the outputs are byte-identical
-    _run_ci_workflow(base / "b résultats")
+    # every path in every rule is quoted; its jobs each run in their own process, where the
+    # first run's fork from the warm-start server; the outputs are byte-identical
+    _run_ci_workflow(base / "b résultats", warm_start=False)
     return base / "a", base / "b résultats"
 
 
@@ -72,6 +76,38 @@ def test_two_runs_give_identical_splits_and_table(two_runs):
     a, b = two_runs
     for name in ["splits/embed.csv", "splits/rsna.csv", "table.csv", "table.md", "table.tex"]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+# What may differ between a warm and a cold run: the ledgers' timings and memory (and the
+# budget table made from them), the config's warm_start, and the logs.
+NOT_COMPARED = {"ledger.json", "budget.csv", "config.effective.yaml"}
+
+
+def _outputs(root: Path) -> dict[Path, bytes]:
+    """Every output but the logs and timings, with the run's own folder name taken out."""
+    names = [str(root).encode(), json.dumps(str(root))[1:-1].encode()]  # as written, and JSON-escaped
+    outputs = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "logs" not in path.parts and path.suffix != ".log" and path.name not in NOT_COMPARED:
+            data = path.read_bytes()
+            for name in names:
+                data = data.replace(name, b"<results>")
+            outputs[path.relative_to(root)] = data
+    return outputs
+
+
+@pytest.mark.slow
+def test_jobs_forked_from_the_warm_start_server_write_what_their_own_processes_write(two_runs):
+    warm, cold = two_runs
+    forked = (warm / "logs/warm_start.log").read_text()
+    for command in ("benchmark pretrain", "benchmark features", "benchmark probe", "benchmark finetune",
+                    "benchmark evaluate --protocol knn", "benchmark table"):
+        assert command in forked, command
+    assert "refused" not in forked and not (cold / "logs/warm_start.log").exists()
+    warm_outputs, cold_outputs = _outputs(warm), _outputs(cold)
+    assert len(warm_outputs) > 300 and sorted(warm_outputs) == sorted(cold_outputs)
+    different = [str(path) for path in warm_outputs if warm_outputs[path] != cold_outputs[path]]
+    assert not different, different[:10]
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 # Config checks (before any job runs) and the path helpers every rules file uses.
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -35,17 +36,41 @@ except BenchmarkError as exc:
 CONFIGFILE = f"{R}/config.effective.yaml"
 
 
+WARM_SERVER = []  # the warm-start server of this run, while it runs
+
+
 onstart:
     # The commands read the config Snakemake resolved (files, --config overrides, schema
     # defaults). Written when jobs are about to run, never by a dry run or a parse.
     import yaml
     from pathlib import Path
 
+    from benchmark.warm import start_server
+
     text = yaml.safe_dump(config, sort_keys=True)
     path = Path(CONFIGFILE)
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    # Jobs run on this machine fork from one process that imported torch & co once
+    # (benchmark/warm.py); not for jobs submitted to SLURM or another executor.
+    if config["warm_start"] and workflow.local_exec and not workflow.remote_exec:
+        WARM_SERVER.append(start_server(f"{R}/logs/warm_start.log", PYTHONPATH))
+
+
+def _stop_warm_server():
+    from benchmark.warm import stop_server
+
+    while WARM_SERVER:
+        stop_server(WARM_SERVER.pop())
+
+
+onsuccess:
+    _stop_warm_server()
+
+
+onerror:
+    _stop_warm_server()
 
 
 def config_hash(*values):
@@ -81,7 +106,10 @@ DRAWS = config["split"]["draws"]
 TASKS = config["tasks"]
 DATASETS = sorted({t.split("/")[0] for t in TASKS} | {config["pretrain"]["dataset"]})
 PRETRAIN_DATASET = config["pretrain"]["dataset"]
-BENCH = f"PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}} python -m benchmark"
+PYTHONPATH = REPO + (":" + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+# `benchmark.warm` runs `python -m benchmark` in a fork of the warm-start server when one
+# answers (see onstart), and in its own process otherwise.
+BENCH = f"PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}} python -m benchmark.warm"
 # Every rule runs in this environment under `--sdm conda` (the dependencies; the code is
 # this checkout, through BENCH's PYTHONPATH).
 CONDA_ENV = "../envs/benchmark.yaml"
