@@ -158,7 +158,6 @@ def stop_server(process: subprocess.Popen) -> None:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
-
 def serve(path: str, log: str, parent: int) -> None:
     """Import ``PRELOAD``, listen at ``path``, fork one child per request; return when
     ``parent``, the process that started the server (the workflow), has gone."""
@@ -251,6 +250,10 @@ def _run_child(conn: socket.socket, fds: list[int], request: dict) -> None:
         os.environ.update(request["env"])
         _fresh_process_state()
         status = _run_module(request["module"], request["argv"])
+    except BaseException:  # noqa: BLE001 - setting the job up failed: say why, exit 1
+        import traceback
+
+        traceback.print_exc()
     finally:
         try:
             sys.stdout.flush()
