@@ -117,12 +117,7 @@ def main(argv: list[str]) -> None:
         return
     path = os.environ.get(SOCKET_ENV)
     status = run_in_server(path, argv) if path else None
-    if status is not None:
-        sys.exit(status)
-    import runpy
-
-    sys.argv = ["benchmark", *argv]
-    runpy.run_module("benchmark", run_name="__main__", alter_sys=True)
+    sys.exit(status if status is not None else _run_module("benchmark", argv))
 
 
 # ---------------------------------------------------------------- server
@@ -213,7 +208,7 @@ def _fork_job(conn: socket.socket, listener: socket.socket, log_file) -> None:
     except (ConnectionError, OSError, ValueError):
         conn.close()
         return
-    if request["signature"] != json.loads(json.dumps(_signature())) or len(fds) != 3:
+    if request["signature"] != _signature() or len(fds) != 3:
         conn.sendall(b"refused\n")
         log_file.write(f"refused (another Python environment or sys.path): {' '.join(request['argv'])}\n")
         conn.close()
