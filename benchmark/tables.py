@@ -129,13 +129,16 @@ def metric_values(cells: dict, val_cells: dict, task, resamples_bp: np.ndarray, 
     for key, cell in sorted(cells.items()):
         protocol, fraction, model, _, _ = key
         thresholds = {}  # (rule, breast level) -> the threshold chosen on this cell's validation rows
+        units = {}  # breast level -> the cell's units and each unit's patient position, shared by the metrics
         for metric in METRICS.values() if metrics is None else metrics:
             rule = metric.threshold_rule(task)
             if not metric.applies(task) or (metric.threshold and key not in val_cells):
                 continue
             breast = metric.units == "breast"
-            y, scores, unit_patients = evaluation_units(cell, task, breast)
-            patient_n = np.array([patient_pos[p] for p in unit_patients])
+            if breast not in units:
+                y, scores, unit_patients = evaluation_units(cell, task, breast)
+                units[breast] = y, scores, np.array([patient_pos[p] for p in unit_patients])
+            y, scores, patient_n = units[breast]
             if rule is not None and key in val_cells:  # thresholds from validation only
                 if (rule, breast) not in thresholds:
                     y_val, scores_val, _ = evaluation_units(val_cells[key], task, breast)

@@ -43,7 +43,12 @@ from benchmark.distributed import (
     sum_over_ranks,
 )
 from benchmark.errors import BenchmarkError
-from benchmark.precision import DEFAULT_PRECISION, precision_context, prefer_fast_cpu_kernels
+from benchmark.precision import (
+    DEFAULT_PRECISION,
+    fused_where_supported,
+    precision_context,
+    prefer_fast_cpu_kernels,
+)
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
@@ -281,10 +286,13 @@ def _start(seed: int, threads: int, options: RunOptions) -> tuple[torch.device, 
 
 
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """The preset's optimizer (AdamW by default) over the parameter groups of its decay rule."""
+    """The preset's optimizer (AdamW by default) over the parameter groups of its decay rule,
+    with PyTorch's fused kernel where the parameters' device has one (``fused_where_supported``)."""
     groups = parameter_groups(model, settings.weight_decay, settings.no_weight_decay)
     optimizer_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[settings.optimizer]
-    return optimizer_class(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps)
+    params = [p for group in groups for p in group["params"]]
+    return optimizer_class(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps,
+                           fused=fused_where_supported(params))
 
 
 def new_state(fingerprint: dict) -> dict:

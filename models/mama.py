@@ -65,7 +65,7 @@ AUGMENT = dict(crop_scale=(0.1, 1.0), hflip=True, vflip=True, jitter=0.8, jitter
 class MaMA(DualEncoder):
     batch_needs = ("image", "view2", "caption")
     presets = {
-        "tiny": dict(image_size=96, embed_dim=128, local_hidden=256, late_loss_start_step=40,
+        "tiny": dict(image_size=96, embed_dim=128, local_hidden=256, late_loss_start_step=16,
                      grad_checkpointing=False, text_pool="all_positions",
                      image=dict(name="vit_tiny_reg", kwargs=dict(width=192, depth=4, heads=3, patch_size=16)),
                      text=dict(arch="gpt2", context_length=112, special_tokens=SPECIAL_TOKENS,

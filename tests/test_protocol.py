@@ -110,6 +110,23 @@ def test_the_fixed_c_row_fits_the_configured_c_without_a_validation_choice(tmp_p
         assert scores_equal == same_c  # the fixed row equals the chosen one exactly when validation chose that C
 
 
+def test_the_fixed_c_row_is_the_same_model_whether_its_c_is_in_the_grid_or_fitted_alone(tmp_path):
+    """A fixed C inside the grid reuses the sweep's fit at that C; it must equal a fit of its own."""
+    _probe_inputs(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    scores = {}
+    for name, grid in (("in_grid", [1e-3, 1e-2, 1e-1, 1.0]), ("alone", [1e-1, 1.0])):
+        config["linear_probe"].update(C=grid, fixed_C=1e-2)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        chosen, fixed = tmp_path / name / "c.csv", tmp_path / name / "f.csv"
+        main(["probe", "--config", str(tmp_path / f"{name}.yaml"), "--model", "m", "--seed", "0", "--task",
+              "embed/density", "--manifest", str(tmp_path / "manifest.csv"), "--split", str(tmp_path / "split.csv"),
+              "--features", str(tmp_path / "features.npz"), "--fraction", "1.0", "--out", str(chosen),
+              "--fixed-c-out", str(fixed)])
+        scores[name] = read_predictions(fixed).filter(like="score_").to_numpy()
+    assert np.array_equal(scores["in_grid"], scores["alone"])
+
+
 def test_fraction_draws_are_nested_and_differ(tmp_path):
     _probe_inputs(tmp_path)
     split = pd.read_csv(tmp_path / "split.csv")

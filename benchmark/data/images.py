@@ -102,6 +102,14 @@ def open_images(cache_dir: Path, pngs: list[str], size: int | tuple[int, int],
     return StreamedImages(cache_dir, pngs, size)
 
 
+def select_images(images: torch.Tensor | StreamedImages, positions: list[int]) -> torch.Tensor | StreamedImages:
+    """The images at ``positions``, as ``images`` holds them: a tensor copy of those rows, or
+    the streamed images of those files (nothing read)."""
+    if isinstance(images, StreamedImages):
+        return StreamedImages(images.cache_dir, [images.pngs[i] for i in positions], images.size)
+    return images[torch.as_tensor(positions, dtype=torch.long)]
+
+
 HALF = (0.5, 0.5, 0.5)
 
 

@@ -22,7 +22,12 @@ import torch.nn.functional as F
 
 from benchmark.data.images import StreamedImages, model_normalise
 from benchmark.evaluate.device import model_device
-from benchmark.precision import DEFAULT_PRECISION, precision_context, prefer_fast_cpu_kernels
+from benchmark.precision import (
+    DEFAULT_PRECISION,
+    fused_where_supported,
+    precision_context,
+    prefer_fast_cpu_kernels,
+)
 from benchmark.stats import balanced_accuracy, macro_auc
 
 
@@ -85,7 +90,7 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
     params = [p for p in classifier.parameters()]
     for p in params:
         p.requires_grad_(True)  # full fine-tune: frozen pretraining parts (e.g. LoRA bases) train too
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused_where_supported(params))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
     best, best_key, best_step, best_scores, since_best, history = None, None, 0, None, 0, []
     for step in range(1, steps + 1):

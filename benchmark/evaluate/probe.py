@@ -24,8 +24,8 @@ def _full_proba(clf: LogisticRegression, x: np.ndarray, n_classes: int) -> np.nd
     return proba
 
 
-def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, Cs: list[float], max_iter: int, seed: int):
-    """Return (scaler, classifier, chosen C, validation table of every C).
+def fit_probe_grid(x_train, y_train, x_val, y_val, n_classes: int, Cs: list[float], max_iter: int, seed: int):
+    """Return (scaler, one fit per C in increasing order: {"C", "val_auc", "val_bacc", "clf"}).
 
     Every C is fitted from scratch: warm-starting along the path stops early at weak
     regularisation and can change the choice (measured in ``benchmark/perf/probe.py``)."""
@@ -33,17 +33,34 @@ def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, Cs: list[float], m
         raise ValueError(f"the probe's training subset has a single class ({np.unique(y_train)})")
     scaler = StandardScaler().fit(x_train)
     xt, xv = scaler.transform(x_train), scaler.transform(x_val)
-    results = []
+    fits = []
     for C in sorted(Cs):
         clf = LogisticRegression(C=C, class_weight="balanced", max_iter=max_iter, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf.fit(xt, y_train)
         proba = _full_proba(clf, xv, n_classes)
-        results.append({"C": C, "val_auc": macro_auc(y_val, proba), "val_bacc": balanced_accuracy(y_val, proba),
-                        "clf": clf})
-    best = max(results, key=lambda r: (np.nan_to_num(r["val_auc"], nan=-1), r["val_bacc"], -r["C"]))
-    return scaler, best["clf"], best["C"], [{k: v for k, v in r.items() if k != "clf"} for r in results]
+        fits.append({"C": C, "val_auc": macro_auc(y_val, proba), "val_bacc": balanced_accuracy(y_val, proba),
+                     "clf": clf})
+    return scaler, fits
+
+
+def chosen_fit(fits: list[dict]) -> dict:
+    """The fit with the best validation macro AUC (ties: balanced accuracy, then the smaller C)."""
+    return max(fits, key=lambda r: (np.nan_to_num(r["val_auc"], nan=-1), r["val_bacc"], -r["C"]))
+
+
+def sweep_table(fits: list[dict]) -> list[dict]:
+    """The validation scores of every C, without the fitted classifiers (for the JSON record)."""
+    return [{k: v for k, v in fit.items() if k != "clf"} for fit in fits]
+
+
+def fit_probe(x_train, y_train, x_val, y_val, n_classes: int, Cs: list[float], max_iter: int, seed: int):
+    """Return (scaler, classifier, chosen C, validation table of every C): ``fit_probe_grid``
+    and ``chosen_fit``."""
+    scaler, fits = fit_probe_grid(x_train, y_train, x_val, y_val, n_classes, Cs, max_iter, seed)
+    best = chosen_fit(fits)
+    return scaler, best["clf"], best["C"], sweep_table(fits)
 
 
 def grid_edge_warning(chosen: float, grid: list[float]) -> str | None:

@@ -114,11 +114,14 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
     validation. With ``fixed_c_outs`` (one per cell) each cell is also fitted at
     ``linear_probe.fixed_C`` without any validation choice (protocol ``linear_probe_fixed_c``)."""
     from benchmark.evaluate.probe import (
+        chosen_fit,
         fit_probe,
+        fit_probe_grid,
         fit_sgd_probe,
         grid_edge_warning,
         predict_probe,
         predict_sgd_probe,
+        sweep_table,
     )
 
     task, records = task_records(manifest, split, ("train", "val", "test"), task_key)
@@ -136,27 +139,30 @@ def run_probe(config: dict, model_name: str, seed: int, task_key: str, manifest:
         fraction, draw, train, val = cell.fraction, cell.draw, cell.train, cell.val
         x_train, y_train, y_val = load_features(features, train)[0], train["label"].to_numpy(), val["label"].to_numpy()
         x_val = load_features(features, val)[0]
-        if fixed_c_outs:  # the sensitivity row: one C, no validation choice
-            try:
-                scaler, clf, _, _ = fit_probe(x_train, y_train, x_val, y_val, task.n_classes,
-                                              [probe_cfg["fixed_C"]], probe_cfg["max_iter"], seed)
-            except ValueError as exc:
-                raise BenchmarkError(f"probe {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
-            write_predictions(Path(fixed_c_outs[k]), pd.concat([val, test]),
-                              predict_probe(scaler, clf, np.concatenate([x_val, x_test]), task.n_classes), task=task,
-                              protocol="linear_probe_fixed_c", fraction=fraction, model=model_name, seed=seed,
-                              draw=draw)
+        fits = []  # the logistic probe's fit of every C in the grid
         try:
             if probe_cfg["solver"] == "mama_sgd":
                 scaler, clf, chosen, sweep = fit_sgd_probe(x_train, y_train, x_val, y_val, task.n_classes,
                                                            probe_cfg["epochs"], probe_cfg["batch_size"], seed)
                 predict = predict_sgd_probe
             else:
-                scaler, clf, chosen, sweep = fit_probe(x_train, y_train, x_val, y_val, task.n_classes,
-                                                       probe_cfg["C"], probe_cfg["max_iter"], seed)
-                predict = predict_probe
+                scaler, fits = fit_probe_grid(x_train, y_train, x_val, y_val, task.n_classes, probe_cfg["C"],
+                                              probe_cfg["max_iter"], seed)
+                best = chosen_fit(fits)
+                clf, chosen, sweep, predict = best["clf"], best["C"], sweep_table(fits), predict_probe
+            if fixed_c_outs:  # the sensitivity row: one C, no validation choice
+                # a C of the grid was fitted above, from scratch on the same data: the same model
+                fixed = next((fit for fit in fits if fit["C"] == probe_cfg["fixed_C"]), None)
+                fixed_scaler, fixed_clf = (scaler, fixed["clf"]) if fixed else fit_probe(
+                    x_train, y_train, x_val, y_val, task.n_classes, [probe_cfg["fixed_C"]], probe_cfg["max_iter"],
+                    seed)[:2]
         except ValueError as exc:
             raise BenchmarkError(f"probe {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
+        if fixed_c_outs:
+            write_predictions(Path(fixed_c_outs[k]), pd.concat([val, test]),
+                              predict_probe(fixed_scaler, fixed_clf, np.concatenate([x_val, x_test]), task.n_classes),
+                              task=task, protocol="linear_probe_fixed_c", fraction=fraction, model=model_name,
+                              seed=seed, draw=draw)
         scores = predict(scaler, clf, np.concatenate([x_val, x_test]), task.n_classes)
         write_predictions(Path(out), pd.concat([val, test]), scores, task=task, protocol="linear_probe",
                           fraction=fraction, model=model_name, seed=seed, draw=draw)
@@ -179,7 +185,7 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
     import torch
 
     from benchmark.checkpoint import load_checkpoint
-    from benchmark.data.images import open_images
+    from benchmark.data.images import open_images, select_images
     from benchmark.evaluate.device import evaluation_device
     from benchmark.evaluate.finetune import finetune, predict
 
@@ -192,17 +198,23 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
     cfg = config["finetune"]
     cache = Path(manifest).parent
     test = records[records["split"] == "test"]
-    memory_gib = config["images"]["memory_gib"] / 3  # shared by the training, validation and test images
     pretrained = load_checkpoint(Path(checkpoint)).to(evaluation_device())  # copied afresh for every cell
-    size = pretrained.image_size
-    test_u8 = open_images(cache, test["png"].tolist(), size, memory_gib)  # the same test images for every cell
+    # Every image of the job is read once (the cells' training and validation sets overlap);
+    # half of images.memory_gib holds them, the other half a cell's copies of its subsets.
+    pngs = records["png"].drop_duplicates().tolist()
+    every_u8 = open_images(cache, pngs, pretrained.image_size, config["images"]["memory_gib"] / 2)
+    position = {png: i for i, png in enumerate(pngs)}
+
+    def images(frame: pd.DataFrame):
+        return select_images(every_u8, [position[png] for png in frame["png"]])
+
+    test_u8 = images(test)  # the same test images for every cell
     for cell, out in zip(cells, outs):
         fraction, draw, train, val = cell.fraction, cell.draw, cell.train, cell.val
         evaluated = pd.concat([val, test])
         try:
             result = finetune(
-                copy.deepcopy(pretrained), open_images(cache, train["png"].tolist(), size, memory_gib),
-                train["label"].to_numpy(), open_images(cache, val["png"].tolist(), size, memory_gib),
+                copy.deepcopy(pretrained), images(train), train["label"].to_numpy(), images(val),
                 val["label"].to_numpy(), task.n_classes,
                 steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                 eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed, precision=cfg["precision"])

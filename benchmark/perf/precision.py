@@ -18,10 +18,11 @@ import time
 
 import torch
 
+from benchmark.perf import default_budget
 from benchmark.perf.train import bench_train
 
 MODELS = ("clip", "convirt", "mgca", "medclip", "mama", "mammoclip")
-DEFAULT_SAMPLES = 7680  # config/config.yaml pretrain.samples_seen
+DEFAULT_SAMPLES = default_budget()[0]  # config/config.yaml pretrain.samples_seen
 
 
 def matmul_seconds(dtype: torch.dtype, repeats: int = 50) -> float:

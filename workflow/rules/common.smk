@@ -53,8 +53,10 @@ onstart:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     # Jobs run on this machine fork from one process that imported torch & co once
-    # (benchmark/warm.py); not for jobs submitted to SLURM or another executor.
-    if config["warm_start"] and workflow.local_exec and not workflow.remote_exec:
+    # (benchmark/warm.py); not for jobs submitted to SLURM or another executor, nor under
+    # --sdm (conda, apptainer, env modules), whose jobs run in another environment.
+    deployed = bool(workflow.deployment_settings.deployment_method)
+    if config["warm_start"] and workflow.local_exec and not workflow.remote_exec and not deployed:
         WARM_SERVER.append(start_server(f"{R}/logs/warm_start.log", PYTHONPATH))
 
 
