@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.data.images import StreamedImages, load_images, open_images
+from benchmark.data.images import StreamedImages, load_images, open_images, select_images
 
 
 @pytest.fixture()
@@ -38,6 +38,18 @@ def test_open_images_streams_above_the_memory_limit(pngs):
     root, names = pngs
     assert isinstance(open_images(root, names, 24, memory_gib=6 * 24 * 24 / 2**30), torch.Tensor)
     assert isinstance(open_images(root, names, 24, memory_gib=(6 * 24 * 24 - 1) / 2**30), StreamedImages)
+
+
+def test_selected_images_are_those_rows_in_memory_and_those_files_when_streamed(pngs):
+    """The fine-tune reads a job's images once and hands each cell its subsets."""
+    root, names = pngs
+    memory, streamed = load_images(root, names, 24), StreamedImages(root, names, 24)
+    positions = [4, 1, 1, 5]
+    in_memory, from_disk = select_images(memory, positions), select_images(streamed, positions)
+    assert torch.equal(in_memory, load_images(root, [names[i] for i in positions], 24))
+    assert isinstance(from_disk, StreamedImages) and from_disk.pngs == [names[i] for i in positions]
+    assert torch.equal(from_disk[np.arange(4)], in_memory)
+    assert select_images(memory, []).shape == (0, 1, 24, 24)
 
 
 def test_portrait_size_pads_to_its_aspect_and_keeps_the_image_whole(tmp_path):
