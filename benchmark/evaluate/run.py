@@ -185,7 +185,7 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
     import torch
 
     from benchmark.checkpoint import load_checkpoint
-    from benchmark.data.images import open_images, select_images
+    from benchmark.data.images import StreamedImages, open_images, select_images
     from benchmark.evaluate.device import evaluation_device
     from benchmark.evaluate.finetune import finetune, predict
 
@@ -199,13 +199,17 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
     cache = Path(manifest).parent
     test = records[records["split"] == "test"]
     pretrained = load_checkpoint(Path(checkpoint)).to(evaluation_device())  # copied afresh for every cell
-    # Every image of the job is read once (the cells' training and validation sets overlap);
-    # half of images.memory_gib holds them, the other half a cell's copies of its subsets.
+    # Every image of the job is read once (the cells' training and validation sets overlap)
+    # when they fit in half of images.memory_gib, the other half holding a cell's copies of
+    # its subsets; otherwise each set is held in memory if it fits a third, else streamed.
+    size, memory_gib = pretrained.image_size, config["images"]["memory_gib"]
     pngs = records["png"].drop_duplicates().tolist()
-    every_u8 = open_images(cache, pngs, pretrained.image_size, config["images"]["memory_gib"] / 2)
+    every_u8 = open_images(cache, pngs, size, memory_gib / 2)
     position = {png: i for i, png in enumerate(pngs)}
 
     def images(frame: pd.DataFrame):
+        if isinstance(every_u8, StreamedImages):
+            return open_images(cache, frame["png"].tolist(), size, memory_gib / 3)
         return select_images(every_u8, [position[png] for png in frame["png"]])
 
     test_u8 = images(test)  # the same test images for every cell
