@@ -205,12 +205,15 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
     size, memory_gib = pretrained.image_size, config["images"]["memory_gib"]
     pngs = records["png"].drop_duplicates().tolist()
     every_u8 = open_images(cache, pngs, size, memory_gib / 2)
-    position = {png: i for i, png in enumerate(pngs)}
+    if isinstance(every_u8, StreamedImages):
 
-    def images(frame: pd.DataFrame):
-        if isinstance(every_u8, StreamedImages):
+        def images(frame: pd.DataFrame):
             return open_images(cache, frame["png"].tolist(), size, memory_gib / 3)
-        return select_images(every_u8, [position[png] for png in frame["png"]])
+    else:
+        position = {png: i for i, png in enumerate(pngs)}
+
+        def images(frame: pd.DataFrame):
+            return select_images(every_u8, [position[png] for png in frame["png"]])
 
     test_u8 = images(test)  # the same test images for every cell
     for cell, out in zip(cells, outs):

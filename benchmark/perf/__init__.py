@@ -1,8 +1,8 @@
 """Benchmark scripts: each prints ratios against a baseline measured in the same run."""
 
-from pathlib import Path
+from benchmark.config import REPO_ROOT
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 
 
 def default_budget() -> tuple[int, int]:
