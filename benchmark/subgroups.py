@@ -24,13 +24,13 @@ import pandas as pd
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.predictions import read_predictions
 from benchmark.metrics import METRICS
-from benchmark.stats import percentile_ci
-from benchmark.tables import add_method_level, cell_mask, metric_values, task_cells, task_resamples
+from benchmark.stats import method_level_test, percentile_ci
+from benchmark.tables import add_replicates, cell_mask, metric_values, task_cells, task_resamples
 from benchmark.tasks import get_task
 
 SUBGROUP_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "attribute", "subgroup",
                     "n_images", "n_patients", "value", "ci_low", "ci_high", "overall", "gap", "gap_ci_low",
-                    "gap_ci_high", "method_gap_ci_low", "method_gap_ci_high", "n_boot", "note"]
+                    "gap_ci_high", "method_gap_ci_low", "method_gap_ci_high", "n_boot", "n_usable", "note"]
 UNKNOWN = "unknown"
 
 
@@ -89,7 +89,8 @@ def _size_note(labels_n: np.ndarray, patients_n: np.ndarray, n_classes: int, set
     return ""
 
 
-def _row(cell: tuple, entry: dict | None, overall: dict, level: float, note: str, **counts) -> dict:
+def _row(cell: tuple, entry: dict | None, overall: dict, level: float, note: str, min_usable: float,
+         **counts) -> dict:
     protocol, fraction, model, metric = cell
     whole = float(np.mean(overall["full"]))
     row = dict(protocol=protocol, fraction=fraction, model=model, metric=metric, **counts, overall=whole, note=note)
@@ -97,11 +98,18 @@ def _row(cell: tuple, entry: dict | None, overall: dict, level: float, note: str
         return row
     value = float(np.mean(entry["full"]))
     boot_b, whole_b = np.mean(entry["boot"], axis=0), np.mean(overall["boot"], axis=0)
-    row.update(value=value, gap=value - whole)
+    # A resample can leave the subgroup without a class (its value is then undefined): the
+    # intervals are conditional on resamples where the subgroup keeps every class.
+    usable = np.isfinite(entry["boot"]).all(axis=0)
+    row.update(value=value, gap=value - whole, n_usable=int(usable.sum()))
     row["ci_low"], row["ci_high"] = percentile_ci(boot_b, level)
     row["gap_ci_low"], row["gap_ci_high"] = percentile_ci(boot_b - whole_b, level)
-    row["method_gap_ci_low"], row["method_gap_ci_high"] = percentile_ci(entry["method_boot"] - overall["method_boot"],
-                                                                        level)
+    gap = method_level_test([(1.0, entry["reps"].minus(overall["reps"]))], level)
+    row["method_gap_ci_low"], row["method_gap_ci_high"] = max(gap.ci_low, -1.0), min(gap.ci_high, 1.0)
+    if usable.mean() < min_usable:
+        row["note"] = (f"{usable.sum()} of {usable.size} resamples usable ({usable.mean():.0%}; below "
+                       f"subgroups.min_usable_share {min_usable:g}): the others left the subgroup without a "
+                       "class, so the intervals hold for resamples where it keeps every class")
     return row
 
 
@@ -117,7 +125,7 @@ def task_subgroups(task_frame: pd.DataFrame, validation: pd.DataFrame, records: 
     val_cells = dict(iter(validation.groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True)))
     patient_pos = {p: i for i, p in enumerate(patients)}
     overall = metric_values(cells, val_cells, task, resamples_bp, patient_pos, metrics)
-    add_method_level(overall, cells, stats["seed"], f"{dataset}/{task_name}", stats["n_boot"])
+    add_replicates(overall, cells)
     rows = []
     where = f"subgroups: {dataset}/{task_name}"
     for attribute in settings["attributes"].get(dataset, []):
@@ -130,14 +138,15 @@ def task_subgroups(task_frame: pd.DataFrame, validation: pd.DataFrame, records: 
             if not note:
                 sub_cells = {key: cell[mask].reset_index(drop=True) for key, cell in cells.items()}
                 sub = metric_values(sub_cells, val_cells, task, resamples_bp, patient_pos, metrics)
-                add_method_level(sub, sub_cells, stats["seed"], f"{dataset}/{task_name}", stats["n_boot"])
+                add_replicates(sub, sub_cells)
             counts = dict(n_images=int(mask.sum()), n_patients=len(np.unique(any_cell["patient_id"].to_numpy()[mask])))
             for cell, whole in sorted(overall.items()):
                 entry = None if sub is None else sub.get(cell)
                 defined = entry is not None and np.isfinite(np.mean(entry["full"]))
                 reason = note or ("" if defined else "undefined in this subgroup (a class is missing in some cell)")
                 rows.append(dict(dataset=dataset, task=task_name, attribute=attribute, subgroup=group,
-                                 n_boot=stats["n_boot"], **_row(cell, entry, whole, stats["ci"], reason, **counts)))
+                                 n_boot=stats["n_boot"], **_row(cell, entry, whole, stats["ci"], reason,
+                                                                settings["min_usable_share"], **counts)))
     return rows
 
 

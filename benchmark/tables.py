@@ -23,13 +23,13 @@ from benchmark.errors import BenchmarkError
 from benchmark.evaluate.predictions import read_predictions, score_columns, score_matrix
 from benchmark.metrics import METRICS
 from benchmark.stats import (
-    delong_paired,
-    hierarchical_means,
+    Replicates,
+    delong_contrast,
     holm,
+    method_level_test,
     paired_p_value,
     patient_strata,
     percentile_ci,
-    replicate_counts,
     resample_matrix,
 )
 from benchmark.tasks import get_task
@@ -38,9 +38,11 @@ TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "
                  "n_images", "n_patients", "n_boot", "seeds", "seed_std", "delta_vs_ref", "delta_ci_low",
                  "delta_ci_high", "p_value", "method_ci_low", "method_ci_high", "method_delta_ci_low",
                  "method_delta_ci_high", "method_p_value", "p_adjusted", "p_delong", "note"]
+CHANCE_NOTE = "pretraining ended at chance"  # begins the note of such a model's rows (the wide tables mark them)
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
                   "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
-                  "params_trainable", "peak_memory_bytes"]
+                  "params_trainable", "peak_memory_bytes", "image_text_term", "image_text_final", "image_text_chance",
+                  "at_chance"]
 
 
 def evaluation_units(frame: pd.DataFrame, task, breast_level: bool):
@@ -74,23 +76,15 @@ def primary_rows(table: pd.DataFrame, primary: list[dict], controls: list[str] =
     return chosen & table["delta_vs_ref"].notna().to_numpy() & ~table["model"].isin(list(controls)).to_numpy()
 
 
-def add_method_level(values: dict, cells: dict, seed: int, task_key: str, n_boot: int) -> None:
-    """Each entry's ``replicates`` and ``method_boot``: its resamples with the pretraining seeds (independently
-    per model) and the label draws (the same for every model: a draw is the same patients)
-    resampled together with the patients (a hierarchical, paired bootstrap)."""
-    counts = {}
+def add_replicates(values: dict, cells: dict) -> None:
+    """Each entry's ``replicates`` (its (seed, draw) pairs, in the order of its values) and
+    ``reps`` (a ``Replicates`` holding them with the values), the input of the method-level
+    inference (``stats.method_level_test``)."""
     for (protocol, fraction, model, _), entry in sorted(values.items()):
         replicates = entry["replicates"] = sorted((int(s), int(d)) for (p, f, m, s, d) in cells
                                                   if (p, f, m) == (protocol, fraction, model))
-        seeds, draws = sorted({s for s, _ in replicates}), sorted({d for _, d in replicates})
-        for kind, key, n in (("seeds", model, len(seeds)), ("draws", f"{protocol}/{fraction}", len(draws))):
-            if (kind, key, n) not in counts:
-                rng = np.random.default_rng([seed, zlib.crc32(f"{task_key}/{kind}/{key}/{n}".encode())])
-                counts[kind, key, n] = replicate_counts(n, n_boot, rng)
-        entry["method_boot"] = hierarchical_means(
-            np.array(entry["boot"]), np.array([seeds.index(s) for s, _ in replicates]),
-            np.array([draws.index(d) for _, d in replicates]), counts["seeds", model, len(seeds)],
-            counts["draws", f"{protocol}/{fraction}", len(draws)])
+        entry["reps"] = Replicates(np.array(entry["full"]), np.array(entry["boot"]),
+                                   np.array([s for s, _ in replicates]), np.array([d for _, d in replicates]))
 
 
 def task_cells(task_frame: pd.DataFrame, dataset: str, task_name: str) -> dict[tuple, pd.DataFrame]:
@@ -168,13 +162,14 @@ def table_row(entry: dict, ref: dict | None, cell: tuple, task, level: float, n_
     value = float(np.mean(entry["full"]))
     boot = np.mean(entry["boot"], axis=0)
     lo, hi = percentile_ci(boot, level)
+    own = method_level_test([(1.0, entry["reps"])], level)
     row = {"dataset": dataset, "task": task_name, "protocol": protocol, "fraction": fraction,
            "model": model, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
            "n_images": n_images, "n_patients": n_patients, "n_boot": n_boot, "seeds": " ".join(seeds),
            "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
            "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
            "p_adjusted": np.nan, "p_delong": np.nan,
-           **dict(zip(("method_ci_low", "method_ci_high"), percentile_ci(entry["method_boot"], level))),
+           "method_ci_low": max(own.ci_low, 0.0), "method_ci_high": min(own.ci_high, 1.0),  # metrics lie in [0, 1]
            "method_delta_ci_low": np.nan, "method_delta_ci_high": np.nan, "method_p_value": np.nan,
            "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
     if ref is None:
@@ -183,13 +178,23 @@ def table_row(entry: dict, ref: dict | None, cell: tuple, task, level: float, n_
     row["delta_vs_ref"] = value - float(np.mean(ref["full"]))
     row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
     row["p_value"] = paired_p_value(delta_b)
-    method_delta_b = entry["method_boot"] - ref["method_boot"]
-    row["method_delta_ci_low"], row["method_delta_ci_high"] = percentile_ci(method_delta_b, level)
-    row["method_p_value"] = paired_p_value(method_delta_b)
-    (y, scores, unit_patients), (y_ref, scores_ref, _) = entry["units"][0], ref["units"][0]
-    if metric.startswith("auc") and scores.shape[1] == 2 and (y == y_ref).all():
-        row["p_delong"] = delong_paired(y == 1, scores[:, 1], scores_ref[:, 1], unit_patients)[1]
+    versus = method_level_test([(1.0, entry["reps"]), (-1.0, ref["reps"])], level)
+    row["method_delta_ci_low"], row["method_delta_ci_high"] = max(versus.ci_low, -1.0), min(versus.ci_high, 1.0)
+    row["method_p_value"] = versus.p_value
+    row["p_delong"] = delong_p_value(entry["units"], ref["units"], metric)
     return row
+
+
+def delong_p_value(units: list[tuple], ref_units: list[tuple], metric: str) -> float:
+    """DeLong's test (clustered by patient) of this row's own delta: the mean AUC over the
+    model's replicates minus the mean over the reference's, all scored on the same units.
+    Binary AUC rows only; NaN elsewhere."""
+    y = units[0][0]
+    if not metric.startswith("auc") or units[0][1].shape[1] != 2 or any((u[0] != y).any() for u in ref_units):
+        return np.nan
+    scores_kn = np.stack([u[1][:, 1] for u in units] + [u[1][:, 1] for u in ref_units])
+    weights_k = np.r_[np.full(len(units), 1 / len(units)), np.full(len(ref_units), -1 / len(ref_units))]
+    return delong_contrast(y == 1, scores_kn, weights_k, units[0][2])[1]
 
 
 def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
@@ -200,10 +205,19 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
     if not prediction_files:
         raise BenchmarkError("table: no prediction files given")
     predictions = pd.concat([read_predictions(path) for path in prediction_files], ignore_index=True)
+    if not (predictions["split"] == "test").any():
+        raise BenchmarkError(f"table: none of the {len(prediction_files)} predictions file(s) has a test-split row")
+    return table_from_predictions(predictions, n_boot, seed, level, reference, primary, controls)
+
+
+def table_from_predictions(predictions: pd.DataFrame, n_boot: int, seed: int, level: float, reference: str | None,
+                           primary: list[dict] = (), controls: list[str] = (),
+                           metrics: list[str] | None = None) -> pd.DataFrame:
+    """The table of already read predictions (validation and test rows), for every registered
+    metric or the ``metrics`` named (the calibration simulation asks for AUC alone)."""
     validation = predictions[predictions["split"] == "val"]
     predictions = predictions[predictions["split"] == "test"]
-    if predictions.empty:
-        raise BenchmarkError(f"table: none of the {len(prediction_files)} predictions file(s) has a test-split row")
+    chosen = None if metrics is None else [METRICS[name] for name in metrics]
     rows = []
     for (dataset, task_name), task_frame in predictions.groupby(["dataset", "task"], sort=True):
         task = get_task(dataset, task_name)
@@ -212,8 +226,8 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
         patients, resamples_bp = task_resamples(any_cell, dataset, task_name, seed, n_boot)
         val_cells = dict(iter(validation[(validation["dataset"] == dataset) & (validation["task"] == task_name)]
                               .groupby(["protocol", "fraction", "model", "seed", "draw"], sort=True)))
-        values = metric_values(cells, val_cells, task, resamples_bp, {p: i for i, p in enumerate(patients)})
-        add_method_level(values, cells, seed, f"{dataset}/{task_name}", n_boot)
+        values = metric_values(cells, val_cells, task, resamples_bp, {p: i for i, p in enumerate(patients)}, chosen)
+        add_replicates(values, cells)
         for (protocol, fraction, model, metric), entry in sorted(values.items()):
             ref = values.get((protocol, fraction, reference, metric)) if reference and model != reference else None
             rows.append(table_row(entry, ref, (dataset, task_name, protocol, fraction, model, metric), task, level,
@@ -245,24 +259,33 @@ def _degenerate_note(y: np.ndarray, value: float, n_classes: int, metric: str) -
 
 def write_tables(prediction_files: list[Path], ledger_files: list[Path], out: Path, budget_out: Path,
                  stats: dict, controls: list[str] = ()) -> None:
-    """The ``table`` command: table.csv with its wide .md, .tex and .html, and budget.csv."""
+    """The ``table`` command: table.csv with its wide .md, .tex and .html, budget.csv and
+    loss_terms.csv beside it. Rows of a model whose pretraining ended at chance on its
+    image-text loss say so in their note."""
     from benchmark.wide_tables import to_html, to_latex, to_markdown
 
     table = build_table([Path(p) for p in prediction_files], stats["n_boot"], stats["seed"], stats["ci"],
                         stats.get("reference_model"), stats.get("primary", []), controls)
+    if ledger_files:
+        budget, terms = build_budget([Path(p) for p in ledger_files], stats["chance_margin"])
+        for model, note in chance_notes(budget, stats["chance_margin"]).items():
+            rows = table["model"] == model
+            table.loc[rows, "note"] = [f"{old}; {note}" if old else note for old in table.loc[rows, "note"]]
+        budget.to_csv(budget_out, index=False)
+        terms.to_csv(Path(budget_out).with_name("loss_terms.csv"), index=False)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     out.with_suffix(".md").write_text(to_markdown(table))
     out.with_suffix(".tex").write_text(to_latex(table))
     out.with_suffix(".html").write_text(to_html(table))
-    if ledger_files:
-        build_budget([Path(p) for p in ledger_files]).to_csv(budget_out, index=False)
     print(f"table: {len(table)} rows -> {out}")
 
 
-def build_budget(ledger_files: list[Path]) -> pd.DataFrame:
-    rows = []
+def build_budget(ledger_files: list[Path], chance_margin: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """budget.csv (one row per pretraining run, with its image-text loss against chance) and
+    loss_terms.csv (each loss term's final value and chance level, one row per run and term)."""
+    rows, terms = [], []
     for path in sorted(ledger_files):
         if not Path(path).is_file():
             raise BenchmarkError(f"{path}: ledger not found (the pretrain step writes it)")
@@ -270,5 +293,29 @@ def build_budget(ledger_files: list[Path]) -> pd.DataFrame:
             ledger = json.loads(Path(path).read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BenchmarkError(f"{path}: not a readable ledger ({exc})") from None
-        rows.append({"model": Path(path).parent.parent.name, **{k: ledger.get(k) for k in BUDGET_COLUMNS[1:]}})
-    return pd.DataFrame(rows, columns=BUDGET_COLUMNS)
+        model = Path(path).parent.parent.name
+        logged = ledger.get("loss_terms") or {}
+        term = ledger.get("image_text_term")
+        final, chance = (logged.get(term) or {}).get("final"), (logged.get(term) or {}).get("chance")
+        at_chance = None if final is None or chance is None else bool(final >= (1 - chance_margin) * chance)
+        spent = BUDGET_COLUMNS[1:BUDGET_COLUMNS.index("image_text_term")]
+        rows.append({"model": model, **{k: ledger.get(k) for k in spent}, "image_text_term": term, "image_text_final": final, "image_text_chance": chance,
+                     "at_chance": at_chance})
+        terms += [{"model": model, "seed": ledger.get("seed"), "term": name, "final": values["final"],
+                   "chance": values["chance"], "image_text": name == term} for name, values in logged.items()]
+    return (pd.DataFrame(rows, columns=BUDGET_COLUMNS),
+            pd.DataFrame(terms, columns=["model", "seed", "term", "final", "chance", "image_text"]))
+
+
+def chance_notes(budget: pd.DataFrame, chance_margin: float) -> dict[str, str]:
+    """Per model whose image-text loss ended within ``chance_margin`` (relative) of chance in
+    any pretraining run: a note naming the term, its final value per seed and chance."""
+    notes = {}
+    for model, runs in budget.groupby("model", sort=True):
+        if not runs["at_chance"].fillna(False).astype(bool).any():
+            continue
+        finals = ", ".join(f"seed {int(r.seed)} {r.image_text_final:.3f}" for r in runs.itertuples())
+        notes[model] = (f"{CHANCE_NOTE}: {runs['image_text_term'].iloc[0]} {finals} against chance "
+                        f"{runs['image_text_chance'].iloc[0]:.3f} (within {chance_margin:.0%}; stats.chance_margin): "
+                        "its rows do not show what the method learns, only what this run left")
+    return notes

@@ -458,7 +458,27 @@ def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_s
         "loader_workers": options.loader_workers if streamed else 0, "excluded_no_caption": no_caption,
         "split_sha256": split_sha256,
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
+        **final_loss_terms(model, state["history"], batch_size // options.grad_accum
+                           // (1 if options.gather_negatives else ranks.world)),
     }
+
+
+FINAL_STEPS = 8  # a term's final value: its mean over the last steps that logged it
+
+
+def final_loss_terms(model: nn.Module, history: list[dict], candidates: int) -> dict:
+    """Each logged loss term's final value (mean over its last ``FINAL_STEPS`` steps) and the
+    value a model that learned nothing would have (``chance_losses``, with ``candidates``
+    samples per contrast), and which term contrasts images with their texts."""
+    chance = model.chance_losses(candidates) if hasattr(model, "chance_losses") else {}
+    frame = pd.DataFrame(history)
+    terms = {}
+    for name in frame.columns.drop(["step", "samples"], errors="ignore"):
+        logged = frame[name].dropna()
+        terms[name] = {"final": round(float(logged.tail(FINAL_STEPS).mean()), 6) if len(logged) else None,
+                       "chance": round(chance[name], 6) if name in chance else None}
+    return {"loss_terms": terms, "image_text_term": getattr(model, "image_text_term", None),
+            "contrast_candidates": candidates}
 
 
 def run_pretrain(config: dict, model_name: str, seed: int, manifest: Path, split: Path, tokenizer: str | None,

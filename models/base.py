@@ -27,6 +27,7 @@ def split_weights(weights) -> tuple[str | None, str | None]:
 
 class DualEncoder(nn.Module, abc.ABC):
     batch_needs: tuple[str, ...] = ("image", "caption")
+    image_text_term: str | None = None  # the training_loss term that contrasts images with their texts
     preset_types = {"image": ImageTower, "text": TextTower}  # preset entries read into typed settings
 
     def __init__(self, *, image_size: int, train: dict, augment: dict, image: dict, text: dict, embed_dim: int,
@@ -80,6 +81,11 @@ class DualEncoder(nn.Module, abc.ABC):
     # --- what a method may override -------------------------------------------------------
     def clamp_parameters(self) -> None:
         """Called by the trainer after every optimizer step (e.g. a logit scale's bounds)."""
+
+    def chance_losses(self, candidates: int) -> dict[str, float]:
+        """Each loss term's value for a model that has learned nothing (all logits equal), with
+        ``candidates`` samples per contrast; terms without such a level are left out."""
+        return {}
 
     def text_hidden(self, texts: list[str]):
         out, ids, mask = self.text(texts)

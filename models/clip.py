@@ -34,6 +34,7 @@ OPEN_CLIP_AUGMENT = dict(crop_scale=(0.9, 1.0), hflip=False, vflip=False, jitter
 
 @register_model("clip")
 class Clip(nn.Module):
+    image_text_term = "clip"  # the term pretraining is judged against chance by
     batch_needs = ("image", "caption")
     presets = {
         "tiny": dict(
@@ -122,3 +123,6 @@ class Clip(nn.Module):
         text_nd = self.encode_text(batch["caption"])
         loss = self.loss_fn(image_nd, text_nd, self.clip.logit_scale.exp())
         return {"loss": loss, "clip": loss.detach(), "logit_scale": self.clip.logit_scale.detach().exp()}
+
+    def chance_losses(self, candidates: int) -> dict[str, float]:
+        return {"clip": self.loss_fn.chance(candidates)}

@@ -24,6 +24,7 @@ TINY_TEXT = dict(arch="bert", context_length=112,
 
 @register_model("convirt")
 class ConVIRT(DualEncoder):
+    image_text_term = "infonce"  # the term pretraining is judged against chance by
     batch_needs = ("image", "random_sentence")
     presets = {
         "tiny": dict(image_size=96, embed_dim=128, image=dict(name="resnet_tiny"),
@@ -53,6 +54,9 @@ class ConVIRT(DualEncoder):
     def training_loss(self, batch: dict) -> dict:
         loss = self.loss_fn(self.encode_image(batch["image"]), self.encode_text(batch["random_sentence"]))
         return {"loss": loss, "infonce": loss.detach()}
+
+    def chance_losses(self, candidates: int) -> dict[str, float]:
+        return {"infonce": self.loss_fn.chance(candidates)}
 
     @torch.no_grad()
     def trainable_text_layers(self) -> int:

@@ -15,6 +15,8 @@ distributed setting, as open_clip's ``ClipLoss(local_loss, rank, world_size)``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,6 +47,10 @@ class ClipLoss(nn.Module):
         total = F.cross_entropy(logits_nn, targets_n) + F.cross_entropy(logits_nn.T, targets_n)
         return total if self.sum_directions else total / 2
 
+    def chance(self, n: int) -> float:
+        """The loss of a model that has learned nothing (every logit equal) with n candidates."""
+        return (2 if self.sum_directions else 1) * math.log(n)
+
 
 class WeightedInfoNCE(nn.Module):
     """ConVIRT: ``weight * L(image->text) + (1 - weight) * L(text->image)`` at a fixed temperature."""
@@ -62,6 +68,9 @@ class WeightedInfoNCE(nn.Module):
         image_to_text = F.cross_entropy(logits_nn, targets_n)
         text_to_image = F.cross_entropy(logits_nn.T, targets_n)
         return self.weight * image_to_text + (1 - self.weight) * text_to_image
+
+    def chance(self, n: int) -> float:
+        return math.log(n)
 
 
 class NTXentLoss(nn.Module):
@@ -81,6 +90,9 @@ class NTXentLoss(nn.Module):
         sim_mm = sim_mm.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim_mm.device), float("-inf"))
         targets_m = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim_mm.device)
         return F.cross_entropy(sim_mm, targets_m)
+
+    def chance(self, n: int) -> float:
+        return math.log(2 * n - 1)  # the positive among the 2N - 1 other embeddings
 
 
 class MultiViewClipLoss(nn.Module):
@@ -104,6 +116,9 @@ class MultiViewClipLoss(nn.Module):
         text_text = self.clip(text_nd, text2_nd, logit_scale)
         loss = image_text + self.image_weight * image_image + self.text_weight * text_text
         return {"loss": loss, "image_text": image_text, "image_image": image_image, "text_text": text_text}
+
+    def chance(self, n: int) -> dict[str, float]:
+        return {"image_text": self.clip.chance(n), "image_image": self.clip.chance(n), "text_text": self.clip.chance(n)}
 
 
 def local_alignment_scores(patches_npd: torch.Tensor, sentences_nsd: torch.Tensor,
@@ -141,6 +156,9 @@ class LocalAlignmentLoss(nn.Module):
             logits_nn = logit_scale * scores_nn
             total = total + F.cross_entropy(logits_nn, targets_n) + F.cross_entropy(logits_nn.T, targets_n)
         return total
+
+    def chance(self, n: int) -> float:
+        return 4 * math.log(n)  # four cross-entropies over n
 
 
 def clipped_weights(weights_nt: torch.Tensor, valid_nt: torch.Tensor, low: float = 0.1,
@@ -239,6 +257,10 @@ class PrototypeLoss(nn.Module):
         text_logp = F.log_softmax(text_scores_nk / self.temperature, dim=1)
         return -((text_codes * image_logp).sum(1).mean() + (image_codes * text_logp).sum(1).mean()) / 2
 
+    @staticmethod
+    def chance(n_prototypes: int) -> float:
+        return math.log(n_prototypes)  # codes summing to 1 against a uniform softmax over K
+
 
 def semantic_targets(row_labels_nl: torch.Tensor, column_labels_ml: torch.Tensor) -> torch.Tensor:
     """MedCLIP's soft targets: the row-softmax of the raw label-vector dot products
@@ -265,3 +287,6 @@ class SemanticMatchingLoss(nn.Module):
         image_to_text = -(image_targets * F.log_softmax(logits_nn, dim=1)).sum() / n
         text_to_image = -(text_targets * F.log_softmax(logits_nn.T, dim=1)).sum() / n
         return (image_to_text + text_to_image) / 2
+
+    def chance(self, n: int) -> float:
+        return math.log(n)  # soft targets summing to 1 against a uniform softmax over n

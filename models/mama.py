@@ -63,6 +63,7 @@ AUGMENT = dict(crop_scale=(0.1, 1.0), hflip=True, vflip=True, jitter=0.8, jitter
 
 @register_model("mama")
 class MaMA(DualEncoder):
+    image_text_term = "clip_view1"  # the term pretraining is judged against chance by
     batch_needs = ("image", "view2", "caption")
     presets = {
         "tiny": dict(image_size=96, embed_dim=128, local_hidden=256, late_loss_start_step=16,
@@ -183,3 +184,8 @@ class MaMA(DualEncoder):
             terms["sla"] = self.sla(self._patches(tokens1), sentences, sentence_mask, self.sla_logit_scale.exp())
         loss = sum(terms.values())
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+    def chance_losses(self, candidates: int) -> dict[str, float]:
+        clip = self.clip_loss.chance(candidates)
+        return {"clip_view1": clip, "clip_view2": clip, "ntxent": self.ntxent.chance(candidates),
+                "sla": self.sla.chance(candidates)}

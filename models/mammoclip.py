@@ -64,6 +64,7 @@ def _paper(backbone: str, dropout: float) -> dict:
 
 @register_model("mammoclip")
 class MammoCLIP(DualEncoder):
+    image_text_term = "image_text"  # the term pretraining is judged against chance by
     batch_needs = ("image", "paired_view", "caption", "label_report")
     presets = {
         # 120 x 72 keeps the 1520 x 912 aspect; a from-scratch backbone needs a higher rate
@@ -91,3 +92,6 @@ class MammoCLIP(DualEncoder):
                              self.encode_text(batch["caption"]), self.encode_text(batch["label_report"]),
                              self.logit_scale.exp())
         return {name: value if name == "loss" else value.detach() for name, value in terms.items()}
+
+    def chance_losses(self, candidates: int) -> dict[str, float]:
+        return self.loss_fn.chance(candidates)

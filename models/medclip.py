@@ -46,6 +46,7 @@ TRAIN = dict(weight_decay=1e-4, warmup_fraction=0.1, betas=(0.9, 0.999), grad_cl
 
 @register_model("medclip")
 class MedCLIP(DualEncoder):
+    image_text_term = "semantic"  # the term pretraining is judged against chance by
     batch_needs = ("image", "random_sentence", "label_vector", "sentence_label_vector")
     presets = {
         "tiny": dict(image_size=96, embed_dim=128, image=dict(name="resnet_tiny"),
@@ -79,4 +80,7 @@ class MedCLIP(DualEncoder):
         loss = self.loss_fn(self.encode_image(batch["image"]), self.encode_text(batch["random_sentence"]),
                             batch["label_vector"], batch["sentence_label_vector"], self.logit_scale.exp())
         return {"loss": loss, "semantic": loss.detach(), "logit_scale": self.logit_scale.detach().exp()}
+
+    def chance_losses(self, candidates: int) -> dict[str, float]:
+        return {"semantic": self.loss_fn.chance(candidates)}
 

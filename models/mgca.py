@@ -45,6 +45,7 @@ TRAIN = dict(betas=(0.9, 0.999), weight_decay=0.05, warmup_fraction=0.4, no_weig
 
 @register_model("mgca")
 class MGCA(DualEncoder):
+    image_text_term = "instance"  # the term pretraining is judged against chance by
     presets = {
         "tiny": dict(image_size=96, embed_dim=128, head_hidden=256, n_prototypes=50,
                      image=dict(name="vit_tiny", kwargs=dict(width=192, depth=4, heads=3, patch_size=16)),
@@ -108,3 +109,8 @@ class MGCA(DualEncoder):
         prototype = self.prototype_loss(image_nd, text_nd, prototypes)
         loss = instance + token + prototype
         return {"loss": loss, "instance": instance.detach(), "token": token.detach(), "prototype": prototype.detach()}
+
+    def chance_losses(self, candidates: int) -> dict[str, float]:
+        # the token term contrasts each caption's own words and patches: no level common to a batch
+        return {"instance": self.instance_loss.chance(candidates),
+                "prototype": self.prototype_loss.chance(self.prototypes.shape[0])}

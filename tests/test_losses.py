@@ -108,3 +108,29 @@ def test_token_alignment_prefers_aligned_tokens():
     aligned = TokenAlignmentLoss()(words, valid, attention, words.clone(), attention)
     random = TokenAlignmentLoss()(words, valid, attention, _unit(2, 5, 16, seed=18), attention)
     assert aligned < random
+
+
+def test_each_loss_chance_level_is_its_value_when_nothing_is_learned():
+    """``chance``: the loss when every logit is equal (all embeddings the same), which a
+    model that learned nothing from its pretraining task sits at."""
+    from models.losses import ClipLoss, MultiViewClipLoss
+
+    n, same = 12, F.normalize(torch.ones(12, 16), dim=-1)
+    for loss in (ClipLoss(), ClipLoss(sum_directions=True)):
+        assert loss(same, same, 14.3).item() == pytest.approx(loss.chance(n), rel=1e-6)
+    assert WeightedInfoNCE()(same, same).item() == pytest.approx(WeightedInfoNCE().chance(n), rel=1e-6)
+    assert NTXentLoss()(same, same).item() == pytest.approx(math.log(2 * n - 1), rel=1e-6)
+    assert NTXentLoss().chance(n) == pytest.approx(math.log(2 * n - 1))
+    labels = torch.randint(0, 2, (n, 5), generator=torch.Generator().manual_seed(0))
+    semantic = SemanticMatchingLoss()
+    assert semantic(same, same, labels, labels, 10.0).item() == pytest.approx(semantic.chance(n), rel=1e-6)
+    patches, sentences = same[:, None].expand(n, 9, 16), same[:, None].expand(n, 3, 16)
+    sla = LocalAlignmentLoss()
+    assert sla(patches, sentences, torch.ones(n, 3), 10.0).item() == pytest.approx(sla.chance(n), rel=1e-6)
+    multi = MultiViewClipLoss()
+    terms = multi(same, same, same, same, 10.0)
+    assert {k: terms[k].item() for k in multi.chance(n)} == pytest.approx(multi.chance(n), rel=1e-6)
+    prototypes = torch.zeros(7, 16)  # every prototype scores every sample alike
+    prototype = PrototypeLoss()
+    assert prototype(same, same, prototypes).item() == pytest.approx(prototype.chance(7), rel=1e-5)
+

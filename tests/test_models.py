@@ -195,3 +195,19 @@ def test_mammoclip_paper_presets_are_the_official_backbones_size_and_statistics(
     assert b5.image_mean == pytest.approx((0.3089,) * 3, abs=1e-4) and b5.image_std == pytest.approx((0.2505,) * 3, abs=1e-4)
     assert (b5.visual.drop_rate, b2.visual.drop_rate) == (0.4, 0.3)
     assert b5.train_settings["lr"] == 5e-5 and b5.train_settings["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_the_image_text_term_sits_at_its_chance_level_when_every_sample_is_the_same(name, tokenizer):
+    """``chance_losses`` names the level of a model that tells no sample from another: a
+    batch of 16 copies of one sample gives equal logits, so the image-text term equals the
+    declared level (a level off by a factor, e.g. one direction where the loss sums two,
+    fails)."""
+    model = build_model(name, "tiny", tokenizer=tokenizer).eval()
+    one = _batch(model, n=1)
+    batch = {k: (v.expand(16, *v.shape[1:]) if torch.is_tensor(v) and v.dim() else v * 16 if isinstance(v, list)
+                 else v) for k, v in one.items()}
+    chance = model.chance_losses(16)
+    with torch.no_grad():
+        term = float(model.training_loss(batch)[model.image_text_term])
+    assert term == pytest.approx(chance[model.image_text_term], rel=1e-4)

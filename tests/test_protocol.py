@@ -378,3 +378,34 @@ def test_knn_runs_through_the_generic_evaluate_command(tmp_path):
         main([*argv, "--out", str(outs[0])])
     with pytest.raises(SystemExit):  # a protocol with a command of its own
         main([*argv[:2], "linear_probe", *argv[3:], "--out", *map(str, outs)])
+
+
+def test_a_model_whose_pretraining_ended_at_chance_is_flagged_in_budget_and_table(tmp_path):
+    import json
+
+    from benchmark.tables import write_tables
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 2, 100)
+    patients = [f"p{i}" for i in range(100)]
+    files, ledgers = [], []
+    for model, final in (("learned", 3.2), ("stuck", 4.14)):
+        files.append(_predictions(tmp_path, np.clip(0.3 * labels + rng.random(100), 0, 1), labels, patients,
+                                  f"{model}.csv", model))
+        ledger = tmp_path / "checkpoints" / model / "seed0" / "ledger.json"
+        ledger.parent.mkdir(parents=True)
+        ledger.write_text(json.dumps({"method": "clip", "seed": 0, "samples_seen": 640, "image_text_term": "clip",
+                                      "loss_terms": {"loss": {"final": final, "chance": None},
+                                                     "clip": {"final": final, "chance": 4.158883}}}))
+        ledgers.append(ledger)
+    stats = {"n_boot": 50, "seed": 0, "ci": 0.95, "reference_model": None, "chance_margin": 0.02}
+    write_tables(files, ledgers, tmp_path / "table.csv", tmp_path / "budget.csv", stats)
+    budget = pd.read_csv(tmp_path / "budget.csv").set_index("model")
+    assert not budget.loc["learned", "at_chance"] and budget.loc["stuck", "at_chance"]
+    assert budget.loc["stuck", "image_text_chance"] == pytest.approx(np.log(64), abs=1e-6)
+    terms = pd.read_csv(tmp_path / "loss_terms.csv")
+    assert len(terms) == 4 and terms[terms.image_text].term.tolist() == ["clip", "clip"]
+    table = pd.read_csv(tmp_path / "table.csv", keep_default_na=False)
+    assert table[table.model == "stuck"].note.str.contains("pretraining ended at chance: clip seed 0 4.140").all()
+    assert not table[table.model == "learned"].note.str.contains("chance").any()
+    assert "at chance" in (tmp_path / "table.md").read_text()

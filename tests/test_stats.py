@@ -183,3 +183,58 @@ def test_specificity_threshold_is_the_most_sensitive_point_keeping_it():
     assert specificity_threshold(y, scores, 0.9) == 0.85
     assert specificity_threshold(y, scores, 1.0) == 0.95  # above every negative
     assert np.isnan(specificity_threshold(np.zeros(5), np.arange(5.0), 0.9))
+
+
+def test_delong_contrast_of_replicates_is_the_mean_difference_and_its_own_test():
+    """A contrast over replicates (mean of a's two scorers minus b's) has the mean AUC
+    difference as its estimate and the variance w' cov w of the scorers' AUCs: it equals
+    the paired test when the replicates are identical, and its covariance is the one the
+    pairwise tests imply."""
+    from benchmark.stats import delong_contrast, delong_paired
+
+    y, scores = _data(n=400, k=2, seed=12)
+    rng = np.random.default_rng(4)
+    a1, a2 = scores[:, 1] + rng.normal(0, 0.3, 400), scores[:, 1] + rng.normal(0, 0.3, 400)
+    b = scores[:, 1] + rng.normal(0, 0.6, 400)
+    weights = np.array([0.5, 0.5, -1.0])
+    contrast, p = delong_contrast(y == 1, np.stack([a1, a2, b]), weights)
+    aucs = [roc_auc_score(y, s) for s in (a1, a2, b)]
+    assert contrast == pytest.approx(0.5 * aucs[0] + 0.5 * aucs[1] - aucs[2], abs=1e-12)
+    assert delong_contrast(y == 1, np.stack([a1, a1, b]), weights) == pytest.approx(
+        delong_paired(y == 1, a1, b), abs=1e-12)
+    # var(a1 - b), var(a2 - b), var(a1 - a2) determine var((a1 + a2)/2 - b) through the covariance
+    from scipy.stats import norm
+
+    def var(pair_delta, pair_p):
+        return (pair_delta / norm.isf(pair_p / 2)) ** 2
+
+    v1, v2 = var(*delong_paired(y == 1, a1, b)), var(*delong_paired(y == 1, a2, b))
+    v12 = var(*delong_paired(y == 1, a1, a2))
+    expected_variance = 0.5 * v1 + 0.5 * v2 - 0.25 * v12  # |(a1+a2)/2 - b|^2 expanded
+    assert (contrast / norm.isf(p / 2)) ** 2 == pytest.approx(expected_variance, rel=1e-6)
+
+
+def test_method_level_test_with_one_seed_is_the_bootstrap_and_widens_with_disagreeing_seeds():
+    from benchmark.stats import Replicates, method_level_test
+
+    rng = np.random.default_rng(5)
+    boot = rng.normal(0.7, 0.02, (1, 500))
+    one = Replicates(np.array([0.7]), boot, np.array([0]), np.array([0]))
+    result = method_level_test([(1.0, one)], 0.95)
+    assert (result.ci_low, result.ci_high) == percentile_ci(boot[0], 0.95) and result.df_seeds == 0
+    # two seeds 0.1 apart on the same test set: the seed part dominates, on 1 degree of freedom
+    shared = rng.normal(0, 0.02, 500)
+    two = Replicates(np.array([0.65, 0.75]), np.stack([0.65 + shared, 0.75 + shared]), np.array([0, 1]),
+                     np.array([0, 0]))
+    wide = method_level_test([(1.0, two)], 0.95)
+    assert wide.variance_seeds == pytest.approx(np.var([0.65, 0.75], ddof=1) / 2)  # no seed-specific noise
+    assert wide.variance_patients == pytest.approx(np.var(shared, ddof=1), rel=1e-6)
+    assert wide.df_seeds == 1 and wide.ci_high - wide.ci_low > 7 * (0.75 - 0.65)
+    # the interval lies between the normal one and Student's t on 1 df
+    from scipy.stats import norm, t
+
+    se = np.sqrt(wide.variance_seeds + wide.variance_patients)
+    assert 2 * norm.ppf(0.975) * se < wide.ci_high - wide.ci_low < 2 * t.ppf(0.975, 1) * se
+    # and the p-value is the one its interval implies: 0 is on the interval's edge at p = 0.05
+    shifted = Replicates(two.full_r - wide.ci_low, two.boot_rb - wide.ci_low, two.seed_r, two.draw_r)
+    assert method_level_test([(1.0, shifted)], 0.95).p_value == pytest.approx(0.05, abs=1e-6)

@@ -14,6 +14,7 @@ rule table:
         latex=f"{R}/table.tex",
         budget=report(f"{R}/budget.csv", caption="../report/budget.rst", category="Table",
                       labels={"file": "budget.csv (download)"}),
+        loss_terms=f"{R}/loss_terms.csv",
     params:
         settings=config_hash(config["stats"], MODELS, TASKS),
     log:
