@@ -85,6 +85,16 @@ def cmd_probe(args, config):
               args.fraction, args.out, args.fixed_c_out)
 
 
+BASELINE = "image_statistics"  # the hand-crafted baseline's rows in the table (benchmark/evaluate/image_statistics.py)
+TABLE_FAMILIES = ("label_efficiency", "bars", "roc", "subgroups")  # figures drawn from table rows or predictions
+
+
+def cmd_image_statistics(args, config):
+    from benchmark.evaluate.image_statistics import run_image_statistics
+
+    run_image_statistics(Path(args.manifest), Path(args.split), Path(args.out), config["image_statistics"]["size"])
+
+
 def cmd_finetune(args, config):
     from benchmark.evaluate.run import run_finetune
 
@@ -124,6 +134,8 @@ def cmd_figures(args, config):
 
     reference = config["stats"].get("reference_model")
     models = sorted(config["models"], key=lambda m: m != reference)  # the reference first: the same colour always
+    if config["image_statistics"]["enabled"] and args.family in TABLE_FAMILIES:  # it has table rows, no embeddings
+        models += [BASELINE]
     try:
         written = draw.draw_family(args.family, Path(args.out_dir), models=models, tasks=config["tasks"],
                                    table=args.table, predictions=args.predictions,
@@ -141,10 +153,13 @@ def cmd_check_report(args, config):
 
 
 def cmd_table(args, config):
+    from benchmark.config import model_controls
     from benchmark.tables import write_tables
 
-    controls = [name for name, entry in config["models"].items() if not entry.get("pretrain", True)]
-    write_tables(args.predictions, args.ledgers, Path(args.out), Path(args.budget_out), config["stats"], controls)
+    controls, control_of = model_controls(config["models"])
+    controls += [BASELINE] if config["image_statistics"]["enabled"] else []  # a yardstick, not a method
+    write_tables(args.predictions, args.ledgers, Path(args.out), Path(args.budget_out), config["stats"], controls,
+                 control_of)
 
 
 def cmd_subgroups(args, config):
@@ -246,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}),
         (["--fixed-c-out"], {"nargs": "*", "default": [], "help": "also write each cell at linear_probe.fixed_C, "
                                                                    "one file per (fraction, draw)"}))
+    add("image-statistics", cmd_image_statistics, "the hand-crafted baseline's features: global intensity "
+        "statistics of every image (a features file the probe reads)", manifest, split,
+        (["--out"], {**req, "help": "features .npz to write"}))
     add("finetune", cmd_finetune, "fine-tune encoder + linear head; predictions on validation and test", model,
         seed, task, manifest, split, checkpoint, (["--fraction"], {"type": float, "nargs": "+", **req}),
         (["--out"], {"nargs": "+", **req, "help": "one predictions file per (fraction, draw), fraction-major"}))

@@ -92,6 +92,25 @@ def check_models(config: dict) -> None:
                 settings.from_preset(merged[key], f"config: models.{name} ({entry['method']}/{entry['preset']}) {key}")
 
 
+def model_controls(models: dict) -> tuple[list[str], dict[str, str]]:
+    """The controls (untrained, ``pretrain: false``, or trained on shuffled captions), which
+    stay out of the primary comparisons, and for each pretrained model its own untrained
+    architecture: the untrained entry with the same method, preset and weights (among
+    several, the one with the same overrides, else the first by name). Models without such
+    an entry get no ``*_control`` columns."""
+    untrained = sorted(name for name, entry in models.items() if not entry.get("pretrain", True))
+    shuffled = sorted(name for name, entry in models.items() if entry.get("captions", "own") == "shuffled")
+    control_of = {}
+    for name, entry in sorted(models.items()):
+        if name in untrained:
+            continue
+        same = [c for c in untrained if all(models[c].get(k) == entry.get(k) for k in ("method", "preset", "weights"))]
+        exact = [c for c in same if models[c].get("overrides", {}) == entry.get("overrides", {})]
+        if same:
+            control_of[name] = (exact or same)[0]
+    return sorted(set(untrained) | set(shuffled)), control_of
+
+
 def _kind(value) -> str:
     if isinstance(value, bool):
         return "a boolean"

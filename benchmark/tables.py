@@ -37,7 +37,8 @@ from benchmark.tasks import get_task
 TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "value", "ci_low", "ci_high",
                  "n_images", "n_patients", "n_boot", "seeds", "seed_std", "delta_vs_ref", "delta_ci_low",
                  "delta_ci_high", "p_value", "method_ci_low", "method_ci_high", "method_delta_ci_low",
-                 "method_delta_ci_high", "method_p_value", "p_adjusted", "p_delong", "note"]
+                 "method_delta_ci_high", "method_p_value", "p_adjusted", "p_delong", "control", "delta_vs_control",
+                 "control_delta_ci_low", "control_delta_ci_high", "control_p_value", "note"]
 CHANCE_NOTE = "pretraining ended at chance"  # begins the note of such a model's rows (the wide tables mark them)
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
                   "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
@@ -154,8 +155,9 @@ def metric_values(cells: dict, val_cells: dict, task, resamples_bp: np.ndarray, 
 
 
 def table_row(entry: dict, ref: dict | None, cell: tuple, task, level: float, n_boot: int, n_images: int,
-              n_patients: int) -> dict:
-    """One row of table.csv from a cell's replicates (and the reference model's, for deltas)."""
+              n_patients: int, control: tuple[str, dict] | None = None) -> dict:
+    """One row of table.csv from a cell's replicates (and the reference model's, for deltas;
+    and the model's own untrained architecture's, ``control``: (name, entry))."""
     dataset, task_name, protocol, fraction, model, metric = cell
     replicates = entry["replicates"]  # (seed, draw), in the order of entry["full"] and entry["boot"]
     seeds = [f"{s}/{d}" if any(d for _, d in replicates) else str(s) for s, d in replicates]
@@ -172,6 +174,11 @@ def table_row(entry: dict, ref: dict | None, cell: tuple, task, level: float, n_
            "method_ci_low": max(own.ci_low, 0.0), "method_ci_high": min(own.ci_high, 1.0),  # metrics lie in [0, 1]
            "method_delta_ci_low": np.nan, "method_delta_ci_high": np.nan, "method_p_value": np.nan,
            "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
+    if control is not None:  # what pretraining added to this architecture, at the method level
+        name, untrained = control
+        gain = method_level_test([(1.0, entry["reps"]), (-1.0, untrained["reps"])], level)
+        row.update(control=name, delta_vs_control=gain.estimate, control_delta_ci_low=max(gain.ci_low, -1.0),
+                   control_delta_ci_high=min(gain.ci_high, 1.0), control_p_value=gain.p_value)
     if ref is None:
         return row
     delta_b = boot - np.mean(ref["boot"], axis=0)
@@ -198,7 +205,8 @@ def delong_p_value(units: list[tuple], ref_units: list[tuple], metric: str) -> f
 
 
 def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: float,
-                reference: str | None, primary: list[dict] = (), controls: list[str] = ()) -> pd.DataFrame:
+                reference: str | None, primary: list[dict] = (), controls: list[str] = (),
+                control_of: dict[str, str] | None = None) -> pd.DataFrame:
     """table.csv from predictions files: per task, one patient-resampling matrix shared by
     every model and protocol (so deltas are paired), the metric values of every cell, the
     method-level resamples, then a row per (protocol, fraction, model, metric)."""
@@ -207,14 +215,18 @@ def build_table(prediction_files: list[Path], n_boot: int, seed: int, level: flo
     predictions = pd.concat([read_predictions(path) for path in prediction_files], ignore_index=True)
     if not (predictions["split"] == "test").any():
         raise BenchmarkError(f"table: none of the {len(prediction_files)} predictions file(s) has a test-split row")
-    return table_from_predictions(predictions, n_boot, seed, level, reference, primary, controls)
+    return table_from_predictions(predictions, n_boot, seed, level, reference, primary, controls,
+                                  control_of=control_of)
 
 
 def table_from_predictions(predictions: pd.DataFrame, n_boot: int, seed: int, level: float, reference: str | None,
                            primary: list[dict] = (), controls: list[str] = (),
-                           metrics: list[str] | None = None) -> pd.DataFrame:
+                           metrics: list[str] | None = None, control_of: dict[str, str] | None = None) -> pd.DataFrame:
     """The table of already read predictions (validation and test rows), for every registered
-    metric or the ``metrics`` named (the calibration simulation asks for AUC alone)."""
+    metric or the ``metrics`` named (the calibration simulation asks for AUC alone).
+    ``controls``: the untrained models (outside the primary family); ``control_of``: each
+    pretrained model's own untrained architecture, for the ``*_control`` columns."""
+    control_of = control_of or {}
     validation = predictions[predictions["split"] == "val"]
     predictions = predictions[predictions["split"] == "test"]
     chosen = None if metrics is None else [METRICS[name] for name in metrics]
@@ -230,15 +242,18 @@ def table_from_predictions(predictions: pd.DataFrame, n_boot: int, seed: int, le
         add_replicates(values, cells)
         for (protocol, fraction, model, metric), entry in sorted(values.items()):
             ref = values.get((protocol, fraction, reference, metric)) if reference and model != reference else None
+            untrained = values.get((protocol, fraction, control_of.get(model), metric))
             rows.append(table_row(entry, ref, (dataset, task_name, protocol, fraction, model, metric), task, level,
-                                  n_boot, len(any_cell), len(patients)))
+                                  n_boot, len(any_cell), len(patients),
+                                  (control_of[model], untrained) if untrained is not None else None))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     family = primary_rows(table, primary, controls)  # one family: every primary comparison, Holm within it
     table["p_adjusted"] = np.nan
     table.loc[family, "p_adjusted"] = holm(table.loc[family, "method_p_value"].to_numpy(float))
     numeric = ["value", "ci_low", "ci_high", "seed_std", "delta_vs_ref", "delta_ci_low", "delta_ci_high", "p_value",
                "method_ci_low", "method_ci_high", "method_delta_ci_low", "method_delta_ci_high", "method_p_value",
-               "p_adjusted", "p_delong"]
+               "p_adjusted", "p_delong", "delta_vs_control", "control_delta_ci_low", "control_delta_ci_high",
+               "control_p_value"]
     table[numeric] = table[numeric].astype(float).round(6)
     return table
 
@@ -258,14 +273,14 @@ def _degenerate_note(y: np.ndarray, value: float, n_classes: int, metric: str) -
 
 
 def write_tables(prediction_files: list[Path], ledger_files: list[Path], out: Path, budget_out: Path,
-                 stats: dict, controls: list[str] = ()) -> None:
+                 stats: dict, controls: list[str] = (), control_of: dict[str, str] | None = None) -> None:
     """The ``table`` command: table.csv with its wide .md, .tex and .html, budget.csv and
     loss_terms.csv beside it. Rows of a model whose pretraining ended at chance on its
     image-text loss say so in their note."""
     from benchmark.wide_tables import to_html, to_latex, to_markdown
 
     table = build_table([Path(p) for p in prediction_files], stats["n_boot"], stats["seed"], stats["ci"],
-                        stats.get("reference_model"), stats.get("primary", []), controls)
+                        stats.get("reference_model"), stats.get("primary", []), controls, control_of)
     if ledger_files:
         budget, terms = build_budget([Path(p) for p in ledger_files], stats["chance_margin"])
         for model, note in chance_notes(budget, stats["chance_margin"]).items():
@@ -317,5 +332,6 @@ def chance_notes(budget: pd.DataFrame, chance_margin: float) -> dict[str, str]:
         finals = ", ".join(f"seed {int(r.seed)} {r.image_text_final:.3f}" for r in runs.itertuples())
         notes[model] = (f"{CHANCE_NOTE}: {runs['image_text_term'].iloc[0]} {finals} against chance "
                         f"{runs['image_text_chance'].iloc[0]:.3f} (within {chance_margin:.0%}; stats.chance_margin): "
-                        "its rows do not show what the method learns, only what this run left")
+                        "it learned little of its pretraining task; its gain over its untrained architecture "
+                        "(delta_vs_control) says whether that little is of use")
     return notes

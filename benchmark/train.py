@@ -75,7 +75,9 @@ class PretrainDataset(Dataset):
 
     def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor | StreamedImages, augment, mask_prob: float,
                  seed: int,
-                 needs: tuple[str, ...] = ("image", "caption")):
+                 needs: tuple[str, ...] = ("image", "caption"), text_order: np.ndarray | None = None):
+        """``text_order``: image i takes its texts (caption, sentences, label report) from
+        record ``text_order[i]`` (the text-shuffled control); None: its own."""
         unknown = set(needs) - set(BATCH_FIELDS)
         if unknown:
             raise BenchmarkError(f"batch_needs: unknown field(s) {sorted(unknown)} (known: {sorted(BATCH_FIELDS)})")
@@ -87,6 +89,7 @@ class PretrainDataset(Dataset):
         self.needs = set(needs)
         self.exams = exam_members(records)
         self.paired_views = paired_view_members(records) if "paired_view" in self.needs else None
+        self.text_order = text_order
 
     def __len__(self) -> int:
         return len(self.records)
@@ -97,7 +100,8 @@ class PretrainDataset(Dataset):
         gen = torch.Generator().manual_seed(int(seed_seq.generate_state(1)[0]))
         rng = np.random.default_rng(seed_seq)
         rec = self.records[i]
-        sentences = embed_sentences(rec, rng, self.mask_prob)
+        text_rec = rec if self.text_order is None else self.records[int(self.text_order[i])]
+        sentences = embed_sentences(text_rec, rng, self.mask_prob)
         item = {"image": self.augment(self.images_u8[i], gen)}
         if "caption" in self.needs:
             item["caption"] = join_sentences(sentences)
@@ -117,7 +121,7 @@ class PretrainDataset(Dataset):
             pairs = self.paired_views[i]
             item["paired_view"] = self.augment(self.images_u8[int(rng.choice(pairs)) if pairs else i], gen)
         if "label_report" in self.needs:
-            item["label_report"] = label_report(rec, rng)
+            item["label_report"] = label_report(text_rec, rng)
         return item
 
 
@@ -303,9 +307,11 @@ def new_state(fingerprint: dict) -> dict:
 
 def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame, split: pd.DataFrame,
              cache_dir: Path, options: RunOptions, seed: int, out_dir: Path, threads: int,
-             mask_prob: float, split_sha256: str) -> dict:
+             mask_prob: float, split_sha256: str, captions: str = "own") -> dict:
     """Train one model under the run's budget; resumes from ``out_dir/resume`` if a state
-    of the same run is there. Launch under torchrun for data parallelism."""
+    of the same run is there. Launch under torchrun for data parallelism. ``captions``:
+    "own", or "shuffled": every image trained with the texts of another training image (a
+    seeded permutation), the control whose zero-shot must sit at chance."""
     device, ranks = _start(seed, threads, options)
     model = build_model(method, preset, **context)
     set_gather(model, Gather(enabled=options.gather_negatives))
@@ -335,7 +341,8 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     grad_clip_norm = settings.grad_clip_norm
 
     # Resume a state of the very same run (same fingerprint), or start over.
-    fingerprint = {"method": method, "preset": preset, "seed": seed, "samples_seen": options.samples_seen,
+    fingerprint = {"method": method, "preset": preset, "seed": seed, "captions": captions,
+                   "samples_seen": options.samples_seen,
                    "device_hours": options.device_hours, "batch_size": batch_size, "world": ranks.world,
                    "grad_accum": options.grad_accum, "gather_negatives": options.gather_negatives,
                    "precision": options.precision, "split_sha256": split_sha256, "train_images": len(records),
@@ -362,7 +369,8 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     if budgeted and not out_of_budget():
         images = open_images(cache_dir, records["png"].tolist(), model.image_size, options.image_memory_gib)
         streamed = isinstance(images, StreamedImages)
-        data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs)
+        text_order = np.random.default_rng([seed, 11]).permutation(len(records)) if captions == "shuffled" else None
+        data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs, text_order)
         sampler = StepSampler(len(records), batch_size, seed, state["step"], ranks, options.grad_accum)
         # its own generator: a loader seeds itself from the global RNG, which a resumed run restores.
         # Images in memory need no worker processes; streamed ones are decoded by workers.
@@ -427,7 +435,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     model.eval()
     ledger = build_ledger(method, preset, seed, options, state, batch_size, ranks, device, threads, model, params,
                           wall=time.perf_counter() - start, resumed=loaded is not None, train_images=len(records),
-                          streamed=streamed, no_caption=no_caption, split_sha256=split_sha256)
+                          streamed=streamed, no_caption=no_caption, split_sha256=split_sha256, captions=captions)
     if ranks.main:
         save_checkpoint(model, out_dir, method, preset, context)
         (Path(out_dir) / "ledger.json").write_text(json.dumps(ledger, indent=2) + "\n")
@@ -439,7 +447,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
 
 def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_size: int, ranks: Ranks,
                  device: torch.device, threads: int, model: nn.Module, params: list, *, wall: float, resumed: bool,
-                 train_images: int, streamed: bool, no_caption: int, split_sha256: str) -> dict:
+                 train_images: int, streamed: bool, no_caption: int, split_sha256: str, captions: str = "own") -> dict:
     """``ledger.json``: what the run spent (docs/reading-the-table.md, budget.csv)."""
     return {
         "method": method, "preset": preset, "seed": seed, "samples_seen": state["seen"],
@@ -456,7 +464,7 @@ def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_s
         "peak_memory_bytes": peak_memory_bytes(device),
         "train_images": train_images, "images_streamed": streamed,
         "loader_workers": options.loader_workers if streamed else 0, "excluded_no_caption": no_caption,
-        "split_sha256": split_sha256,
+        "split_sha256": split_sha256, "captions": captions,
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
         **final_loss_terms(model, state["history"], batch_size // options.grad_accum
                            // (1 if options.gather_negatives else ranks.world)),
@@ -500,7 +508,8 @@ def run_pretrain(config: dict, model_name: str, seed: int, manifest: Path, split
     ledger = pretrain(method=entry["method"], preset=entry["preset"], context=context,
                       manifest=read_manifest(manifest), split=read_split(split), cache_dir=Path(manifest).parent,
                       options=options, seed=seed, out_dir=Path(out_dir), threads=threads,
-                      mask_prob=config["pretrain"]["caption_mask_prob"], split_sha256=split_hash(split))
+                      mask_prob=config["pretrain"]["caption_mask_prob"], split_sha256=split_hash(split),
+                      captions=entry.get("captions", "own"))
     if ledger["processes"] == 1 or os.environ.get("RANK", "0") == "0":
         print(f"pretrain {model_name}: {ledger['samples_seen']} samples, {ledger['optimizer_steps']} steps, "
               f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")

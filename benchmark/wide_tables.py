@@ -18,7 +18,7 @@ from benchmark.tables import CHANCE_NOTE
 
 CHANCE_MARK = "°"
 CHANCE_FOOTNOTE = (f"{CHANCE_MARK} {CHANCE_NOTE} on its image-text loss (budget.csv; the rows' note in table.csv "
-                   "gives the values): its rows do not show what the method learns")
+                   "gives the values): it learned little of its pretraining task")
 
 
 def _at_chance(table: pd.DataFrame) -> set[str]:
@@ -42,13 +42,12 @@ def _cells(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                                     & (rows.fraction == k[3])].set_index("model")) for k in keys]
 
 
-def _delta_text(r, digits: int) -> str:
+def _delta_text(delta: float, lo: float, hi: float, digits: int, primary_p: float = np.nan) -> str:
     """``+0.012 [-0.030, 0.051]`` (method level); * when that interval excludes 0, † when the
     comparison is primary and its Holm-adjusted p-value is below 0.05."""
-    lo, hi = r.method_delta_ci_low, r.method_delta_ci_high
     mark = "*" if (lo > 0 or hi < 0) else ""
-    mark += "†" if pd.notna(r.p_adjusted) and r.p_adjusted < 0.05 else ""
-    return f"{r.delta_vs_ref:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark}"
+    mark += "†" if pd.notna(primary_p) and primary_p < 0.05 else ""
+    return f"{delta:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark}"
 
 
 def wide_blocks(table: pd.DataFrame, digits: int = 3) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
@@ -65,11 +64,16 @@ def wide_blocks(table: pd.DataFrame, digits: int = 3) -> list[tuple[str, pd.Data
         text = pd.DataFrame("", index=models, columns=[name for name, _ in cells])
         bold = pd.DataFrame(False, index=models, columns=text.columns)
         deltas = pd.DataFrame("", index=models, columns=text.columns)
+        gains = pd.DataFrame("", index=models, columns=text.columns)
         for column, cell in cells:
             for model, r in cell.iterrows():
                 text.loc[model, column] = f"{r.value:.{digits}f} [{r.ci_low:.{digits}f}, {r.ci_high:.{digits}f}]"
+                if pd.notna(r.get("delta_vs_control", np.nan)):
+                    gains.loc[model, column] = _delta_text(r.delta_vs_control, r.control_delta_ci_low,
+                                                           r.control_delta_ci_high, digits)
                 if pd.notna(r.delta_vs_ref):
-                    deltas.loc[model, column] = _delta_text(r, digits)
+                    deltas.loc[model, column] = _delta_text(r.delta_vs_ref, r.method_delta_ci_low,
+                                                            r.method_delta_ci_high, digits, r.p_adjusted)
                 elif cell["delta_vs_ref"].notna().any():
                     deltas.loc[model, column] = "reference"
             if cell["value"].notna().any():
@@ -80,6 +84,11 @@ def wide_blocks(table: pd.DataFrame, digits: int = 3) -> list[tuple[str, pd.Data
             blocks.append((f"{title}: difference from the reference, method level (* interval excludes 0, "
                            "† primary comparison significant after Holm)", deltas,
                            pd.DataFrame(False, index=models, columns=text.columns)))
+        if (gains != "").any(axis=None):
+            trained = gains.index[(gains != "").any(axis=1)]
+            blocks.append((f"{title}: gain over the model's own untrained architecture, method level "
+                           "(* interval excludes 0)", gains.loc[trained],
+                           pd.DataFrame(False, index=trained, columns=text.columns)))
     return blocks
 
 

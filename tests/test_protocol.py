@@ -146,7 +146,9 @@ def test_features_are_extracted_once_per_model_and_dataset():
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", run.stdout, flags=re.M))
     models, tasks = len(config["models"]), len(config["tasks"])
     assert int(counts["features_embed"]) == models and int(counts["features_rsna"]) == models
-    assert int(counts["linear_probe"]) == models * tasks  # one job writes every (fraction, draw)
+    assert int(counts["image_statistics"]) == 2  # the hand-crafted baseline's features, once per dataset
+    # one job writes every (fraction, draw); the baseline's probe is one more job per task
+    assert int(counts["linear_probe"]) == (models + 1) * tasks
 
 
 def _predictions(tmp_path, scores, labels, patients, name="p.csv", model="m"):
@@ -409,3 +411,51 @@ def test_a_model_whose_pretraining_ended_at_chance_is_flagged_in_budget_and_tabl
     assert table[table.model == "stuck"].note.str.contains("pretraining ended at chance: clip seed 0 4.140").all()
     assert not table[table.model == "learned"].note.str.contains("chance").any()
     assert "at chance" in (tmp_path / "table.md").read_text()
+
+
+def test_each_pretrained_model_is_compared_with_its_own_untrained_architecture(tmp_path):
+    from benchmark.config import model_controls
+
+    models = {"mama": {"method": "mama", "preset": "tiny"}, "clip": {"method": "clip", "preset": "tiny"},
+              "clip_big": {"method": "clip", "preset": "paper", "weights": "w.pt"},
+              "mama_untrained": {"method": "mama", "preset": "tiny", "pretrain": False},
+              "random_init": {"method": "clip", "preset": "tiny", "pretrain": False},
+              "clip_shuffled": {"method": "clip", "preset": "tiny", "captions": "shuffled"}}
+    controls, control_of = model_controls(models)
+    assert controls == ["clip_shuffled", "mama_untrained", "random_init"]
+    assert control_of == {"mama": "mama_untrained", "clip": "random_init",  # no paper-preset control
+                          "clip_shuffled": "random_init"}
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 200)
+    patients = [f"p{i}" for i in range(200)]
+    files = []
+    for model, strength in (("trained", 0.6), ("untrained", 0.05)):
+        for seed in (0, 1, 2):
+            path = _predictions(tmp_path, np.clip(strength * labels + rng.random(200), 0, 1), labels, patients,
+                                f"{model}{seed}.csv", model)
+            pd.read_csv(path).assign(seed=seed).to_csv(path, index=False)
+            files.append(path)
+    table = build_table(files, 200, 0, 0.95, None, controls=["untrained"], control_of={"trained": "untrained"})
+    auc = table[table.metric == "auc"].set_index("model")
+    gain = auc.loc["trained"]
+    assert gain.control == "untrained"
+    assert gain.delta_vs_control == pytest.approx(auc.loc["trained", "value"] - auc.loc["untrained", "value"], abs=1e-5)
+    assert gain.control_delta_ci_low > 0 and gain.control_p_value < 0.05
+    assert pd.isna(auc.loc["untrained", "delta_vs_control"])
+    md = to_markdown(table)
+    assert "gain over the model's own untrained architecture" in md
+    assert f"| trained | {gain.delta_vs_control:+.3f} [{gain.control_delta_ci_low:+.3f}" in md
+
+
+def test_image_statistics_are_the_nine_named_intensity_statistics():
+    from benchmark.evaluate.image_statistics import STATISTICS, intensity_statistics
+
+    half = np.zeros((2, 10, 10), np.uint8)
+    half[0, :, 5:] = 255  # half black, half white
+    half[1] = 64  # uniform, a quarter of full scale
+    stats = dict(zip(STATISTICS, intensity_statistics(half)[0]))
+    assert stats["mean"] == pytest.approx(0.5) and stats["std"] == pytest.approx(0.5)
+    assert (stats["p05"], stats["p95"]) == (0.0, 1.0) and stats["above_half"] == pytest.approx(0.5)
+    uniform = dict(zip(STATISTICS, intensity_statistics(half)[1]))
+    assert uniform["std"] == 0 and uniform["above_quarter"] == 1.0 and uniform["above_half"] == 0.0

@@ -209,3 +209,25 @@ def test_paired_view_is_the_other_view_of_the_same_breast_else_the_image_itself(
     data = PretrainDataset(records, images, still, 0.0, seed=0, needs=("image", "paired_view"))
     source = lambda item: round(float(item["paired_view"].mean()) * 255 / 50)  # noqa: E731 -- which image it is
     assert [source(data[(0, i)]) for i in range(5)] == [1, 0, 2, 3, 4]  # XCCL has no standard partner
+
+
+def test_text_shuffled_control_takes_every_text_from_the_permuted_record():
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from benchmark.data.captions import embed_sentences, join_sentences
+    from benchmark.data.images import Augment
+    from benchmark.train import PretrainDataset
+    from tests.conftest import REC
+
+    records = pd.DataFrame([REC | {"exam_id": f"e{i}", "breast_id": f"e{i}_L", "density": 1 + i % 4, "birads": i % 7}
+                            for i in range(6)])
+    images = torch.zeros(6, 1, 4, 4, dtype=torch.uint8)
+    still = Augment(crop=False, hflip=False, vflip=False, jitter=0)
+    order = np.array([3, 4, 5, 0, 1, 2])
+    own = PretrainDataset(records, images, still, 0.0, seed=0, needs=("image", "caption"))
+    shuffled = PretrainDataset(records, images, still, 0.0, seed=0, needs=("image", "caption"), text_order=order)
+    captions = [join_sentences(embed_sentences(r)) for r in records.to_dict("records")]
+    assert [own[(0, i)]["caption"] for i in range(6)] == captions
+    assert [shuffled[(0, i)]["caption"] for i in range(6)] == [captions[j] for j in order]

@@ -18,6 +18,7 @@ from benchmark.figures.names import FAMILIES, figure_stems
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {"mama", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init"}
 TRAINED = MODELS - {"random_init"}
+BASELINE = "image_statistics"  # config/ci.yaml enables the hand-crafted baseline
 REFERENCE = "mama"
 TASKS = {("embed", "density"), ("embed", "birads"), ("rsna", "cancer")}
 
@@ -67,6 +68,11 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
             assert (small.seeds == "0/0 0/1 0/2").all() and small.seed_std.notna().all()  # three patient draws
     assert (table.ci_low <= table.value + 1e-9).all() and (table.value <= table.ci_high + 1e-9).all()
     assert table.value.between(0, 1).all()
+    baseline = table[table.model == BASELINE]  # the hand-crafted baseline: probe rows only, one seed
+    assert set(zip(baseline.protocol, baseline.fraction)) == {(p, f) for p in ("linear_probe", "linear_probe_fixed_c")
+                                                              for f in ("0.01", "0.1", "1")}
+    assert set(baseline[baseline.fraction == "1"].seeds) == {"0"}
+    assert baseline.p_adjusted.isna().all()  # a yardstick, not in the primary comparisons
     others = table[table.model != REFERENCE]
     assert others.delta_vs_ref.notna().all() and table[table.model == REFERENCE].delta_vs_ref.isna().all()
 
@@ -258,7 +264,7 @@ def test_a_new_probe_grid_reruns_only_probes_the_table_and_its_figures(figures_r
     _, config, _ = figures_run
     jobs = _dry_run_after_edit(config, lambda c: c["linear_probe"].update(C=[0.1, 1.0]))
     assert {rule for rule, _ in jobs} == {"linear_probe", "table"} | TABLE_FIGURES | SUBGROUP_RULES
-    assert sum(rule == "linear_probe" for rule, _ in jobs) == len(TASKS) * len(MODELS)
+    assert sum(rule == "linear_probe" for rule, _ in jobs) == len(TASKS) * (len(MODELS) + 1)  # + the baseline
 
 
 @pytest.mark.slow
@@ -279,7 +285,7 @@ def test_new_subgroup_settings_rerun_only_the_subgroups_and_their_figure(figures
 def test_subgroups_have_every_model_attribute_and_a_too_small_group(figures_run):
     out, _, _ = figures_run
     rows = pd.read_csv(out / "subgroups.csv", dtype={"fraction": str, "subgroup": str})
-    assert set(rows.model) == MODELS and set(rows.protocol) == {"linear_probe", "zeroshot", "finetune"}
+    assert set(rows.model) == MODELS | {BASELINE} and set(rows.protocol) == {"linear_probe", "zeroshot", "finetune"}
     assert set(zip(rows.dataset, rows.attribute)) == {(d, a) for d in ("embed",) for a in
                                                       ("race", "ethnicity", "age_band", "manufacturer")} | {
         ("rsna", a) for a in ("site_id", "machine_id", "age_band")}

@@ -60,7 +60,9 @@ def plot_bars(table: pd.DataFrame, task_key: str, models: list[str]):
                 high.append(cell[INTERVAL[1]].iloc[0] if len(cell) else np.nan)
             values, low, high = map(np.asarray, (values, low, high))
             x = np.arange(len(cells)) - 0.4 + width * (i + 0.5)
-            ax.bar(x, values, width, color=styles[model]["color"], label=model, edgecolor="white", linewidth=0.3)
+            hatch = styles[model]["hatch"]
+            ax.bar(x, values, width, color=styles[model]["color"], label=model, hatch=hatch, linewidth=0.3,
+                   edgecolor="white" if hatch else None)
             ax.errorbar(x, values, yerr=[values - low, high - values], fmt="none", ecolor="black",
                         elinewidth=0.6, capsize=1.2)
         chance = REGISTERED_METRICS[metric].chance(get_task(dataset, task))

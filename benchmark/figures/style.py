@@ -52,10 +52,11 @@ def metric_label(metric: str) -> str:
 
 
 def model_style(models: list[str]) -> dict[str, dict]:
-    """{model: {color, marker}} in the given (config) order; past eight models the colours
-    repeat with dashed lines."""
+    """{model: {color, marker, linestyle, hatch}} in the given (config) order; past eight
+    models the colours repeat, with dashed lines and hatched bars."""
     return {m: {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)],
-                "linestyle": "-" if i < len(OKABE_ITO) else "--"} for i, m in enumerate(models)}
+                "linestyle": "-" if i < len(OKABE_ITO) else "--", "hatch": None if i < len(OKABE_ITO) else "////"}
+            for i, m in enumerate(models)}
 
 
 def class_colors(n_classes: int) -> list[str]:

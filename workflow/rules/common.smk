@@ -102,6 +102,9 @@ def model_settings(model):
 
 THREADS = config["threads"]
 MODELS = list(config["models"])
+# The hand-crafted baseline (image_statistics.enabled): linear-probe rows on global image
+# statistics, one replicate (seed 0), no pretraining and no other protocol.
+BASELINES = ["image_statistics"] if config["image_statistics"]["enabled"] else []
 SEEDS = config["seeds"]
 FRACTIONS = config["split"]["fractions"]
 DRAWS = config["split"]["draws"]
@@ -248,11 +251,20 @@ def prediction_files(fractions=None):
     fraction protocols, and no fixed-C sensitivity row, e.g. [1.0] for the ROC figure)."""
     protocols = [p for p in RUN_PROTOCOLS if fractions is None or p != "linear_probe_fixed_c"]
     return [path for task in TASKS for model in MODELS for seed in SEEDS for protocol in protocols
-            for path in cell_files(protocol, task, model, seed, fractions)]
+            for path in cell_files(protocol, task, model, seed, fractions)] + baseline_files(protocols, fractions)
+
+
+def baseline_files(protocols, fractions=None):
+    """The hand-crafted baseline's predictions among ``protocols`` (its probe rows only)."""
+    return [path for task in TASKS for model in BASELINES for protocol in protocols
+            if protocol in ("linear_probe", "linear_probe_fixed_c")
+            for path in cell_files(protocol, task, model, 0, fractions)]
 
 
 def subgroup_files():
     """The predictions subgroups.csv reads: the cells of subgroups.cells."""
     return [path for cell in config["subgroups"]["cells"] for task in TASKS for model in MODELS for seed in SEEDS
             for path in cell_files(cell["protocol"], task, model, seed,
-                                   None if cell.get("fraction") is None else [cell["fraction"]])]
+                                   None if cell.get("fraction") is None else [cell["fraction"]])] + [
+        path for cell in config["subgroups"]["cells"]
+        for path in baseline_files([cell["protocol"]], None if cell.get("fraction") is None else [cell["fraction"]])]

@@ -62,7 +62,26 @@ for _dataset in DATASETS:
             "--out {output.features:q} {params.zeroshot} {params.alignment} --threads {threads} 2> {log:q}"
 
 
+rule image_statistics:
+    input:
+        manifest=lambda wc: manifest(wc.dataset),
+        split=lambda wc: split_file(wc.dataset),
+    output:
+        f"{R}/features/image_statistics/seed0/{{dataset}}.npz",
+    params:
+        settings=lambda wc: config_hash(config["image_statistics"]),
+    log:
+        f"{R}/logs/features/image_statistics-{{dataset}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "{BENCH} image-statistics --config {CONFIGFILE:q} --manifest {input.manifest:q} --split {input.split:q} "
+        "--out {output:q} 2> {log:q}"
+
+
 rule linear_probe:
+    wildcard_constraints:
+        model="|".join(MODELS + BASELINES),
     input:
         features=f"{R}/features/{{model}}/seed{{seed}}/{{dataset}}.npz",
         manifest=lambda wc: manifest(wc.dataset),
