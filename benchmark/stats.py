@@ -265,6 +265,10 @@ class MethodLevel:
     df_draws: int = 0
     df: float = float("inf")  # of the t reference (inf: the patient bootstrap alone)
 
+    def clipped(self, low: float, high: float) -> tuple[float, float]:
+        """The interval within the quantity's range (every registered metric is a proportion)."""
+        return max(self.ci_low, low), min(self.ci_high, high)
+
 
 def _group_means(labels_r: np.ndarray, full_r: np.ndarray, boot_rb: np.ndarray):
     """Means of the replicates sharing a label: (G,) full-set and (G, B) resampled."""

@@ -105,7 +105,7 @@ def _row(cell: tuple, entry: dict | None, overall: dict, level: float, note: str
     row["ci_low"], row["ci_high"] = percentile_ci(boot_b, level)
     row["gap_ci_low"], row["gap_ci_high"] = percentile_ci(boot_b - whole_b, level)
     gap = method_level_test([(1.0, entry["reps"].minus(overall["reps"]))], level)
-    row["method_gap_ci_low"], row["method_gap_ci_high"] = max(gap.ci_low, -1.0), min(gap.ci_high, 1.0)
+    row["method_gap_ci_low"], row["method_gap_ci_high"] = gap.clipped(-1.0, 1.0)
     if usable.mean() < min_usable:
         row["note"] = (f"{usable.sum()} of {usable.size} resamples usable ({usable.mean():.0%}; below "
                        f"subgroups.min_usable_share {min_usable:g}): the others left the subgroup without a "

@@ -171,14 +171,14 @@ def table_row(entry: dict, ref: dict | None, cell: tuple, task, level: float, n_
            "seed_std": float(np.std(entry["full"], ddof=1)) if len(seeds) > 1 else np.nan,
            "delta_vs_ref": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
            "p_adjusted": np.nan, "p_delong": np.nan,
-           "method_ci_low": max(own.ci_low, 0.0), "method_ci_high": min(own.ci_high, 1.0),  # metrics lie in [0, 1]
+           **dict(zip(("method_ci_low", "method_ci_high"), own.clipped(0.0, 1.0))),
            "method_delta_ci_low": np.nan, "method_delta_ci_high": np.nan, "method_p_value": np.nan,
            "note": _degenerate_note(entry["units"][0][0], value, task.n_classes, metric)}
     if control is not None:  # what pretraining added to this architecture, at the method level
         name, untrained = control
         gain = method_level_test([(1.0, entry["reps"]), (-1.0, untrained["reps"])], level)
-        row.update(control=name, delta_vs_control=gain.estimate, control_delta_ci_low=max(gain.ci_low, -1.0),
-                   control_delta_ci_high=min(gain.ci_high, 1.0), control_p_value=gain.p_value)
+        row.update(control=name, delta_vs_control=gain.estimate, control_p_value=gain.p_value)
+        row["control_delta_ci_low"], row["control_delta_ci_high"] = gain.clipped(-1.0, 1.0)
     if ref is None:
         return row
     delta_b = boot - np.mean(ref["boot"], axis=0)
@@ -186,7 +186,7 @@ def table_row(entry: dict, ref: dict | None, cell: tuple, task, level: float, n_
     row["delta_ci_low"], row["delta_ci_high"] = percentile_ci(delta_b, level)
     row["p_value"] = paired_p_value(delta_b)
     versus = method_level_test([(1.0, entry["reps"]), (-1.0, ref["reps"])], level)
-    row["method_delta_ci_low"], row["method_delta_ci_high"] = max(versus.ci_low, -1.0), min(versus.ci_high, 1.0)
+    row["method_delta_ci_low"], row["method_delta_ci_high"] = versus.clipped(-1.0, 1.0)
     row["method_p_value"] = versus.p_value
     row["p_delong"] = delong_p_value(entry["units"], ref["units"], metric)
     return row
