@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmark.datasets import DATASETS
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, disk_errno, disk_error_line
 from benchmark.figures.names import FAMILIES
 
 
@@ -39,7 +39,7 @@ def cmd_check_data(args, config):
 def cmd_split(args, config):
     from benchmark.data.steps import run_split
 
-    run_split(args.dataset, config["split"], Path(args.manifest), Path(args.out))
+    run_split(args.dataset, config["split"], Path(args.manifest), Path(args.out), config["tasks"])
 
 
 def cmd_tokenizer(args, config):
@@ -52,7 +52,14 @@ def cmd_pretrain(args, config):
     from benchmark.train import run_pretrain
 
     run_pretrain(config, args.model, args.seed, Path(args.manifest), Path(args.split), args.tokenizer,
-                 Path(args.out_dir), args.threads)
+                 Path(args.out_dir), args.threads, text_tower=args.text_tower)
+
+
+def cmd_text_tower(args, config):
+    from benchmark.data.steps import run_text_tower
+
+    run_text_tower(args.tower, config["text_towers"], Path(args.manifest), Path(args.split), Path(args.tokenizer),
+                   Path(args.out_dir), args.threads)
 
 
 def cmd_bench_train(args, config):
@@ -236,7 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], {**req, "help": "tokenizer JSON to write"}))
     add("pretrain", cmd_pretrain, "pretrain a model for the configured samples-seen budget", model, seed,
         manifest, split, (["--tokenizer"], {"default": None, "help": "tokenizer JSON (tiny presets with a BPE tokenizer)"}),
+        (["--text-tower"], {"default": None, "help": "pretrained text tower folder (tiny presets that name one)"}),
         (["--out-dir"], {**req, "help": "checkpoint folder to write (model, ledger, resumable state)"}))
+    add("text-tower", cmd_text_tower, "pretrain a tiny text tower with its language-model objective on the "
+        "training captions", manifest, split,
+        (["--tower"], {**req, "help": "tower name (models/text_towers.py)"}),
+        (["--tokenizer"], {**req, "help": "BPE tokenizer JSON (the tokenizer step's)"}),
+        (["--out-dir"], {**req, "help": "Hugging Face model folder to write"}))
     add("features", cmd_features, "image features and embeddings for every split (+ zero-shot predictions, alignment maps)",
         model, seed, checkpoint, manifest, split, (["--out"], {**req, "help": "features .npz to write"}),
         (["--zeroshot"], {"nargs": 3, "action": "append", "default": [], "metavar": ("PROTOCOL", "TASK", "OUT"),
@@ -324,11 +337,24 @@ def main(argv: list[str] | None = None) -> None:
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except OSError as exc:  # a path that is a file where a folder is needed, unwritable, ...
-        if exc.filename is None:
+    except Exception as exc:  # a full disk (from any library), or a path that is a file where a folder is needed, ...
+        code = disk_errno(exc)
+        if code is not None:
+            print(f"error: {disk_error_line(exc, code, _outputs(args))}", file=sys.stderr)
+            sys.exit(2)
+        if not isinstance(exc, OSError) or exc.filename is None:
             raise
         print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _outputs(args) -> list[str]:
+    """The paths a command writes (its ``--out``, ``--out-dir``), to name in a disk error."""
+    paths = []
+    for name in ("out", "out_dir"):
+        value = getattr(args, name, None)
+        paths += [str(v) for v in (value if isinstance(value, list) else [value]) if v]
+    return paths
 
 
 if __name__ == "__main__":

@@ -92,6 +92,24 @@ def check_models(config: dict) -> None:
                 settings.from_preset(merged[key], f"config: models.{name} ({entry['method']}/{entry['preset']}) {key}")
 
 
+def split_ratios(split_cfg: dict, dataset: str) -> dict[str, float]:
+    """A dataset's train / val / test shares: ``split.ratios_by_dataset.<dataset>``, else ``split.ratios``."""
+    return split_cfg.get("ratios_by_dataset", {}).get(dataset, split_cfg["ratios"])
+
+
+def text_tower(entry: dict) -> str | None:
+    """The workflow-pretrained text tower (models/text_towers.py) a model entry starts from:
+    its preset's ``text.tower``, unless the entry gives its own text ``weights``."""
+    from benchmark.registry import merge_settings, preset_values
+
+    weights = entry.get("weights")
+    if isinstance(weights, dict) and weights.get("text"):
+        return None
+    merged = merge_settings(preset_values(entry["method"], entry["preset"]), entry.get("overrides", {}))
+    text = merged.get("text")
+    return text.get("tower") if isinstance(text, dict) else None
+
+
 def model_controls(models: dict) -> tuple[list[str], dict[str, str]]:
     """The controls (untrained, ``pretrain: false``, or trained on shuffled captions), which
     stay out of the primary comparisons, and for each pretrained model its own untrained
@@ -234,10 +252,11 @@ def check_semantics(config: dict, data: bool = True) -> None:
             raise BenchmarkError(f"config: data.{dataset}.root: {entry['root']} does not exist")
     if config["tokenizer"]["dataset"] not in config["data"]:
         raise BenchmarkError(f"config: tokenizer.dataset: {config['tokenizer']['dataset']!r} is not in data")
-    ratios = config["split"]["ratios"]
-    if set(ratios) != {"train", "val", "test"} or abs(sum(ratios.values()) - 1) > 1e-6:
-        raise BenchmarkError(f"config: split.ratios: train, val and test must all be given and sum to 1 "
-                             f"(they sum to {sum(ratios.values()):g})")
+    for key, ratios in [("split.ratios", config["split"]["ratios"])] + [
+            (f"split.ratios_by_dataset.{d}", r) for d, r in config["split"].get("ratios_by_dataset", {}).items()]:
+        if set(ratios) != {"train", "val", "test"} or abs(sum(ratios.values()) - 1) > 1e-6:
+            raise BenchmarkError(f"config: {key}: train, val and test must all be given and sum to 1 "
+                                 f"(they sum to {sum(ratios.values()):g})")
     results = Path(config["results"])
     if results.exists() and not results.is_dir():
         raise BenchmarkError(f"config: results: {results} exists and is not a folder")

@@ -108,6 +108,9 @@ class TextTower:
     config: dict | None = None  # Hugging Face config values (the tiny presets' sizes, attn_implementation)
     # tokens added to the tokenizer, as Hugging Face's add_special_tokens takes them (MaMA's markers)
     special_tokens: dict | None = None
+    # a tiny tower the workflow pretrains with a language-model objective (models/text_towers.py):
+    # its folder becomes the text weights; None: the weights come from `weights` or start random
+    tower: str | None = None
 
     @classmethod
     def from_preset(cls, text: dict, where: str) -> TextTower:
@@ -116,4 +119,11 @@ class TextTower:
             "context_length": (lambda v: _number(v) and v == int(v) and v >= 2, "a whole number of at least 2"),
             "config": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
             "special_tokens": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+            "tower": (lambda v: v is None or v in _tower_names(), f"one of {', '.join(_tower_names())} or null"),
         })
+
+
+def _tower_names() -> list[str]:
+    from models.text_towers import TOWERS
+
+    return sorted(TOWERS)

@@ -43,7 +43,7 @@ CHANCE_NOTE = "pretraining ended at chance"  # begins the note of such a model's
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
                   "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
                   "params_trainable", "peak_memory_bytes", "image_text_term", "image_text_final", "image_text_chance",
-                  "at_chance"]
+                  "image_text_floor", "at_chance"]
 
 
 def evaluation_units(frame: pd.DataFrame, task, breast_level: bool):
@@ -312,26 +312,33 @@ def build_budget(ledger_files: list[Path], chance_margin: float) -> tuple[pd.Dat
         logged = ledger.get("loss_terms") or {}
         term = ledger.get("image_text_term")
         final, chance = (logged.get(term) or {}).get("final"), (logged.get(term) or {}).get("chance")
-        at_chance = None if final is None or chance is None else bool(final >= (1 - chance_margin) * chance)
+        floor = (logged.get(term) or {}).get("floor") or 0.0  # the lowest reachable value (0: hard targets)
+        # at chance: less than chance_margin of the way from chance down to the floor
+        at_chance = None if final is None or chance is None else bool(final >= chance - chance_margin * (chance - floor))
         spent = BUDGET_COLUMNS[1:BUDGET_COLUMNS.index("image_text_term")]
         rows.append({"model": model, **{k: ledger.get(k) for k in spent}, "image_text_term": term, "image_text_final": final, "image_text_chance": chance,
-                     "at_chance": at_chance})
+                     "image_text_floor": floor if chance is not None else None, "at_chance": at_chance})
         terms += [{"model": model, "seed": ledger.get("seed"), "term": name, "final": values["final"],
-                   "chance": values["chance"], "image_text": name == term} for name, values in logged.items()]
+                   "chance": values["chance"], "floor": values.get("floor"), "image_text": name == term}
+                  for name, values in logged.items()]
     return (pd.DataFrame(rows, columns=BUDGET_COLUMNS),
-            pd.DataFrame(terms, columns=["model", "seed", "term", "final", "chance", "image_text"]))
+            pd.DataFrame(terms, columns=["model", "seed", "term", "final", "chance", "floor", "image_text"]))
 
 
 def chance_notes(budget: pd.DataFrame, chance_margin: float) -> dict[str, str]:
-    """Per model whose image-text loss ended within ``chance_margin`` (relative) of chance in
-    any pretraining run: a note naming the term, its final value per seed and chance."""
+    """Per model whose image-text loss ended less than ``chance_margin`` of the way from chance
+    to its floor in any pretraining run: a note naming the term, its final value per seed,
+    chance and floor."""
     notes = {}
     for model, runs in budget.groupby("model", sort=True):
         if not runs["at_chance"].fillna(False).astype(bool).any():
             continue
         finals = ", ".join(f"seed {int(r.seed)} {r.image_text_final:.3f}" for r in runs.itertuples())
+        floor = runs["image_text_floor"].iloc[0]
+        floor_text = f", floor {floor:.3f}" if floor else ""
         notes[model] = (f"{CHANCE_NOTE}: {runs['image_text_term'].iloc[0]} {finals} against chance "
-                        f"{runs['image_text_chance'].iloc[0]:.3f} (within {chance_margin:.0%}; stats.chance_margin): "
+                        f"{runs['image_text_chance'].iloc[0]:.3f}{floor_text} (less than {chance_margin:.0%} of the "
+                        "way to the floor; stats.chance_margin): "
                         "it learned little of its pretraining task; its gain over its untrained architecture "
                         "(delta_vs_control) says whether that little is of use")
     return notes

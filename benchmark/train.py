@@ -52,6 +52,7 @@ from benchmark.precision import (
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
 from benchmark.resume import clear_state, load_state, restore_rng, save_state
+from models.base import split_weights
 from models.gather import Gather, set_gather
 
 # What a model may ask of a batch (its ``batch_needs``); the pipeline supplies exactly these.
@@ -475,23 +476,32 @@ FINAL_STEPS = 8  # a term's final value: its mean over the last steps that logge
 
 
 def final_loss_terms(model: nn.Module, history: list[dict], candidates: int) -> dict:
-    """Each logged loss term's final value (mean over its last ``FINAL_STEPS`` steps) and the
+    """Each logged loss term's final value (mean over its last ``FINAL_STEPS`` steps), the
     value a model that learned nothing would have (``chance_losses``, with ``candidates``
-    samples per contrast), and which term contrasts images with their texts."""
+    samples per contrast) and, for a term with chance, the lowest value any model could
+    reach (a logged ``<term>_floor``, e.g. soft targets' entropy; else 0), and which term
+    contrasts images with their texts."""
     chance = model.chance_losses(candidates) if hasattr(model, "chance_losses") else {}
     frame = pd.DataFrame(history)
+
+    def final(name: str) -> float | None:
+        logged = frame[name].dropna()
+        return round(float(logged.tail(FINAL_STEPS).mean()), 6) if len(logged) else None
+
     terms = {}
     for name in frame.columns.drop(["step", "samples"], errors="ignore"):
-        logged = frame[name].dropna()
-        terms[name] = {"final": round(float(logged.tail(FINAL_STEPS).mean()), 6) if len(logged) else None,
-                       "chance": round(chance[name], 6) if name in chance else None}
+        if name.endswith("_floor"):
+            continue
+        terms[name] = {"final": final(name), "chance": round(chance[name], 6) if name in chance else None,
+                       "floor": (final(f"{name}_floor") if f"{name}_floor" in frame else 0.0) if name in chance else None}
     return {"loss_terms": terms, "image_text_term": getattr(model, "image_text_term", None),
             "contrast_candidates": candidates}
 
 
 def run_pretrain(config: dict, model_name: str, seed: int, manifest: Path, split: Path, tokenizer: str | None,
-                 out_dir: Path, threads: int) -> None:
-    """The ``pretrain`` command: one config model entry, one seed."""
+                 out_dir: Path, threads: int, text_tower: str | None = None) -> None:
+    """The ``pretrain`` command: one config model entry, one seed; ``text_tower``: the folder
+    of the pretrained tiny text tower the preset names (the text-tower step's)."""
     from benchmark.data.split import read_split, split_hash
     from benchmark.data.tables import read_manifest
 
@@ -503,6 +513,9 @@ def run_pretrain(config: dict, model_name: str, seed: int, manifest: Path, split
         context["tokenizer"] = tokenizer
     if entry.get("weights"):
         context["weights"] = entry["weights"]
+    if text_tower:
+        image_weights, _ = split_weights(entry.get("weights"))
+        context["weights"] = {"image": image_weights, "text": text_tower}
     options = RunOptions.from_config(config["pretrain"], pretrain=entry.get("pretrain", True),
                                      images=config["images"])
     ledger = pretrain(method=entry["method"], preset=entry["preset"], context=context,

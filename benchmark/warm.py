@@ -30,7 +30,8 @@ Why the fork gives the same results as a fresh process:
 ``tests/test_workflow.py`` runs the ci workflow warm and cold and compares every output.
 
 The socket is in a private temporary folder (``mkdtemp``: only its user can connect), and
-the server ends with the workflow that started it. Without a server (no ``BENCHMARK_WARM_SOCKET``, a server that is not yet ready or has
+the server ends with the workflow that started it, stopping (SIGTERM to its process group) any job
+it still runs, as when Snakemake is killed with ``kill -9``. Without a server (no ``BENCHMARK_WARM_SOCKET``, a server that is not yet ready or has
 gone, SLURM jobs) the client runs the command in its own process, as
 ``python -m benchmark`` would.
 """
@@ -172,6 +173,7 @@ def serve(path: str, log: str, parent: int) -> None:
     os.rename(path + ".tmp", path)  # clients see no socket until it accepts
     log_file.write("listening\n")
     listener.settimeout(1.0)
+    jobs: list[int] = []
     try:
         while os.getppid() == parent:
             try:
@@ -179,8 +181,9 @@ def serve(path: str, log: str, parent: int) -> None:
             except TimeoutError:
                 continue
             conn.settimeout(None)
-            _fork_job(conn, listener, log_file)
+            jobs.append(_fork_job(conn, listener, log_file))
     finally:
+        _stop_jobs(jobs, log_file)
         for name in (path, path + ".tmp"):
             if os.path.exists(name):
                 os.unlink(name)
@@ -188,6 +191,26 @@ def serve(path: str, log: str, parent: int) -> None:
             os.rmdir(os.path.dirname(path))  # start_server's folder
         except OSError:
             pass
+
+
+def _stop_jobs(jobs: list[int | None], log_file) -> None:
+    """SIGTERM to the process group of every fork still running. When the workflow dies
+    (``kill -9``, a power cut of the login shell, a preemption) nothing else would stop its
+    running jobs, and they would go on writing outputs for seconds to minutes; Snakemake
+    marks those outputs incomplete and reruns them, but a rerun started meanwhile would race
+    them. A group is signalled only while its leader is still this server's child."""
+    me = os.getpid()
+    for pid in filter(None, jobs):
+        try:
+            parent_pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone (or no /proc: nothing to check against, leave it)
+        if parent_pid == me:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                log_file.write(f"pid {pid}: stopped, the workflow has gone\n")
+            except ProcessLookupError:
+                pass
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -202,19 +225,20 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(data), fds
 
 
-def _fork_job(conn: socket.socket, listener: socket.socket, log_file) -> None:
+def _fork_job(conn: socket.socket, listener: socket.socket, log_file) -> int | None:
+    """Fork one job for the request on ``conn``; its pid (None if refused)."""
     try:
         request, fds = _receive(conn)
     except (ConnectionError, OSError, ValueError):
         conn.close()
-        return
+        return None
     if request["signature"] != _signature() or len(fds) != 3:
         conn.sendall(b"refused\n")
         log_file.write(f"refused (another Python environment or sys.path): {' '.join(request['argv'])}\n")
         conn.close()
         for fd in fds:
             os.close(fd)
-        return
+        return None
     pid = os.fork()
     if pid == 0:
         listener.close()
@@ -223,6 +247,7 @@ def _fork_job(conn: socket.socket, listener: socket.socket, log_file) -> None:
     conn.close()
     for fd in fds:
         os.close(fd)
+    return pid
 
 
 def _run_child(conn: socket.socket, fds: list[int], request: dict) -> None:

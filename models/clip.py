@@ -40,7 +40,7 @@ class Clip(nn.Module):
         "tiny": dict(
             image_size=96, embed_dim=128,
             vision=dict(layers=4, width=192, head_width=64, patch_size=16),
-            text=dict(layers=2, width=96, heads=4, context_length=112),
+            text=dict(layers=2, width=96, heads=4, context_length=144),  # trained from scratch, as CLIP
             train=dict(batch_size=64, lr=5e-4, weight_decay=0.1, warmup_fraction=0.1, eps=1e-6),
             augment=OPEN_CLIP_AUGMENT,
         ),

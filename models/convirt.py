@@ -15,11 +15,11 @@ from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.encoders import freeze, mlp
 from models.losses import WeightedInfoNCE
+from models.text_towers import tower_text
 
-# The tiny BERT the caption-based methods share; 112 tokens hold a whole report.
-TINY_TEXT = dict(arch="bert", context_length=112,
-                 config=dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=384,
-                             max_position_embeddings=128))
+# The tiny BERT the caption-based methods share, pretrained by the workflow as a masked LM
+# (models/text_towers.py); 144 tokens hold a whole report.
+TINY_TEXT = tower_text("bert_tiny", 144)
 
 
 @register_model("convirt")
@@ -29,7 +29,7 @@ class ConVIRT(DualEncoder):
     presets = {
         "tiny": dict(image_size=96, embed_dim=128, image=dict(name="resnet_tiny"),
                      text=dict(TINY_TEXT, context_length=48), frozen_text_layers=1,  # one sentence
-                     train=dict(batch_size=32, lr=3e-4, weight_decay=1e-6, optimizer="adam", warmup_fraction=0.05),
+                     train=dict(batch_size=32, lr=1e-3, weight_decay=1e-6, optimizer="adam", warmup_fraction=0.05),  # lr: docs/synthetic-data.md
                      augment=dict(crop_scale=(0.6, 1.0))),
         "paper": dict(image_size=224, embed_dim=512, image=dict(name="resnet50"),
                       text=dict(arch="bert", context_length=128, config={}), frozen_text_layers=6,

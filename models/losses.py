@@ -24,6 +24,12 @@ import torch.nn.functional as F
 from models.gather import GATHER_ALL, Gather
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 logits as fp32 (what CUDA autocast does for softmax and log-softmax; CPU
+    autocast keeps bf16); fp32 and fp64 inputs as they are."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def _diagonal_targets(logits_nn: torch.Tensor) -> torch.Tensor:
     return torch.arange(logits_nn.shape[0], device=logits_nn.device)
 
@@ -206,7 +212,8 @@ class TokenAlignmentLoss(nn.Module):
 
     def forward(self, words_ntd, word_valid_nt, word_attention_nt, patches_npd, patch_attention_np):
         t = self.temperature
-        attn_ntp = torch.softmax(words_ntd @ patches_npd.transpose(1, 2) / t, dim=-1)
+        # softmaxes in fp32, as CUDA autocast runs them (CPU autocast would keep bf16)
+        attn_ntp = torch.softmax(_at_least_fp32(words_ntd @ patches_npd.transpose(1, 2)) / t, dim=-1)
         word_context_ntd = F.normalize(attn_ntp @ patches_npd, dim=-1)
         word_sim_ntt = words_ntd @ word_context_ntd.transpose(1, 2) / t
         word_weight_nt = clipped_weights(word_attention_nt, word_valid_nt)
@@ -214,7 +221,7 @@ class TokenAlignmentLoss(nn.Module):
 
         sim_npt = (patches_npd @ words_ntd.transpose(1, 2)).masked_fill(~word_valid_nt.bool()[:, None, :],
                                                                          float("-inf"))
-        patch_context_npd = torch.softmax(sim_npt / t, dim=-1) @ words_ntd
+        patch_context_npd = torch.softmax(_at_least_fp32(sim_npt) / t, dim=-1) @ words_ntd
         if self.normalize_patch_context:
             patch_context_npd = F.normalize(patch_context_npd, dim=-1)
         patch_sim_npp = patches_npd @ patch_context_npd.transpose(1, 2) / t
@@ -249,8 +256,9 @@ class PrototypeLoss(nn.Module):
 
     def forward(self, image_nd, text_nd, prototypes_kd) -> torch.Tensor:
         image_nd, text_nd = self.gather.rows(image_nd), self.gather.rows(text_nd)
-        image_scores_nk = image_nd @ prototypes_kd.T
-        text_scores_nk = text_nd @ prototypes_kd.T
+        # fp32 scores: the exp of Sinkhorn and the log-softmax run in fp32, as under CUDA autocast
+        image_scores_nk = _at_least_fp32(image_nd @ prototypes_kd.T)
+        text_scores_nk = _at_least_fp32(text_nd @ prototypes_kd.T)
         image_codes = sinkhorn(image_scores_nk, self.epsilon, self.iterations)
         text_codes = sinkhorn(text_scores_nk, self.epsilon, self.iterations)
         image_logp = F.log_softmax(image_scores_nk / self.temperature, dim=1)
@@ -265,7 +273,8 @@ class PrototypeLoss(nn.Module):
 def semantic_targets(row_labels_nl: torch.Tensor, column_labels_ml: torch.Tensor) -> torch.Tensor:
     """MedCLIP's soft targets: the row-softmax of the raw label-vector dot products
     (official ``losses.py``: ``softmax(img_labels @ text_labels.T)``, no temperature)."""
-    return torch.softmax(row_labels_nl.float() @ column_labels_ml.float().T, dim=1)
+    # small whole numbers, exact in bf16; the softmax in fp32, as under CUDA autocast
+    return torch.softmax((row_labels_nl.float() @ column_labels_ml.float().T).float(), dim=1)
 
 
 class SemanticMatchingLoss(nn.Module):
@@ -280,7 +289,9 @@ class SemanticMatchingLoss(nn.Module):
     def forward(self, image_nd, text_nd, image_labels_nl, text_labels_nl, logit_scale) -> torch.Tensor:
         image_nd, text_nd = self.gather.rows(image_nd), self.gather.rows(text_nd)
         image_labels_nl, text_labels_nl = self.gather.rows(image_labels_nl), self.gather.rows(text_labels_nl)
-        logits_nn = logit_scale * image_nd @ text_nd.T
+        # fp32 logits: the log-softmax runs in fp32, as under CUDA autocast (CPU autocast keeps bf16,
+        # which rounds the loss to steps of 1/32 and stalls training)
+        logits_nn = _at_least_fp32(logit_scale * image_nd @ text_nd.T)
         n = logits_nn.shape[0]
         image_targets = semantic_targets(image_labels_nl, text_labels_nl)
         text_targets = semantic_targets(text_labels_nl, image_labels_nl)
@@ -290,3 +301,14 @@ class SemanticMatchingLoss(nn.Module):
 
     def chance(self, n: int) -> float:
         return math.log(n)  # soft targets summing to 1 against a uniform softmax over n
+
+    @staticmethod
+    @torch.no_grad()
+    def floor(image_labels_nl, text_labels_nl) -> torch.Tensor:
+        """The lowest loss any model can reach on this batch: the soft targets' entropy (a
+        soft cross-entropy is never below it). Unscaled label dot products make the
+        targets flat, so the floor lies close to chance and the loss moves little."""
+        entropies = [-(t * t.clamp_min(1e-12).log()).sum(1).mean()
+                     for t in (semantic_targets(image_labels_nl, text_labels_nl),
+                               semantic_targets(text_labels_nl, image_labels_nl))]
+        return (entropies[0] + entropies[1]) / 2

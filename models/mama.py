@@ -52,6 +52,7 @@ from benchmark.registry import register_model
 from models.base import DualEncoder
 from models.encoders import BatchNormMLP, freeze, masked_mean
 from models.losses import ClipLoss, LocalAlignmentLoss, NTXentLoss
+from models.text_towers import tower_text
 
 LORA = dict(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"])
 # backbones/utils.py get_tokenizer("gpt"): the tokens the official code adds to BioMedLM's
@@ -69,8 +70,8 @@ class MaMA(DualEncoder):
         "tiny": dict(image_size=96, embed_dim=128, local_hidden=256, late_loss_start_step=16,
                      grad_checkpointing=False, text_pool="all_positions",
                      image=dict(name="vit_tiny_reg", kwargs=dict(width=192, depth=4, heads=3, patch_size=16)),
-                     text=dict(arch="gpt2", context_length=112, special_tokens=SPECIAL_TOKENS,
-                               config=dict(n_embd=96, n_layer=2, n_head=4, n_positions=128)),
+                     # a tiny GPT-2 pretrained by the workflow as a causal LM, as BioMedLM (frozen, LoRA)
+                     text=tower_text("gpt2_tiny", 144, special_tokens=SPECIAL_TOKENS),
                      train=dict(batch_size=48, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.999),
                                 warmup_fraction=0.1, no_weight_decay="none"),
                      augment=AUGMENT),

@@ -71,7 +71,7 @@ class MammoCLIP(DualEncoder):
         "tiny": dict(image_size=[120, 72], embed_dim=128,
                      image=dict(name="efficientnet_tiny", kwargs=dict(drop_rate=0.4, drop_path_rate=0.2),
                                 mean=MEAN, std=STD),
-                     text=TINY_TEXT, train=dict(TRAIN, batch_size=32, lr=3e-4), augment=augment(120 / 1520)),
+                     text=TINY_TEXT, train=dict(TRAIN, batch_size=32, lr=1e-3), augment=augment(120 / 1520)),  # lr: docs/synthetic-data.md
         "paper": _paper("tf_efficientnet_b5", dropout=0.4),
         "paper_b2": _paper("tf_efficientnet_b2", dropout=0.3),
     }

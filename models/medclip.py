@@ -51,7 +51,7 @@ class MedCLIP(DualEncoder):
     presets = {
         "tiny": dict(image_size=96, embed_dim=128, image=dict(name="resnet_tiny"),
                      text=dict(TINY_TEXT, context_length=48),  # one sentence
-                     train=dict(TRAIN, batch_size=64, lr=3e-4), augment=AUGMENT),
+                     train=dict(TRAIN, batch_size=64, lr=1e-3), augment=AUGMENT),  # lr: docs/synthetic-data.md
         "paper": dict(image_size=224, embed_dim=512, image=dict(name="swin_tiny_patch4_window7_224"),
                       text=dict(arch="bert", context_length=77, config={}),
                       train=dict(TRAIN, batch_size=100, lr=2e-5), augment=AUGMENT),
@@ -79,7 +79,9 @@ class MedCLIP(DualEncoder):
     def training_loss(self, batch: dict) -> dict:
         loss = self.loss_fn(self.encode_image(batch["image"]), self.encode_text(batch["random_sentence"]),
                             batch["label_vector"], batch["sentence_label_vector"], self.logit_scale.exp())
-        return {"loss": loss, "semantic": loss.detach(), "logit_scale": self.logit_scale.detach().exp()}
+        floor = self.loss_fn.floor(batch["label_vector"], batch["sentence_label_vector"])
+        return {"loss": loss, "semantic": loss.detach(), "semantic_floor": floor,
+                "logit_scale": self.logit_scale.detach().exp()}
 
     def chance_losses(self, candidates: int) -> dict[str, float]:
         return {"semantic": self.loss_fn.chance(candidates)}

@@ -50,7 +50,7 @@ class MGCA(DualEncoder):
         "tiny": dict(image_size=96, embed_dim=128, head_hidden=256, n_prototypes=50,
                      image=dict(name="vit_tiny", kwargs=dict(width=192, depth=4, heads=3, patch_size=16)),
                      text=dict(TINY_TEXT, config=dict(TINY_TEXT["config"], attn_implementation="eager")),
-                     train=dict(TRAIN, batch_size=64, lr=3e-4), augment=CROP_224_OF_256),
+                     train=dict(TRAIN, batch_size=64, lr=1e-3), augment=CROP_224_OF_256),  # lr: docs/synthetic-data.md
         "paper": dict(image_size=224, embed_dim=128, head_hidden=2048, n_prototypes=500,
                       image=dict(name="deit_base_patch16_224"),
                       text=dict(arch="bert", context_length=112, config=dict(attn_implementation="eager")),

@@ -104,12 +104,85 @@ def test_a_split_without_a_class_in_test_is_refused_and_a_thin_one_warned(tmp_pa
     assert any("only 1 patient" in w for w in warnings)
 
 
+def test_split_checks_only_the_configured_tasks(tmp_path, capsys):
+    """A class missing from test refuses the split only for a task the run evaluates."""
+    from benchmark.data.steps import run_split
+
+    manifest = pd.DataFrame({"patient_id": [str(p) for p in range(30)], "image_id": [f"i{p}" for p in range(30)],
+                             "exam_id": [f"e{p}" for p in range(30)], "breast_id": [f"b{p}" for p in range(30)],
+                             "png": [f"{p}.png" for p in range(30)], "cancer": [1 if p == 0 else 0 for p in range(30)]})
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    split_cfg = {"seed": 0, "ratios": {"train": 0.7, "val": 0.1, "test": 0.2}, "fractions": [1.0], "draws": 1,
+                 "stratify": {"rsna": "cancer"}}
+    with pytest.raises(BenchmarkError, match="task cancer: no test image of class 1"):
+        run_split("rsna", split_cfg, tmp_path / "manifest.csv", tmp_path / "a.csv", ["rsna/cancer"])
+    run_split("rsna", split_cfg, tmp_path / "manifest.csv", tmp_path / "b.csv", ["embed/density"])
+    assert (tmp_path / "b.csv").exists()
+    assert "classes checked for no task (none configured)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),  # Python's own writes (numpy, pandas, PIL)
+    RuntimeError("I/O error: No space left on device (os error 28)"),  # safetensors (Rust) says only this
+])
+def test_a_full_disk_ends_in_one_line_naming_the_file(tmp_path, monkeypatch, capsys, failure):
+    from benchmark import cli
+    from benchmark.data import split as split_module
+
+    manifest = pd.DataFrame({"patient_id": [str(p) for p in range(30)], "image_id": [f"i{p}" for p in range(30)],
+                             "exam_id": [f"e{p}" for p in range(30)], "breast_id": [f"b{p}" for p in range(30)],
+                             "png": [f"{p}.png" for p in range(30)], "cancer": [p % 2 for p in range(30)]})
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+
+    def full_disk(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(split_module, "write_split", full_disk)
+    out = tmp_path / "splits" / "rsna.csv"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["split", "--config", str(REPO / "config/ci.yaml"), "--dataset", "rsna",
+                  "--manifest", str(tmp_path / "manifest.csv"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {out}: no space left on device while writing it (") and "GiB free" in err[0]
+
+
 # --- paths and files ------------------------------------------------------------------------
+@pytest.mark.parametrize("patient, image", [
+    ("pätient 1", "bïld 2 (ü)"),  # spaces, accents, parentheses: legal file names
+    ("p" * 120, "i" * 200),  # long ids
+    ("Patient-A", "Image-A"),  # upper case
+])
+def test_odd_but_legal_ids_are_kept_and_cached_under_safe_names(rsna_root, tmp_path, patient, image):
+    def rename(table):
+        old_patient, old_image = table.loc[0, "patient_id"], table.loc[0, "image_id"]
+        folder = tmp_path / "rsna" / "train_images"
+        (folder / old_patient / f"{old_image}.dcm").rename(folder / old_patient / f"{image}.dcm")
+        (folder / old_patient).rename(folder / patient)
+        table.loc[table["patient_id"] == old_patient, "patient_id"] = patient
+        table.loc[0, "image_id"] = image
+
+    root = _rsna_copy(rsna_root, tmp_path, rename)
+    records, excluded = load_rsna(root)
+    kept = records[records["image_id"] == image]
+    assert len(kept) == 1 and kept["patient_id"].iloc[0] == patient, _reasons(excluded)
+    manifest, _ = preprocess(kept, root, tmp_path / "cache", PreprocessSettings(long_side=32))
+    png = manifest["png"].iloc[0]
+    assert png.startswith("images/id-") and (tmp_path / "cache" / png).is_file()
+
+
+def test_ids_that_differ_only_in_case_get_distinct_cache_files():
+    from benchmark.data.preprocess import cache_name
+
+    names = {cache_name(i) for i in ("abc", "ABC", "Abc", "abC")}
+    assert len({n.lower() for n in names}) == 4  # distinct on a case-insensitive file system too
+
+
 def test_an_image_id_that_climbs_out_is_excluded_and_nothing_is_written_outside(rsna_root, tmp_path):
     root = _rsna_copy(rsna_root, tmp_path, lambda t: t.__setitem__("image_id", ["../../x"] + list(t["image_id"][1:])))
     records, excluded = load_rsna(root)
     assert "../../x" not in set(records["image_id"])
-    assert "is not a plain file name" in _reasons(excluded)[("../../x", "all")]
+    assert "'../../x' holds a path separator" in _reasons(excluded)[("../../x", "all")]
     # an id that reaches preprocess from elsewhere names its PNG by a hash, inside the cache
     stored = np.full((64, 48), 100, np.uint16)
     stored[10:50, :30] = 2000

@@ -333,7 +333,7 @@ EXCLUSIONS = {
     "laterality X": (lambda w: rsna_variant(w, "x2", table_edit(lambda t: t.assign(laterality=["X"] + list(t.laterality[1:])))),
                      "laterality is 'X', not L or R"),
     "an empty patient id": (lambda w: rsna_variant(w, "x3", table_edit(lambda t: t.assign(patient_id=[""] + list(t.patient_id[1:])))),
-                            "patient_id '' is not a plain file name"),
+                            "patient_id '' is empty"),
     "a folder where a DICOM should be": (
         lambda w: rsna_variant(w, "x4", lambda r: (lambda f: (f.unlink(), f.mkdir()))(next((r / "train_images").rglob("*.dcm")))),
         "DICOM file not found"),

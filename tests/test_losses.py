@@ -101,6 +101,41 @@ def test_medclip_targets_are_the_softmax_of_label_dot_products():
     assert torch.isfinite(SemanticMatchingLoss()(image, text, labels, labels, 10.0))
 
 
+def test_medclip_floor_is_the_targets_entropy_and_bounds_the_loss():
+    gen = torch.Generator().manual_seed(7)
+    image_labels, text_labels = (torch.rand(16, 14, generator=gen) > 0.7).float(), (torch.rand(16, 14, generator=gen) > 0.7).float()
+    loss_fn = SemanticMatchingLoss()
+    floor = loss_fn.floor(image_labels, text_labels)
+    assert floor < loss_fn.chance(16)  # the targets are not uniform
+    for seed in range(5):  # no embedding goes below the floor
+        assert loss_fn(_unit(16, 8, seed=seed), _unit(16, 8, seed=seed + 50), image_labels, text_labels, 10.0) >= floor
+    # symmetric labels (each image's texts are its own): logits equal to log-targets reach it
+    targets = semantic_targets(image_labels, image_labels)
+    logits = targets.log()
+    reached = -(targets * F.log_softmax(logits, 1)).sum() / 16
+    assert reached == pytest.approx(float(loss_fn.floor(image_labels, image_labels)), abs=1e-5)
+
+
+@pytest.mark.parametrize("loss_name", ["semantic", "prototype"])
+def test_softmax_losses_keep_fp32_precision_under_cpu_bf16_autocast(loss_name):
+    """CPU autocast keeps log-softmax in bf16 (CUDA runs it in fp32); MedCLIP's loss then
+    moved in steps of 1/32 and its training stalled. The losses compute it in fp32."""
+    gen = torch.Generator().manual_seed(3)
+    image, text = _unit(64, 32, seed=1), _unit(64, 32, seed=2)
+    labels = (torch.rand(64, 14, generator=gen) > 0.7).float()
+    if loss_name == "semantic":
+        run = lambda a, b: SemanticMatchingLoss()(a, b, labels, labels.flip(0), torch.tensor(14.3))  # noqa: E731
+    else:
+        prototypes = _unit(20, 32, seed=3)
+        run = lambda a, b: PrototypeLoss()(a, b, prototypes)  # noqa: E731
+    reference = run(image, text)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = run(image, text)
+    assert mixed.dtype == torch.float32
+    # bf16 inputs to the matmul only: far below the 1/32 steps of a bf16 loss
+    assert float(mixed) == pytest.approx(float(reference), abs=5e-3)
+
+
 def test_token_alignment_prefers_aligned_tokens():
     words = _unit(2, 5, 16, seed=17)
     valid = torch.ones(2, 5)

@@ -148,12 +148,16 @@ def _gpt2_folder_without_separator(folder, texts):
     from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=400, special_tokens=["<|endoftext|>"], show_progress=False)
+    bpe.train_from_iterator(texts, vocab_size=2000, special_tokens=["<|endoftext|>"], show_progress=False)
     folder.mkdir()
     bpe.save_model(str(folder))
-    tokenizer = GPT2TokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    bpe.save(str(folder / "tokenizer.json"))  # from vocab and merges alone the locked transformers builds a 1-token vocabulary
+    tokenizer = GPT2TokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), vocab_file=str(folder / "vocab.json"),
+                                  merges_file=str(folder / "merges.txt"), bos_token="<|endoftext|>",
+                                  eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    assert len(tokenizer) > 100, "the test tokenizer must have the captions' vocabulary, as BioMedLM's has"
     tokenizer.save_pretrained(folder)
-    GPT2Model(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=128)).save_pretrained(folder)
+    GPT2Model(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=160)).save_pretrained(folder)
     return tokenizer
 
 
@@ -168,6 +172,8 @@ def test_mama_adds_the_official_special_tokens_to_a_gpt2_tokenizer_without_a_sep
     assert model.text.model.get_input_embeddings().num_embeddings == len(tokenizer)
     ids, _ = model.text.tokenize(captions[:1])
     assert ids[0, 0] == tokenizer.bos_token_id and (ids[0] == model.sep_id).sum() == 7
+    words = [i for i in ids[0].tolist() if i not in tokenizer.all_special_ids]
+    assert len(words) > 40, "the caption must reach the model as words, not as special tokens only"
     batch = _batch(model, n=8)
     out = model.training_loss(batch)  # step 10,000: the late losses run and need the separators
     assert {"ntxent", "clip_view2", "sla"} <= set(out) and torch.isfinite(out["loss"])

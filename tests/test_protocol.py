@@ -391,25 +391,31 @@ def test_a_model_whose_pretraining_ended_at_chance_is_flagged_in_budget_and_tabl
     labels = rng.integers(0, 2, 100)
     patients = [f"p{i}" for i in range(100)]
     files, ledgers = [], []
-    for model, final in (("learned", 3.2), ("stuck", 4.14)):
+    # soft: a soft-target loss whose floor (4.07) lies close to chance; 37 % of the way down
+    for model, final, floor in (("learned", 3.2, None), ("stuck", 4.14, None), ("soft", 4.125, 4.066),
+                                ("soft_stuck", 4.158, 4.066)):
         files.append(_predictions(tmp_path, np.clip(0.3 * labels + rng.random(100), 0, 1), labels, patients,
                                   f"{model}.csv", model))
         ledger = tmp_path / "checkpoints" / model / "seed0" / "ledger.json"
         ledger.parent.mkdir(parents=True)
         ledger.write_text(json.dumps({"method": "clip", "seed": 0, "samples_seen": 640, "image_text_term": "clip",
                                       "loss_terms": {"loss": {"final": final, "chance": None},
-                                                     "clip": {"final": final, "chance": 4.158883}}}))
+                                                     "clip": {"final": final, "chance": 4.158883,
+                                                              "floor": floor}}}))
         ledgers.append(ledger)
     stats = {"n_boot": 50, "seed": 0, "ci": 0.95, "reference_model": None, "chance_margin": 0.02}
     write_tables(files, ledgers, tmp_path / "table.csv", tmp_path / "budget.csv", stats)
     budget = pd.read_csv(tmp_path / "budget.csv").set_index("model")
     assert not budget.loc["learned", "at_chance"] and budget.loc["stuck", "at_chance"]
+    assert not budget.loc["soft", "at_chance"] and budget.loc["soft_stuck", "at_chance"]
+    assert budget.loc["soft", "image_text_floor"] == pytest.approx(4.066) and budget.loc["stuck", "image_text_floor"] == 0
     assert budget.loc["stuck", "image_text_chance"] == pytest.approx(np.log(64), abs=1e-6)
     terms = pd.read_csv(tmp_path / "loss_terms.csv")
-    assert len(terms) == 4 and terms[terms.image_text].term.tolist() == ["clip", "clip"]
+    assert len(terms) == 8 and terms[terms.image_text].term.tolist() == ["clip"] * 4
     table = pd.read_csv(tmp_path / "table.csv", keep_default_na=False)
     assert table[table.model == "stuck"].note.str.contains("pretraining ended at chance: clip seed 0 4.140").all()
-    assert not table[table.model == "learned"].note.str.contains("chance").any()
+    assert not table[table.model.isin(["learned", "soft"])].note.str.contains("chance").any()
+    assert table[table.model == "soft_stuck"].note.str.contains("floor 4.066").all()
     assert "at chance" in (tmp_path / "table.md").read_text()
 
 
@@ -459,3 +465,14 @@ def test_image_statistics_are_the_nine_named_intensity_statistics():
     assert (stats["p05"], stats["p95"]) == (0.0, 1.0) and stats["above_half"] == pytest.approx(0.5)
     uniform = dict(zip(STATISTICS, intensity_statistics(half)[1]))
     assert uniform["std"] == 0 and uniform["above_quarter"] == 1.0 and uniform["above_half"] == 0.0
+
+
+def test_image_statistics_are_standardized_on_the_training_images_only():
+    from benchmark.evaluate.image_statistics import standardized
+
+    features = np.array([[1.0, 5.0], [3.0, 5.0], [100.0, -7.0]], np.float32)  # the last: a test image
+    train = np.array([True, True, False])
+    out = standardized(features, train)
+    assert out[:2, 0] == pytest.approx([-1.0, 1.0])  # mean 2, sd 1 over the training rows
+    assert out[2, 0] == pytest.approx(98.0)  # the test image does not move the scale
+    assert out[:, 1] == pytest.approx([0.0, 0.0, -12.0])  # a constant statistic is centred, not divided by 0

@@ -4,10 +4,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pydicom
+from PIL import Image
 
 from benchmark.data.embed import CLIN_REQUIRED, META_REQUIRED
+from benchmark.data.render import render_breast
 from benchmark.data.rsna import REQUIRED as RSNA_REQUIRED
-from benchmark.data.synth import EMBED_PATH_PREFIX, write_embed, write_rsna
+from benchmark.data.synth import EMBED_PATH_PREFIX, lesion_for_birads, write_embed, write_rsna
 
 
 def _digest(root: Path) -> str:
@@ -75,15 +77,39 @@ def test_compressed_dicoms_keep_their_stable_uids_and_reruns_are_identical(tmp_p
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
 
 
-def test_lesions_show_in_pixels(tmp_path):
-    """Malignant-looking breasts are brighter at their brightest spots than negative ones."""
-    write_rsna(tmp_path, n_patients=40, seed=5, shape=(128, 104), cancer_rate=0.5)
-    table = pd.read_csv(tmp_path / "train.csv")
+def _breast_with(birads: int, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """One breast rendered with the lesion of ``birads`` and without it (same tissue, same draw)."""
+    from dataclasses import replace
 
-    def top(row):
-        px = pydicom.dcmread(tmp_path / "train_images" / str(row.patient_id) / f"{row.image_id}.dcm").pixel_array
-        return np.percentile(px, 99.9)
+    lesion, _ = lesion_for_birads(np.random.default_rng(11), birads, seed=5)
+    lesion = replace(lesion, radius=0.045, amplitude=0.1, depth=0.5, height=0.0)
+    shape = (size, size * 13 // 16)
+    with_lesion = render_breast(np.random.default_rng(3), shape, "CC", "L", 2, lesion)
+    without = render_breast(np.random.default_rng(3), shape, "CC", "L", 2, replace(lesion, kind="none"))
+    return with_lesion, without
 
-    cancer = [top(r) for r in table[table.cancer == 1].itertuples()]
-    clean = [top(r) for r in table[(table.cancer == 0) & (table.biopsy == 0)].itertuples()]
-    assert np.median(cancer) > np.median(clean)
+
+def test_lesion_classes_differ_locally_not_in_size_or_brightness():
+    """The truth table's promise: BI-RADS 2-6 lesions of one radius and amplitude add about
+    the same brightness to the image, all of it near the lesion; and they differ from each
+    other there (outline, margin, calcifications), visibly at the tiny models' 96 px."""
+    added, crops = {}, {}
+    for birads in (2, 3, 4, 5):
+        with_lesion, without = _breast_with(birads)
+        diff = with_lesion - without
+        ys, xs = np.nonzero(np.abs(diff) > 1e-6)
+        assert ys.size, f"BI-RADS {birads}: no lesion drawn"
+        # Local: every changed pixel within three radii (spicules reach 2.6) of the centre.
+        centre_y, centre_x = np.median(ys), np.median(xs)
+        assert np.hypot(ys - centre_y, xs - centre_x).max() < 3 * 0.045 * 512, birads
+        added[birads] = diff.sum()
+        small = Image.fromarray(diff.astype(np.float32), mode="F").resize((78, 96), Image.Resampling.BOX)
+        crops[birads] = np.asarray(small)
+    # Equal size and brightness: the classes add brightness within a factor of two of each other
+    # (the old generator's BI-RADS 5 mass added about eight times a BI-RADS 2 mass's).
+    assert max(added.values()) / min(added.values()) < 2.0, added
+    # Different local evidence at 96 px: no two classes draw the same pattern.
+    for a in crops:
+        for b in crops:
+            if a < b:
+                assert np.abs(crops[a] - crops[b]).max() > 0.02, (a, b)

@@ -78,27 +78,31 @@ def test_a_client_running_other_code_or_without_a_server_runs_in_its_own_process
 def test_a_signal_to_the_client_ends_the_job_and_its_workers(server, tmp_path):
     path, log = server
     before = log.read_text()
-    # a long job with worker processes: synthetic data for 300 patients on 2 workers
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["results"], config["data"]["embed"]["root"] = str(tmp_path / "results"), str(tmp_path / "embed")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    client = subprocess.Popen([sys.executable, "-m", "benchmark.warm", "synth", "--config", str(tmp_path / "config.yaml"),
-                               "--dataset", "embed", "--out", str(tmp_path / "embed")],
-                              cwd=REPO, env={**ENV, SOCKET_ENV: path}, stderr=subprocess.PIPE, text=True)
+    client = _long_synth_job(tmp_path, path)
     _wait_for(lambda: "benchmark synth" in log.read_text()[len(before):])
     job = int(log.read_text()[len(before):].split("pid ")[1].split(":")[0])
     _wait_for(lambda: (tmp_path / "embed").exists())
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=30) == 128 + signal.SIGTERM
+    _wait_for(lambda: _group_gone(job), 30)
 
-    def group_gone() -> bool:
-        try:
-            os.killpg(job, 0)
-        except ProcessLookupError:
-            return True
-        return False
 
-    _wait_for(group_gone, 30)
+def _long_synth_job(tmp_path: Path, socket_path: str) -> subprocess.Popen:
+    """A client for a long job with worker processes: synthetic data for 300 patients on 2 workers."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["results"], config["data"]["embed"]["root"] = str(tmp_path / "results"), str(tmp_path / "embed")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.Popen([sys.executable, "-m", "benchmark.warm", "synth", "--config", str(tmp_path / "config.yaml"),
+                             "--dataset", "embed", "--out", str(tmp_path / "embed")],
+                            cwd=REPO, env={**ENV, SOCKET_ENV: socket_path}, stderr=subprocess.PIPE, text=True)
+
+
+def _group_gone(job: int) -> bool:
+    try:
+        os.killpg(job, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def test_the_server_ends_when_the_workflow_that_started_it_ends(tmp_path):
@@ -120,6 +124,27 @@ def test_the_server_ends_when_the_workflow_that_started_it_ends(tmp_path):
         return Path(f"/proc/{server_pid}/stat").read_text().split()[2] == "Z"  # exited, not yet reaped
 
     _wait_for(server_gone, 60)
+
+
+def test_a_workflow_killed_mid_job_takes_its_running_jobs_with_it(tmp_path):
+    """kill -9 of the workflow: the server ends and stops the job it was running, which would
+    otherwise go on writing into the results folder after the workflow has gone."""
+    workflow = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time; from benchmark.warm import SOCKET_ENV, start_server; "
+         "start_server(sys.argv[1], sys.argv[2]); print(os.environ[SOCKET_ENV], flush=True); time.sleep(600)",
+         str(tmp_path / "warm.log"), str(REPO)],
+        cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
+    path = workflow.stdout.readline().strip()
+    _wait_for(lambda: os.path.exists(path))
+    client = _long_synth_job(tmp_path, path)
+    _wait_for(lambda: "benchmark synth" in (tmp_path / "warm.log").read_text())
+    job = int((tmp_path / "warm.log").read_text().split("pid ")[1].split(":")[0])
+    workflow.kill()
+    workflow.wait()
+    assert client.wait(timeout=60) != 0  # the job ended without finishing
+    _wait_for(lambda: _group_gone(job), 30)
+    assert f"pid {job}: stopped, the workflow has gone" in (tmp_path / "warm.log").read_text()
+    assert not (tmp_path / "embed" / "SYNTHETIC.json").exists()
 
 
 def test_a_fork_takes_the_jobs_thread_count_and_reseeds_the_generators_as_a_fresh_process():

@@ -33,6 +33,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from benchmark.data.tables import EXCLUSION_COLUMNS, exclusion, resolve_under_root, safe_name
+from benchmark.errors import BenchmarkError
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,10 @@ def preprocess(records: pd.DataFrame, data_root: Path, cache_dir: Path, settings
         for old in (cache_dir / "images").glob("*.png"):  # other settings: start over
             old.unlink()
     settings_file.write_text(wanted)
+    names = records["image_id"].astype(str).map(cache_name).str.lower()
+    if names.duplicated().any():  # distinct ids must never share a cache file (case-insensitive file systems too)
+        clash = records["image_id"][names.duplicated(keep=False).to_numpy()].astype(str).tolist()[:4]
+        raise BenchmarkError(f"preprocess: image ids {clash} map to one cache file name; rename one of them")
 
     jobs, excluded, keep = [], [], []
     for row in records.itertuples(index=False):

@@ -5,10 +5,13 @@ Pixel values are in "attenuation" units (0 = air, about 1 = densest tissue) unti
 
 What a model can learn, and why it is not a one-pixel shortcut:
 - density sets the fraction of the breast covered by fibroglandular texture and its
-  contrast, with jitter so neighbouring density grades overlap;
-- lesions (masses with round / oval / irregular / spiculated outlines, calcification
-  clusters, asymmetries, a biopsy clip) follow the breast's BI-RADS level and appear in
-  both views of that breast at consistent positions;
+  contrast, with jitter so neighbouring density grades overlap (a global feature);
+- lesions (masses with round / oval / irregular outlines and circumscribed / indistinct /
+  spiculated margins, coarse scattered or fine clustered / linear calcifications, a biopsy
+  clip) follow the breast's BI-RADS level and appear in both views of that breast at
+  consistent positions. Every lesion class draws its size and brightness from the same
+  ranges, so the class is only in local evidence, drawn large enough to survive the tiny
+  models' 96 px input (spicules and calcifications about one pixel there);
 - breast size and shape, pectoral muscle (MLO), machine gain / offset / noise and bit
   depth vary from image to image.
 """
@@ -23,6 +26,11 @@ from scipy import ndimage
 # Fraction of the breast covered by dense tissue for density grades 1..4 (mean, sd).
 DENSE_FRACTION = {1: (0.10, 0.05), 2: (0.28, 0.07), 3: (0.50, 0.08), 4: (0.72, 0.07)}
 DENSE_CONTRAST = {1: 0.10, 2: 0.14, 3: 0.18, 4: 0.21}
+# Lesions (docs/synthetic-data.md, truth table): the classes differ in outline, margin and
+# calcifications, not in size or brightness.
+CALC_BRIGHTNESS = 0.3  # every calcification, above the tissue
+SPICULE_HALF_WIDTH = 3 / 512  # fraction of image height: about one pixel wide at 96 px
+BENIGN_MARK_HALF_WIDTH = 2 / 512  # fraction of image height: 5 x 5 px at 512, kept whole by the cache's 2x resize
 
 
 @dataclass
@@ -39,8 +47,9 @@ class Lesion:
     margin: str = "circumscribed"  # circumscribed, indistinct, spiculated
     amplitude: float = 0.0
     n_calcs: int = 0
-    calc_size: float = 1.0  # pixels at 512 rows; coarse benign calcs are bigger
-    calc_spread: float = 0.04  # cluster radius, fraction of image height
+    calc_size: float = 2.0  # half-width in pixels at 512 rows; coarse benign calcs are bigger
+    calc_spread: float = 0.04  # cluster radius (or half the line's length), fraction of image height
+    calc_linear: bool = False  # calcifications along a line instead of a cluster
     clip: bool = False  # biopsy clip marker (BI-RADS 6)
     depth: float = 0.5
     height: float = 0.0
@@ -100,32 +109,66 @@ def breast_mask(rng: np.random.Generator, shape: tuple[int, int], view: str):
     return mask.astype(np.float32), pec.astype(np.float32), geometry
 
 
-def _lesion_profile(lesion: Lesion, shape, cy: float, cx: float, rng: np.random.Generator):
+def _mass_shape(lesion: Lesion, shape, cy: float, cx: float, rng: np.random.Generator) -> np.ndarray:
+    """The mass's outline and margin, peak 1.5 (times the lesion's amplitude when drawn)."""
     rows, cols = shape
     y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
     radius = lesion.radius * rows
     dy, dx = (y - cy), (x - cx)
     angle = np.arctan2(dy, dx)
     if lesion.shape == "oval":
-        dist = np.sqrt((dx / 1.5) ** 2 + dy**2)
+        dist = np.sqrt((dx / np.sqrt(1.5)) ** 2 + (dy * np.sqrt(1.5)) ** 2)  # the disc's area, 1.5:1
     elif lesion.shape == "irregular":
-        wobble = 1 + 0.25 * np.sin(3 * angle + rng.uniform(0, 6)) + 0.15 * np.sin(5 * angle + rng.uniform(0, 6))
+        wobble = 1 + 0.3 * np.sin(3 * angle + rng.uniform(0, 6)) + 0.2 * np.sin(5 * angle + rng.uniform(0, 6))
         dist = np.sqrt(dx**2 + dy**2) / wobble
     else:
         dist = np.sqrt(dx**2 + dy**2)
     edge = {"circumscribed": 0.08, "indistinct": 0.35, "spiculated": 0.2}[lesion.margin]
     body = np.clip((1 - dist / radius) / edge, 0, 1) * 1.5
     if lesion.margin == "spiculated":
-        n_spic = rng.integers(8, 14)
+        half_width = SPICULE_HALF_WIDTH * rows
         spikes = np.zeros_like(body)
-        for theta in rng.uniform(0, 2 * np.pi, size=n_spic):
+        for theta in rng.uniform(0, 2 * np.pi, size=rng.integers(6, 11)):
             along = dx * np.cos(theta) + dy * np.sin(theta)
             across = np.abs(-dx * np.sin(theta) + dy * np.cos(theta))
-            length = radius * rng.uniform(1.8, 2.8)
+            length = radius * rng.uniform(1.6, 2.6)
             line = (along > 0) & (along < length)
-            spikes = np.maximum(spikes, line * np.clip(1 - across / 1.5, 0, 1) * (1 - along / length))
-        body = np.maximum(body, 0.6 * spikes)
-    return body * lesion.amplitude
+            spikes = np.maximum(spikes, line * np.clip(1 - across / half_width, 0, 1) * (1 - along / length))
+        body = np.maximum(body, spikes)
+    return body
+
+
+def _draw_lesion(image: np.ndarray, mask: np.ndarray, lesion: Lesion, cy: float, cx: float,
+                 rng: np.random.Generator) -> None:
+    rows, cols = image.shape
+    if "mass" in lesion.kind or lesion.kind == "asymmetry":
+        image += _mass_shape(lesion, (rows, cols), cy, cx, rng) * lesion.amplitude * (mask > 0.2)
+    if "calc" in lesion.kind:
+        size = max(1, int(round(lesion.calc_size * rows / 512)))
+        spread = lesion.calc_spread * rows
+        direction = rng.uniform(0, np.pi)
+        for k in range(lesion.n_calcs):
+            if lesion.calc_linear:  # along a line (a duct), as linear or segmental calcifications
+                t = (k / max(1, lesion.n_calcs - 1) - 0.5) * 4 * spread
+                py, px = cy + t * np.sin(direction) + rng.normal(0, 1), cx + t * np.cos(direction) + rng.normal(0, 1)
+            else:
+                py, px = cy + rng.normal(0, spread), cx + rng.normal(0, spread)
+            py, px = int(np.clip(py, 0, rows - 1)), int(np.clip(px, 0, cols - 1))
+            image[max(0, py - size): py + size + 1, max(0, px - size): px + size + 1] += CALC_BRIGHTNESS
+
+
+def _draw_benign_marks(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
+    """Two to four small, fully bright benign calcifications (vascular or skin) in every breast,
+    whatever its labels. The preprocessing scales each image to its breast's brightest pixel
+    (min-max); without them that pixel is a lesion's calcification or clip when the breast has
+    one, and the scaling darkens the whole image by its label: a global shortcut."""
+    rows, cols = image.shape
+    inside = np.argwhere(mask > 0.6)
+    if not len(inside):
+        return
+    half = max(1, round(BENIGN_MARK_HALF_WIDTH * rows))
+    for y, x in inside[rng.choice(len(inside), size=int(rng.integers(2, 5)))]:
+        image[max(0, y - half): y + half + 1, max(0, x - half): x + half + 1] = 1.0
 
 
 def render_breast(
@@ -165,19 +208,12 @@ def render_breast(
         cy = geo["centre"] + lesion.height * geo["half_height"] * 0.6
         if view == "MLO":
             cy -= 0.08 * rows  # projected higher in the oblique view
-        if "mass" in lesion.kind or lesion.kind == "asymmetry":
-            image += _lesion_profile(lesion, shape, cy, cx, lrng) * (mask > 0.2)
-        if "calc" in lesion.kind:
-            spread = lesion.calc_spread * rows
-            for _ in range(lesion.n_calcs):
-                py = int(np.clip(cy + lrng.normal(0, spread), 0, rows - 1))
-                px = int(np.clip(cx + lrng.normal(0, spread), 0, cols - 1))
-                size = max(1, int(round(lesion.calc_size * rows / 512 * lrng.uniform(0.7, 1.3))))
-                image[max(0, py - size): py + size + 1, max(0, px - size): px + size + 1] += 0.35
+        _draw_lesion(image, mask, lesion, cy, cx, lrng)
         if lesion.clip:
             cy2, cx2 = int(cy), int(cx + lesion.radius * rows * 0.5)
             s = max(2, rows // 128)
             image[cy2 - s: cy2 + s, cx2 - s: cx2 + s] = 1.0
+    _draw_benign_marks(image, mask, rng)
     image = np.clip(image, 0, 1)
     if laterality == "R":
         image = image[:, ::-1]

@@ -16,10 +16,10 @@ import pandas as pd
 from benchmark.data.tables import (
     EXCLUSION_COLUMNS,
     exclusion,
+    id_problem,
     parse_int,
     parse_number,
     read_table,
-    safe_name,
 )
 
 REQUIRED = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy",
@@ -44,10 +44,10 @@ def load_rsna(root: Path, table: str = "train.csv", images: str = "train_images"
         def note(column: str, reason: str, image_id=image_id, source=source) -> None:
             excluded.append(exclusion("rsna", image_id, source, f"field:{column}", reason))
 
-        unsafe = [f"{name} {value!r}" for name, value in (("image_id", image_id), ("patient_id", patient))
-                  if not safe_name(value)]
+        unsafe = [f"{name} {value!r} {id_problem(value)}" for name, value in (("image_id", image_id), ("patient_id", patient))
+                  if id_problem(value)]
         if unsafe:
-            drop(f"{' and '.join(unsafe)} is not a plain file name (letters, digits, '.', '_', '-')")
+            drop(f"{' and '.join(unsafe)}: it names the DICOM's folder and file (train_images/<patient_id>/<image_id>.dcm)")
             continue
         if image_id in seen:
             drop("duplicate image id")

@@ -71,8 +71,11 @@ def run_preprocess(dataset: str, entry: dict, settings: dict, out_dir: Path, wor
           f"({len(exclusions) - dropped} task-level exclusions); see {out_dir}/exclusions.csv")
 
 
-def run_split(dataset: str, split_cfg: dict, manifest_path: Path, out: Path) -> None:
-    """The patient-level split with its nested fractions; warnings as one line each."""
+def run_split(dataset: str, split_cfg: dict, manifest_path: Path, out: Path, tasks: list[str]) -> None:
+    """The patient-level split with its nested fractions; warnings as one line each. The
+    classes in test and validation are checked for the configured ``tasks`` of the dataset
+    (``dataset/task`` keys) only: a task the run does not evaluate cannot refuse its split."""
+    from benchmark.config import split_ratios
     from benchmark.data.split import check_split, make_split, write_split
     from benchmark.data.tables import read_manifest
 
@@ -80,21 +83,23 @@ def run_split(dataset: str, split_cfg: dict, manifest_path: Path, out: Path) -> 
     if manifest.empty:
         raise BenchmarkError(f"split {dataset}: {manifest_path} has no image to split")
     stratify = split_cfg["stratify"].get(dataset) or DATASETS[dataset].tasks[0].column
-    table = make_split(manifest, stratify, split_cfg["seed"], split_cfg["ratios"], split_cfg["fractions"],
+    table = make_split(manifest, stratify, split_cfg["seed"], split_ratios(split_cfg, dataset), split_cfg["fractions"],
                        split_cfg["draws"], tuple(t.column for t in DATASETS[dataset].tasks))
-    for line in check_split(table, manifest, list(DATASETS[dataset].tasks), dataset):
+    checked = [t for t in DATASETS[dataset].tasks if f"{dataset}/{t.name}" in tasks]
+    for line in check_split(table, manifest, checked, dataset):
         print(f"warning: {line}", file=sys.stderr)
     digest = write_split(table, Path(out))
     counts = table["split"].value_counts().to_dict()
-    print(f"split {dataset}: {counts} patients; sha256 {digest[:12]}")
+    print(f"split {dataset}: {counts} patients; sha256 {digest[:12]}; classes checked for "
+          f"{', '.join(t.name for t in checked) or 'no task (none configured)'}")
 
 
-def run_tokenizer(vocab_size: int, manifest_path: Path, split_path: Path, out: Path) -> None:
-    """A BPE tokenizer on the training captions, with and without their metadata sentences."""
+def training_texts(manifest_path: Path, split_path: Path) -> list[str]:
+    """The training split's captions, with and without their metadata sentences: the corpus
+    of the BPE tokenizer and of the text towers (no validation or test text)."""
     from benchmark.data.captions import embed_sentences, join_sentences
     from benchmark.data.split import read_split
     from benchmark.data.tables import read_manifest
-    from benchmark.data.tokenizer import train_tokenizer
     from benchmark.train import training_records
 
     records, _ = training_records(read_manifest(manifest_path), read_split(split_path))
@@ -102,5 +107,28 @@ def run_tokenizer(vocab_size: int, manifest_path: Path, split_path: Path, out: P
     for rec in records.to_dict("records"):
         texts.append(join_sentences(embed_sentences(rec)))
         texts.append(join_sentences(embed_sentences(rec | {k: "" for k in ("age", "race", "ethnicity", "view")})))
+    return texts
+
+
+def run_tokenizer(vocab_size: int, manifest_path: Path, split_path: Path, out: Path) -> None:
+    """A BPE tokenizer on the training captions, with and without their metadata sentences."""
+    from benchmark.data.tokenizer import train_tokenizer
+
+    texts = training_texts(manifest_path, split_path)
     tok = train_tokenizer(texts, vocab_size, Path(out))
-    print(f"tokenizer: {tok.get_vocab_size()} tokens from {len(records)} training captions -> {out}")
+    print(f"tokenizer: {tok.get_vocab_size()} tokens from {len(texts) // 2} training captions -> {out}")
+
+
+def run_text_tower(name: str, settings: dict, manifest_path: Path, split_path: Path, tokenizer: Path,
+                   out_dir: Path, threads: int) -> None:
+    """Pretrain text tower ``name`` (models/text_towers.py) on the training captions."""
+    import torch
+
+    from benchmark.text_towers import TowerTraining, pretrain_text_tower
+
+    torch.set_num_threads(threads)
+    summary = pretrain_text_tower(name, training_texts(manifest_path, split_path), tokenizer,
+                                  TowerTraining(**settings), out_dir)
+    print(f"text tower {name}: {summary['objective']} LM on {summary['train_captions']} captions, "
+          f"{summary['steps']} steps; held-out loss {summary['held_out_loss_before']} -> "
+          f"{summary['held_out_loss_after']} (chance {summary['chance_loss']}) -> {out_dir}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,9 @@ import pandas as pd
 from benchmark.data.dicom_io import stable_uid, write_mammogram
 from benchmark.data.render import Lesion, Machine, render_breast, to_stored_values
 
+# The generator's version, a param of the workflow's synth rule: bump it with every change to
+# what the generator writes, and existing synthetic data (and all that depends on it) reruns.
+GENERATOR_VERSION = 2  # 2: lesion classes of equal size and brightness (docs/synthetic-data.md)
 EMBED_PATH_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
 BIRADS_LETTER = {0: "A", 1: "N", 2: "B", 3: "P", 4: "S", 5: "M", 6: "K"}
 RACES = [
@@ -43,6 +46,13 @@ DIAGNOSTIC_DESCS = ["MG Diagnostic Bilateral", "MG Diag Bilat w/Tomo/CAD Stnd Pr
 SCREENING_BIRADS = {0: 0.18, 1: 0.5, 2: 0.32}
 DIAGNOSTIC_BIRADS = {3: 0.25, 4: 0.3, 5: 0.22, 6: 0.23}
 DENSITY_P = {1: 0.12, 2: 0.38, 3: 0.38, 4: 0.12}
+# Every lesion class: radius (fraction of image height) and brightness budget (render.lesion_budget).
+LESION_RADIUS = (0.055, 0.075)
+LESION_AMPLITUDE = (0.10, 0.14)
+RSNA_BENIGN_LESION = 0.5  # share of RSNA's non-cancer breasts with a benign lesion
+# Share of RSNA patients with a cancer: enriched (the real table has about 2 %) so that the
+# miniature's test split holds enough cancers for an interval a comparison can use.
+RSNA_CANCER_RATE = 0.5
 
 
 def _rng(*keys: object) -> np.random.Generator:
@@ -65,48 +75,39 @@ def _choice(rng: np.random.Generator, table: dict | list):
 
 
 def lesion_for_birads(rng: np.random.Generator, birads: int, seed: int) -> tuple[Lesion, dict]:
-    """A lesion whose look follows the BI-RADS level, with the EMBED finding codes."""
+    """A lesion whose look follows the BI-RADS level, with the EMBED finding codes.
+
+    Every lesion draws its size and brightness budget from the same ranges (``LESION_RADIUS``,
+    ``LESION_AMPLITUDE``; ``render.lesion_budget``): the BI-RADS level lives in the outline,
+    the margin and the calcifications' size and arrangement, which need local evidence.
+    """
     depth, height = rng.uniform(0.2, 0.8), rng.uniform(-0.7, 0.7)
-    common = dict(depth=depth, height=height, seed=seed)
+    common = dict(depth=depth, height=height, seed=seed, radius=rng.uniform(*LESION_RADIUS),
+                  amplitude=rng.uniform(*LESION_AMPLITUDE))
     if birads == 1:
         return Lesion("none", **common), {}
     if birads == 0:
-        return (
-            Lesion("asymmetry", radius=rng.uniform(0.05, 0.08), shape="oval", margin="indistinct",
-                   amplitude=rng.uniform(0.04, 0.07), **common),
-            {"massshape": "F"},
-        )
+        return Lesion("asymmetry", shape="oval", margin="indistinct", **common), {"massshape": "F"}
     if birads == 2:
         if rng.random() < 0.5:
-            return (
-                Lesion("mass", radius=rng.uniform(0.015, 0.035), shape="round", margin="circumscribed",
-                       amplitude=rng.uniform(0.06, 0.12), **common),
-                {"massshape": "R", "massmargin": "D", "massdens": "="},
-            )
-        return (
-            Lesion("calc", n_calcs=int(rng.integers(3, 7)), calc_size=3.0, calc_spread=0.08, **common),
-            {"calcfind": "C", "calcdistri": "D", "calcnumber": 4},
-        )
+            return (Lesion("mass", shape="round", margin="circumscribed", **common),
+                    {"massshape": "R", "massmargin": "D", "massdens": "="})
+        return (Lesion("calc", n_calcs=int(rng.integers(3, 6)), calc_size=4.0, calc_spread=0.08, **common),
+                {"calcfind": "C", "calcdistri": "D", "calcnumber": 4})
     if birads == 3:
-        return (
-            Lesion("mass", radius=rng.uniform(0.02, 0.04), shape="oval", margin="circumscribed",
-                   amplitude=rng.uniform(0.07, 0.13), **common),
-            {"massshape": "O", "massmargin": "D", "massdens": "="},
-        )
+        return (Lesion("mass", shape="oval", margin="circumscribed", **common),
+                {"massshape": "O", "massmargin": "D", "massdens": "="})
     if birads == 4:
         calcs = rng.random() < 0.4
         return (
-            Lesion("mass+calc" if calcs else "mass", radius=rng.uniform(0.025, 0.05), shape="irregular",
-                   margin="indistinct", amplitude=rng.uniform(0.08, 0.15),
-                   n_calcs=int(rng.integers(5, 12)) if calcs else 0, calc_size=1.5, **common),
+            Lesion("mass+calc" if calcs else "mass", shape="irregular", margin="indistinct",
+                   n_calcs=int(rng.integers(6, 11)) if calcs else 0, calc_size=2.0, calc_spread=0.03, **common),
             {"massshape": "X", "massmargin": "I", "massdens": "+"}
             | ({"calcfind": "I", "calcdistri": "G", "calcnumber": 8} if calcs else {}),
         )
-    large = birads == 6
     return (
-        Lesion("mass+calc", radius=rng.uniform(0.05, 0.08) if large else rng.uniform(0.035, 0.06),
-               shape="irregular", margin="spiculated", amplitude=rng.uniform(0.1, 0.18),
-               n_calcs=int(rng.integers(8, 16)), calc_size=1.5, calc_spread=0.06, clip=large, **common),
+        Lesion("mass+calc", shape="irregular", margin="spiculated", n_calcs=int(rng.integers(8, 13)),
+               calc_size=2.0, calc_spread=0.03, calc_linear=True, clip=birads == 6, **common),
         {"massshape": "X", "massmargin": "S", "massdens": "+", "calcfind": "B", "calcdistri": "L",
          "calcnumber": 12},
     )
@@ -285,7 +286,7 @@ def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), worker
 
 
 def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers: int = 1,
-               cancer_rate: float = 0.2) -> dict:
+               cancer_rate: float = RSNA_CANCER_RATE) -> dict:
     root = Path(root)
     rows, jobs = [], []
     used_ids: set[int] = set()
@@ -304,11 +305,13 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
             cancer = int(side == cancer_side)
             lesion_seed = hash_str(f"r{patient_id}{side}")
             if cancer or (difficult and side == "L"):
-                # Screening-detected cancers are small; biopsied benign look-alikes share their look.
+                # A suspicious lesion; biopsied benign look-alikes (difficult negatives) share its look.
                 lesion, _ = lesion_for_birads(prng, int(prng.choice([4, 4, 5])), seed=lesion_seed)
-                lesion = replace(lesion, amplitude=lesion.amplitude * 0.6, radius=lesion.radius * 0.7)
             else:
-                lesion, _ = lesion_for_birads(prng, 2 if prng.random() < 0.3 else 1, seed=lesion_seed)
+                # Half the other breasts carry a benign lesion of the same size and brightness,
+                # so that a lesion's presence or brightness does not give the cancer away.
+                benign = prng.random() < RSNA_BENIGN_LESION
+                lesion, _ = lesion_for_birads(prng, int(prng.choice([2, 3])) if benign else 1, seed=lesion_seed)
             extra_views = ("ML",) if prng.random() < 0.05 else ()  # real RSNA has ML, LM, AT views too
             for view in ("CC", "MLO", *extra_views):
                 image_id = int(prng.integers(1, 2**31 - 1))

@@ -85,13 +85,29 @@ def parse_int(text, allowed: set[int]) -> int | None:
     return int(value)
 
 
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_ESCAPING = re.compile(r"[/\\\x00-\x1f\x7f]")  # path separators, NUL and control characters
 
 
 def safe_name(value: str) -> bool:
-    """True for an identifier that is safe as one file-name component (no separators, no
-    ``..``, no leading dot or dash)."""
-    return bool(_SAFE.fullmatch(value or "")) and ".." not in value
+    """True for an identifier that can name a cache file as it is: lower-case letters,
+    digits, '.', '_', '-', no leading dot or dash, no ``..``, at most 100 characters (so two
+    ids never map to one file, even on a case-insensitive file system, and no name is too long
+    for one). Others are hashed (``preprocess.cache_name``)."""
+    return bool(_PLAIN.fullmatch(value or "")) and ".." not in value and len(value) <= 100
+
+
+def id_problem(value: str) -> str | None:
+    """Why an identifier cannot be one component of a path the data names (a patient or
+    image folder or file), or None: spaces, accents, parentheses and the like are legal data;
+    only an empty id, ``.`` or ``..``, path separators and control characters are not."""
+    if not value:
+        return "is empty"
+    if value in (".", ".."):
+        return "would climb out of its folder"
+    if _ESCAPING.search(value):
+        return "holds a path separator or a control character"
+    return None
 
 
 EXCLUSION_COLUMNS = ["dataset", "image_id", "source", "scope", "reason"]

@@ -9,8 +9,9 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from benchmark.data.captions import SEP
 from benchmark.errors import BenchmarkError
 
-PAD, UNK, EOS, SOS = "[PAD]", "[UNK]", "[EOS]", "[SOS]"
-SPECIAL_TOKENS = [PAD, UNK, EOS, SOS, SEP]  # ids 0..4: pad 0 and eos 2 as open_clip expects
+PAD, UNK, EOS, SOS, MASK = "[PAD]", "[UNK]", "[EOS]", "[SOS]", "[MASK]"
+# ids 0..5: pad 0 and eos 2 as open_clip expects; [MASK] for the BERT tower's masked-LM pretraining
+SPECIAL_TOKENS = [PAD, UNK, EOS, SOS, SEP, MASK]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Tokenizer:

@@ -6,7 +6,7 @@ dense tissue, and nothing local. The statistics are taken on the cached image at
 the tiny models see (``image_statistics.size``), over the whole image (background included,
 as a model sees it): mean, standard deviation, the 5th, 25th, 50th, 75th and 95th
 percentiles, and the shares of pixels above a quarter and above half of full scale (the
-breast's area and its dense part). The features file has the features step's format, so
+breast's area and its dense part), each standardized over the training images. The features file has the features step's format, so
 the linear probe runs on it unchanged.
 """
 
@@ -27,6 +27,14 @@ def intensity_statistics(images_nhw: np.ndarray) -> np.ndarray:
                             (x_np > 0.5).mean(1)]).astype(np.float32)
 
 
+def standardized(features_nf: np.ndarray, train_n: np.ndarray) -> np.ndarray:
+    """Each statistic centred and scaled by its mean and sd over the training images only (no
+    validation or test image informs it), so the probe's C grid, made for unit-scale model
+    features, suits these too (raw shares and percentiles span 0.01 to 0.1)."""
+    mean, sd = features_nf[train_n].mean(0), features_nf[train_n].std(0)
+    return ((features_nf - mean) / np.where(sd > 0, sd, 1)).astype(np.float32)
+
+
 def run_image_statistics(manifest: Path, split: Path, out: Path, size: int) -> None:
     """The ``image-statistics`` command: the statistics of every train, validation and test image."""
     from benchmark.data.images import load_images
@@ -35,7 +43,7 @@ def run_image_statistics(manifest: Path, split: Path, out: Path, size: int) -> N
 
     records = split_records(read_manifest(manifest), read_split(split), ("train", "val", "test"))
     images = load_images(Path(manifest).parent, records["png"].tolist(), size)[:, 0].numpy()
-    features = intensity_statistics(images)
+    features = standardized(intensity_statistics(images), (records["split"] == "train").to_numpy())
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, image_id=records["image_id"].to_numpy(str), features=features,
              embeddings=np.zeros((len(records), 0), np.float32), statistics=np.array(STATISTICS))

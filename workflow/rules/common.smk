@@ -6,8 +6,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from benchmark.config import SCHEMA_PATH, check_weights, validate_config
+from benchmark.config import SCHEMA_PATH, check_weights, split_ratios, validate_config
 from benchmark.data.preprocess import CACHE_FORMAT
+from benchmark.data.synth import GENERATOR_VERSION
 from benchmark.protocols import PROTOCOLS, generic_protocols
 from benchmark.errors import BenchmarkError
 
@@ -155,6 +156,27 @@ def needs_tokenizer(model):
     return config["models"][model]["preset"] == "tiny"
 
 
+def tower_dir(tower):
+    return f"{R}/text_towers/{tower}"
+
+
+def tower_spec(tower):
+    """A tower's architecture and size (its hash reruns the tower when they change)."""
+    from models.text_towers import TOWERS
+
+    if tower not in TOWERS:
+        raise BenchmarkError(f"text tower {tower!r}: not in models/text_towers.py ({', '.join(TOWERS)})")
+    return TOWERS[tower]
+
+
+def text_tower_weights(model):
+    """The pretrained text tower a model starts from (its preset's text.tower), or none."""
+    from benchmark.config import text_tower
+
+    tower = text_tower(config["models"][model])
+    return [f"{tower_dir(tower)}/model.safetensors"] if tower else []
+
+
 def fraction_label(fraction):
     return f"{float(fraction):g}"
 
@@ -231,6 +253,10 @@ def cell_files(protocol, task, model, seed, fractions=None):
     """Predictions of one protocol for (task, model, seed): every (fraction, draw) of a
     fraction protocol, or those of ``fractions``; a zero-shot protocol's one file."""
     if protocol in ("zeroshot", "zeroshot_prefixed"):
+        if not config["models"][model].get("pretrain", True):
+            # An untrained control's image-text alignment is a random projection's: its
+            # zero-shot "AUC" is that projection's sign (0.3 or 0.7 alike), so no table row.
+            return []
         return [path for name, path in zeroshot_cells(task, model, seed) if name == protocol]
     if protocol in ("linear_probe", "linear_probe_fixed_c"):
         return probe_files(task, model, seed, fractions=fractions, protocol=protocol)

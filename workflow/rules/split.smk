@@ -8,8 +8,9 @@ rule split:
         split=f"{R}/splits/{{dataset}}.csv",
         sha=f"{R}/splits/{{dataset}}.sha256",
     params:
-        settings=lambda wc: config_hash(without("split", "stratify", "validation"),
-                                        config["split"]["stratify"].get(wc.dataset)),
+        settings=lambda wc: config_hash(without("split", "stratify", "validation", "ratios", "ratios_by_dataset"),
+                                        config["split"]["stratify"].get(wc.dataset),
+                                        split_ratios(config["split"], wc.dataset)),
     log:
         f"{R}/logs/split/{{dataset}}.log",
     conda:

@@ -7,6 +7,7 @@ rule synth:
     params:
         dataset=lambda wc: next(d for d in config["data"] if config["data"][d]["root"] == wc.root),
         settings=lambda wc: config_hash(next(e for e in config["data"].values() if e["root"] == wc.root)),
+        generator=GENERATOR_VERSION,  # a new generator version reruns the data and all that depends on it
     threads: THREADS
     log:
         "{root}/synth.log",
