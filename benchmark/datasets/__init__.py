@@ -29,6 +29,9 @@ class Dataset:
     main_table: str  # the config key naming the table whose rows are "rows in" for the exclusion count
     # (root, n_patients, seed, shape, workers) -> {"images": n, "patients": n}: synthetic data in the real format
     write_synthetic: Callable | None = None
+    # images the synthetic writer makes per patient on average (the disk check's estimate
+    # before the data exist; measured on the generator, rows it writes to be excluded included)
+    synthetic_images_per_patient: float = 6.0
 
 
 DATASETS: dict[str, Dataset] = Registry("dataset")

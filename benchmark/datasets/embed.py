@@ -29,4 +29,5 @@ register_dataset(Dataset(
     load=_load,
     main_table="metadata",
     write_synthetic=_write_synthetic,
+    synthetic_images_per_patient=5.7,
 ))

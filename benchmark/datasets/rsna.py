@@ -23,4 +23,5 @@ register_dataset(Dataset(
     load=_load,
     main_table="table",
     write_synthetic=_write_synthetic,
+    synthetic_images_per_patient=4.2,
 ))

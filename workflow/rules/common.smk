@@ -40,25 +40,37 @@ CONFIGFILE = f"{R}/config.effective.yaml"
 WARM_SERVER = []  # the warm-start server of this run, while it runs
 
 
-onstart:
-    # The commands read the config Snakemake resolved (files, --config overrides, schema
-    # defaults). Written when jobs are about to run, never by a dry run or a parse.
+onstart:  # in the main process only (spawned and cluster jobs run with --no-hooks)
     import yaml
     from pathlib import Path
 
+    from benchmark.disk_space import check_free_space
     from benchmark.warm import start_server
 
-    text = yaml.safe_dump(config, sort_keys=True)
-    path = Path(CONFIGFILE)
-    if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
     # Jobs run on this machine fork from one process that imported torch & co once
     # (benchmark/warm.py); not for jobs submitted to SLURM or another executor, nor under
     # --sdm (conda, apptainer, env modules), whose jobs run in another environment.
     deployed = bool(workflow.deployment_settings.deployment_method)
     if config["warm_start"] and workflow.local_exec and not workflow.remote_exec and not deployed:
         WARM_SERVER.append(start_server(f"{R}/logs/warm_start.log", PYTHONPATH))
+    if config["disk_check"]:  # before any job writes (benchmark/disk_space.py); the server starts meanwhile
+        try:
+            outputs = [f for job in workflow.dag.needrun_jobs() for f in job.output]
+            parallel = workflow.nodes or workflow.cores  # --jobs (a cluster), else --cores
+            print(check_free_space(outputs, config, parallel))
+        except BenchmarkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            _stop_warm_server()
+            sys.exit(1)
+        except Exception as exc:  # an estimate that fails must not stop a run that may fit
+            print(f"warning: disk check skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+    # The commands read the config Snakemake resolved (files, --config overrides, schema
+    # defaults). Written when jobs are about to run, never by a dry run or a parse.
+    text = yaml.safe_dump(config, sort_keys=True)
+    path = Path(CONFIGFILE)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def _stop_warm_server():
