@@ -41,7 +41,8 @@ def save_checkpoint(model: torch.nn.Module, out_dir: Path, method: str, preset: 
         {"method": method, "preset": preset, "context": stored_context}, indent=2, sort_keys=True) + "\n")
 
 
-def load_checkpoint(ckpt_dir: Path) -> torch.nn.Module:
+def build_from_checkpoint(ckpt_dir: Path) -> torch.nn.Module:
+    """The checkpoint's model as ``model.json`` describes it, before its weights are loaded."""
     ckpt_dir = Path(ckpt_dir)
     spec_file = ckpt_dir / "model.json"
     if not spec_file.is_file():
@@ -52,6 +53,10 @@ def load_checkpoint(ckpt_dir: Path) -> torch.nn.Module:
         context["tokenizer"] = str(ckpt_dir / context["tokenizer"])
     if context.get("weights"):
         context["weights"] = {"text": str(ckpt_dir / context["weights"]["text"])}
-    model = build_model(spec["method"], spec["preset"], **context)
-    model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
+    return build_model(spec["method"], spec["preset"], **context)
+
+
+def load_checkpoint(ckpt_dir: Path) -> torch.nn.Module:
+    model = build_from_checkpoint(ckpt_dir)
+    model.load_state_dict(load_file(str(Path(ckpt_dir) / "model.safetensors")))
     return model.eval()

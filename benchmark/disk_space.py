@@ -32,6 +32,7 @@ import logging
 import math
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def model_sizes(config: dict, model: str) -> dict:
     cache = Path(config["results"]) / "logs" / "disk-check-sizes.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     if key not in known:
-        known[key] = _build_and_measure(entry)
+        known[key] = _build_and_measure(entry, Path(config["results"]) / "checkpoints" / model)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(known, indent=1, sort_keys=True))
@@ -90,19 +91,26 @@ def model_sizes(config: dict, model: str) -> dict:
     return known[key]
 
 
-def _build_and_measure(entry: dict) -> dict:
+def _build_and_measure(entry: dict, checkpoints: Path) -> dict:
     import torch
 
+    from benchmark.checkpoint import build_from_checkpoint
     from benchmark.registry import build_model
 
     context = dict(entry.get("overrides", {}))
-    if entry.get("weights"):
-        context["weights"] = entry["weights"]
+    weights = entry.get("weights")
+    if isinstance(weights, dict) and weights.get("text"):  # a Hugging Face folder's config.json shapes
+        context["weights"] = {"text": weights["text"]}  # the text tower; image weights fill a preset's shape
     with torch.device("meta"), warnings.catch_warnings():  # the libraries' notes on a model never run
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)
         try:
             model = build_model(entry["method"], entry["preset"], **context)
+        except BenchmarkError:  # e.g. the weights moved away once the checkpoints hold everything
+            saved = sorted(checkpoints.glob("seed*/model.json"))
+            if not saved:
+                raise
+            model = build_from_checkpoint(saved[0].parent)
         finally:
             logging.disable(logging.NOTSET)
     params = list(model.parameters())
@@ -165,8 +173,12 @@ def estimate_outputs(outputs: list[str], config: dict, parallel_jobs: int = 1) -
     return totals
 
 
+class DiskSpaceError(BenchmarkError):
+    """The results folder's file system has less free than the run needs: the run stops."""
+
+
 def check_free_space(outputs: list[str], config: dict, parallel_jobs: int = 1, disk_usage=shutil.disk_usage) -> str:
-    """One line with the estimate and the free space; a ``BenchmarkError`` (one line) when the
+    """One line with the estimate and the free space; a ``DiskSpaceError`` (one line) when the
     results folder's file system has less free than the estimate plus ``disk_reserve_gib``."""
     totals = estimate_outputs(outputs, config, parallel_jobs)
     need = sum(totals.values())
@@ -179,11 +191,13 @@ def check_free_space(outputs: list[str], config: dict, parallel_jobs: int = 1, d
     line = (f"disk check: the {len(outputs)} outputs to write need about {need / GIB:.2f} GiB ({parts}); "
             f"{free / GIB:.2f} GiB free on the file system of {where}")
     if free < need + reserve:
-        raise BenchmarkError(
+        raise DiskSpaceError(
             f"{line}, less than that plus the {reserve / GIB:g} GiB reserve (disk_reserve_gib): free space, "
             "point `results` elsewhere, or run with --config disk_check=False to go on anyway")
-    record = Path(config["results"]) / "logs" / "disk-check.json"  # what the estimate said, to compare
+    record = Path(config["results"]) / "logs" / "disk-check.jsonl"  # a line per run: what each estimate said
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"outputs": len(outputs), "parallel_jobs": parallel_jobs, "bytes": totals,
-                                  "total_bytes": need, "free_bytes": free}, indent=1))
+    with open(record, "a") as handle:
+        handle.write(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outputs": len(outputs),
+                                 "parallel_jobs": parallel_jobs, "bytes": totals, "total_bytes": need,
+                                 "free_bytes": free}) + "\n")
     return line

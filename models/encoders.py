@@ -96,14 +96,15 @@ class TextEncoder(nn.Module):
                                      "download` on a machine with internet")
             attention = (config or {}).get("attn_implementation")  # e.g. eager: MGCA reads attention maps
             options = {"attn_implementation": attention} if attention else {}
-            if has_weight_files(Path(weights)):
+            sizes_only = torch.get_default_device().type == "meta"  # e.g. the disk check: read no weights
+            if has_weight_files(Path(weights)) and not sizes_only:
                 self.model = AutoModel.from_pretrained(weights, **options)
-            else:  # a checkpoint's architecture folder: its state dict brings the weights
+            else:  # a checkpoint's architecture folder (its state dict brings the weights), or sizes only
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(weights), **options)
             self.hf_tokenizer = AutoTokenizer.from_pretrained(weights)
             if special_tokens:
                 self.hf_tokenizer.add_special_tokens(dict(special_tokens))
-                self.model.resize_token_embeddings(len(self.hf_tokenizer))
+                self.model.resize_token_embeddings(len(self.hf_tokenizer), mean_resizing=not sizes_only)
                 self.wrap_bos_eos = "bos_token" in special_tokens
             if self.hf_tokenizer.pad_token is None:
                 self.hf_tokenizer.pad_token = self.hf_tokenizer.eos_token

@@ -15,8 +15,15 @@ import yaml
 
 from benchmark.config import load_config
 from benchmark.datasets import DATASETS
-from benchmark.disk_space import (CACHE_ASPECT, GIB, OTHER_BYTES, check_free_space, count_lines,
-                                  dataset_images, estimate_outputs)
+from benchmark.disk_space import (
+    CACHE_ASPECT,
+    GIB,
+    OTHER_BYTES,
+    check_free_space,
+    count_lines,
+    dataset_images,
+    estimate_outputs,
+)
 from benchmark.errors import BenchmarkError
 
 REPO = Path(__file__).resolve().parents[1]

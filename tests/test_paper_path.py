@@ -89,6 +89,33 @@ def test_paper_presets_run_the_whole_workflow_and_evaluate_from_checkpoints_alon
         moved.rename(weights)
 
 
+def test_the_disk_check_sizes_paper_models_without_reading_a_weight_file(weights, tmp_path):
+    """benchmark/disk_space.py builds each entry on the meta device from the text folder's
+    config.json and the image preset: the bytes of the model built with its weights; with
+    the weights moved away after pretraining, the checkpoint's model.json gives the same."""
+    from benchmark.checkpoint import save_checkpoint
+    from benchmark.disk_space import model_sizes
+    from benchmark.registry import build_model
+
+    config = load_config(_smoke_config(tmp_path, weights))
+    checkpoints = Path(config["results"]) / "checkpoints"
+    weight_bytes = {}
+    for name in ("mama", "mgca"):  # GPT-2 with an added separator token; BERT with eager attention
+        entry = config["models"][name]
+        context = dict(entry.get("overrides", {}), weights=entry["weights"])
+        built = build_model(entry["method"], entry["preset"], **context)
+        weight_bytes[name] = sum(p.numel() * p.element_size() for p in built.parameters())
+        assert model_sizes(config, name)["weight_bytes"] == weight_bytes[name]
+        save_checkpoint(built, checkpoints / name / "seed0", entry["method"], entry["preset"], context)
+    (Path(config["results"]) / "logs" / "disk-check-sizes.json").unlink()  # built again, now from the checkpoints
+    moved = weights.with_name("moved-away")
+    weights.rename(moved)
+    try:
+        assert {name: model_sizes(config, name)["weight_bytes"] for name in weight_bytes} == weight_bytes
+    finally:
+        moved.rename(weights)
+
+
 def test_check_config_names_the_model_and_file_of_a_bad_weights_path(weights, tmp_path):
     config = load_config(_smoke_config(tmp_path, weights))
     bad = {

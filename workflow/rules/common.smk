@@ -44,7 +44,7 @@ onstart:  # in the main process only (spawned and cluster jobs run with --no-hoo
     import yaml
     from pathlib import Path
 
-    from benchmark.disk_space import check_free_space
+    from benchmark.disk_space import DiskSpaceError, check_free_space
     from benchmark.warm import start_server
 
     # Jobs run on this machine fork from one process that imported torch & co once
@@ -58,11 +58,12 @@ onstart:  # in the main process only (spawned and cluster jobs run with --no-hoo
             outputs = [f for job in workflow.dag.needrun_jobs() for f in job.output]
             parallel = workflow.nodes or workflow.cores  # --jobs (a cluster), else --cores
             print(check_free_space(outputs, config, parallel))
-        except BenchmarkError as exc:
+        except DiskSpaceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             _stop_warm_server()
             sys.exit(1)
-        except Exception as exc:  # an estimate that fails must not stop a run that may fit
+        except Exception as exc:  # an estimate that fails must not stop a run that may fit: a job
+            # that meets the same fault (e.g. a weights path) stops with its own one-line error
             print(f"warning: disk check skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
     # The commands read the config Snakemake resolved (files, --config overrides, schema
     # defaults). Written when jobs are about to run, never by a dry run or a parse.
