@@ -111,6 +111,9 @@ class TextTower:
     # a tiny tower the workflow pretrains with a language-model objective (models/text_towers.py):
     # its folder becomes the text weights; None: the weights come from `weights` or start random
     tower: str | None = None
+    # keep only the first k transformer layers of the encoder, pretrained or not (GLAM: 6 of
+    # Bio_ClinicalBERT's 12, as its official bert_config.json); None: all of them
+    layers: int | None = None
 
     @classmethod
     def from_preset(cls, text: dict, where: str) -> TextTower:
@@ -120,6 +123,7 @@ class TextTower:
             "config": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
             "special_tokens": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
             "tower": (lambda v: v is None or v in _tower_names(), f"one of {', '.join(_tower_names())} or null"),
+            "layers": (lambda v: v is None or (_number(v) and v == int(v) and v >= 1), "a whole number of at least 1 or null"),
         })
 
 

@@ -62,11 +62,14 @@ BATCH_FIELDS = {
     "random_sentence": "one sentence of the masked report, drawn at random",
     "view2": "another image of the same exam (p 0.5) or a second augmentation of the same image",
     "paired_view": "the other standard view (CC <-> MLO) of the same breast, else a second augmentation",
+    # GLAM's fixed view order: the drawn image is one of the two, its partner view the other
+    "cc_view": "the CC view of the drawn image's breast (the image itself when it is not an MLO view)",
+    "mlo_view": "the MLO view of the drawn image's breast (the image itself when it is one)",
     "label_report": "the mass and calcification labels as a templated report (benchmark/data/label_report.py)",
     "label_vector": "density, BI-RADS, mass and calcification labels from the tables",
     "sentence_label_vector": "the same labels as the random sentence states them (rule-based labeller)",
 }
-IMAGE_FIELDS = ("image", "view2", "paired_view")
+IMAGE_FIELDS = ("image", "view2", "paired_view", "cc_view", "mlo_view")
 
 
 class PretrainDataset(Dataset):
@@ -89,7 +92,8 @@ class PretrainDataset(Dataset):
         self.seed = seed
         self.needs = set(needs)
         self.exams = exam_members(records)
-        self.paired_views = paired_view_members(records) if "paired_view" in self.needs else None
+        pairs_needed = self.needs & {"paired_view", "cc_view", "mlo_view"}
+        self.paired_views = paired_view_members(records) if pairs_needed else None
         self.text_order = text_order
 
     def __len__(self) -> int:
@@ -121,8 +125,16 @@ class PretrainDataset(Dataset):
         if "paired_view" in self.needs:
             pairs = self.paired_views[i]
             item["paired_view"] = self.augment(self.images_u8[int(rng.choice(pairs)) if pairs else i], gen)
+        if self.needs & {"cc_view", "mlo_view"}:
+            pairs = self.paired_views[i]
+            partner = self.augment(self.images_u8[int(rng.choice(pairs)) if pairs else i], gen)
+            drawn_is_mlo = rec["view"] == "MLO"
+            item["cc_view"] = partner if drawn_is_mlo else item["image"]
+            item["mlo_view"] = item["image"] if drawn_is_mlo else partner
         if "label_report" in self.needs:
             item["label_report"] = label_report(text_rec, rng)
+        if "image" not in self.needs:  # e.g. GLAM's pair holds it as one of its views
+            del item["image"]
         return item
 
 

@@ -45,7 +45,7 @@ class DualEncoder(nn.Module, abc.ABC):
         load_image_weights(self.visual, image_weights, f"{name} image backbone")
         self.text = TextEncoder(text.arch, text.context_length, tokenizer=tokenizer, weights=text_weights,
                                 config=text.config, special_tokens=text.special_tokens,
-                                what=f"{name} text encoder")
+                                what=f"{name} text encoder", layers=text.layers)
         # the statistics the image backbone was pretrained with (timm's pretrained_cfg), or the
         # preset's own; mean = std = 0.5 for the tiny presets' from-scratch backbones
         cfg = getattr(self.visual, "pretrained_cfg", None) or {}

@@ -70,11 +70,13 @@ class TextEncoder(nn.Module):
     """A Hugging Face text model plus its tokenizer; returns hidden states and the mask."""
 
     def __init__(self, arch: str, context_length: int, tokenizer: str | None = None, weights: str | None = None,
-                 config: dict | None = None, special_tokens: dict | None = None, what: str = "text encoder"):
+                 config: dict | None = None, special_tokens: dict | None = None, what: str = "text encoder",
+                 layers: int | None = None):
         """``special_tokens`` (Hugging Face tokenizers only): tokens to add, as
         ``tokenizer.add_special_tokens`` takes them, with the embeddings resized to match
         (MaMA adds a separator, which BioMedLM's GPT-2 tokenizer lacks); with a ``bos_token``
-        among them every text is wrapped as bos + text + eos, as the official MaMA code does."""
+        among them every text is wrapped as bos + text + eos, as the official MaMA code does.
+        ``layers``: keep only the first k transformer layers (GLAM's half of Bio_ClinicalBERT)."""
         super().__init__()
         from transformers import (
             AutoConfig,
@@ -123,6 +125,8 @@ class TextEncoder(nn.Module):
             else:
                 self.model = GPT2Model(GPT2Config(**cfg))
             self.hf_tokenizer = None
+        if layers is not None:
+            keep_first_layers(self.model, int(layers), what)
         self.width = self.model.config.hidden_size
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,6 +166,18 @@ class TextEncoder(nn.Module):
         out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
                          output_attentions=output_attentions)
         return out, ids.to(device), mask.to(device)
+
+
+def keep_first_layers(model: nn.Module, k: int, what: str) -> None:
+    """Drop every transformer layer of a Hugging Face BERT or GPT-2 after the first ``k``;
+    the config says so, so a checkpoint's saved architecture rebuilds the shorter model."""
+    stack_owner, attr, count = (model.encoder, "layer", "num_hidden_layers") if hasattr(model, "encoder") \
+        else (model, "h", "n_layer")
+    layers = getattr(stack_owner, attr)
+    if k > len(layers):
+        raise BenchmarkError(f"{what}: layers {k} but the encoder has only {len(layers)}")
+    setattr(stack_owner, attr, nn.ModuleList(list(layers)[:k]))
+    setattr(model.config, count, k)
 
 
 def masked_mean(hidden_ntd: torch.Tensor, mask_nt: torch.Tensor) -> torch.Tensor:

@@ -312,3 +312,41 @@ class SemanticMatchingLoss(nn.Module):
                      for t in (semantic_targets(image_labels_nl, text_labels_nl),
                                semantic_targets(text_labels_nl, image_labels_nl))]
         return (entropies[0] + entropies[1]) / 2
+
+
+class CrossViewPatchLoss(nn.Module):
+    """GLAM's geometry-guided local contrast for one view: ``patches_npd`` are the view's
+    mega-patches, ``gathered_npd`` what the cross-view attention collected for each of them
+    from the other view of the same breast (both normalised, positions in the same order).
+
+    - ``position``: within each image, mega-patch p against the collected features of all P
+      positions, target p; rows and columns of the P x P matrix, the two averaged; mean over
+      the N x P anchors.
+    - ``same_position``: at each position p, image i against the collected features of every
+      image at p, target i; rows and columns of the N x N matrix, averaged; mean over P x N.
+      Its negatives come from every rank (``gather``); the official code used each GPU's.
+    GLAM adds each term of the two views averaged (``Glam.training_loss``)."""
+
+    def __init__(self, gather: Gather = GATHER_ALL):
+        super().__init__()
+        self.gather = gather
+
+    @staticmethod
+    def _two_way(logits_bkk: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of every row and of every column (target: the diagonal), averaged."""
+        b, k, _ = logits_bkk.shape
+        targets = torch.arange(k, device=logits_bkk.device).repeat(b)
+        rows = F.cross_entropy(logits_bkk.reshape(b * k, k), targets)
+        columns = F.cross_entropy(logits_bkk.transpose(1, 2).reshape(b * k, k), targets)
+        return (rows + columns) / 2
+
+    def forward(self, patches_npd: torch.Tensor, gathered_npd: torch.Tensor,
+                logit_scale: torch.Tensor | float) -> dict[str, torch.Tensor]:
+        position = self._two_way(_at_least_fp32(logit_scale * patches_npd @ gathered_npd.transpose(1, 2)))
+        patches_pnd = self.gather.rows(patches_npd).transpose(0, 1)
+        gathered_pnd = self.gather.rows(gathered_npd).transpose(0, 1)
+        same_position = self._two_way(_at_least_fp32(logit_scale * patches_pnd @ gathered_pnd.transpose(1, 2)))
+        return {"position": position, "same_position": same_position}
+
+    def chance(self, n: int, positions: int) -> dict[str, float]:
+        return {"position": math.log(positions), "same_position": math.log(n)}

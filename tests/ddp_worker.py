@@ -34,6 +34,7 @@ def global_batch(model, n: int) -> dict:
         image = torch.randint(0, 255, (1, *image_hw(model.image_size)), generator=gen, dtype=torch.uint8)
         item = {"image": Augment(jitter=0)(image, gen), "view2": Augment(jitter=0)(image, gen),
                 "paired_view": Augment(jitter=0)(image, gen), "label_report": label_report(rec),
+                "cc_view": Augment(jitter=0)(image, gen), "mlo_view": Augment(jitter=0)(image, gen),
                 "caption": join_sentences(sentences[: 2 + i % 5]),  # reports of different lengths
                 "random_sentence": sentences[i % len(sentences)],
                 "label_vector": torch.nn.functional.one_hot(torch.tensor(i % 13), 13).float(),

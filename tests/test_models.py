@@ -10,10 +10,10 @@ from benchmark.data.images import Augment, image_hw
 from benchmark.data.label_report import label_report
 from benchmark.data.labels import sentence_label_vector
 from benchmark.registry import available_models, build_model
-from benchmark.train import BATCH_FIELDS, collate
+from benchmark.train import BATCH_FIELDS, IMAGE_FIELDS, collate
 from tests.conftest import REC
 
-METHODS = ["clip", "convirt", "mgca", "medclip", "mama", "mammoclip"]
+METHODS = ["clip", "convirt", "mgca", "medclip", "mama", "mammoclip", "glam"]
 
 
 def _batch(model, n=16):
@@ -25,6 +25,7 @@ def _batch(model, n=16):
         image = torch.randint(0, 255, (1, *image_hw(model.image_size)), generator=gen, dtype=torch.uint8)
         item = {"image": Augment(crop_scale=(1.0, 1.0), jitter=0)(image, gen),
                 "view2": Augment(jitter=0)(image, gen), "paired_view": Augment(jitter=0)(image, gen),
+                "cc_view": Augment(crop_scale=(1.0, 1.0), jitter=0)(image, gen), "mlo_view": Augment(jitter=0)(image, gen),
                 "caption": join_sentences(sentences), "label_report": label_report(rec),
                 "random_sentence": sentences[i % 7],
                 "label_vector": torch.nn.functional.one_hot(torch.tensor(i % 13), 13).float(),
@@ -37,7 +38,7 @@ def test_every_method_is_registered_and_declares_known_batch_fields():
     assert set(METHODS) <= set(available_models())
     for name in METHODS:
         model_cls = type(build_model(name, "tiny"))
-        assert set(model_cls.batch_needs) <= set(BATCH_FIELDS) and "image" in model_cls.batch_needs
+        assert set(model_cls.batch_needs) <= set(BATCH_FIELDS) and set(model_cls.batch_needs) & set(IMAGE_FIELDS)
         assert {"tiny", "paper"} <= set(model_cls.presets)
 
 
@@ -119,6 +120,7 @@ PAPER_SIZES = {
     "convirt": [("visual", 23.5e6), ("text", 109e6)],
     "medclip": [("visual", 27.5e6), ("text", 109e6)],
     "mammoclip": [("visual", 28.3e6), ("text", 109e6)],  # EfficientNet-B5 without its classifier
+    "glam": [("visual", 86.6e6), ("text", 65.2e6)],  # the first 6 of Bio_ClinicalBERT's 12 layers
 }
 
 
@@ -139,6 +141,15 @@ def test_mama_paper_lora_count_equals_peft():
     assert trainable == 32 * 8 * (2560 + 7680)
     assert trainable == sum(p.numel() for p in model.text.parameters() if p.requires_grad)
     assert model.image_size == 518 and model.visual.patch_embed.num_patches == 37 * 37
+
+
+def test_glam_paper_preset_pools_81_mega_patches_from_the_37_by_37_grid():
+    with torch.device("meta"):
+        model = build_model("glam", "paper")
+    assert model.image_size == 518 and model.visual.patch_embed.num_patches == 37 * 37
+    assert model.grid == 9 and model.pool_cc.query.shape == (81, 768)  # (37 // 4)^2 queries
+    assert len(model.text.model.encoder.layer) == 6 and model.text.model.config.num_hidden_layers == 6
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen: --late_loss -1
 
 
 def _gpt2_folder_without_separator(folder, texts):

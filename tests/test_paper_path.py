@@ -15,7 +15,7 @@ from benchmark.config import check_weights, load_config
 from benchmark.errors import BenchmarkError
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {"mama", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init"}
+MODELS = {"mama", "glam", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init"}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,8 @@ def test_paper_presets_run_the_whole_workflow_and_evaluate_from_checkpoints_alon
     assert (mgca["token"] > 0).all()  # attention maps came back from the Hugging Face BERT
     mammoclip = pd.read_csv(out / "checkpoints/mammoclip/seed0/metrics.csv")
     assert (mammoclip[["image_text", "image_image", "text_text"]] > 0).all().all()  # B5 on portrait images
+    glam = pd.read_csv(out / "checkpoints/glam/seed0/metrics.csv")  # CC/MLO pairs, mega-patch contrasts
+    assert (glam[["clip", "ntxent", "patch_position", "patch_same_position"]] > 0).all().all()
     assert (out / "figures").is_dir() and len(list((out / "figures").glob("*.png"))) > 5
 
     # the checkpoints carry every weight, config and tokenizer: evaluate again without the weights

@@ -211,6 +211,31 @@ def test_paired_view_is_the_other_view_of_the_same_breast_else_the_image_itself(
     assert [source(data[(0, i)]) for i in range(5)] == [1, 0, 2, 3, 4]  # XCCL has no standard partner
 
 
+def test_glam_pair_puts_cc_first_whichever_view_was_drawn_and_keeps_the_drawn_caption():
+    import pandas as pd
+    import torch
+
+    from benchmark.data.captions import embed_sentences, join_sentences
+    from benchmark.data.images import Augment
+    from benchmark.train import PretrainDataset
+    from tests.conftest import REC
+
+    views = [("e1_L", "CC"), ("e1_L", "MLO"), ("e1_R", "MLO"), ("e1_R", "XCCL"), ("e2_L", "MLO")]
+    records = pd.DataFrame([REC | {"exam_id": b[:2], "breast_id": b, "view": v, "laterality": b[-1], "density": 1 + i % 4,
+                                   "birads": i} for i, (b, v) in enumerate(views)])
+    images = torch.arange(5, dtype=torch.uint8).mul(50).view(5, 1, 1, 1).expand(5, 1, 4, 4).contiguous()
+    still = Augment(crop=False, hflip=False, vflip=False, jitter=0)
+    data = PretrainDataset(records, images, still, 0.0, seed=0, needs=("cc_view", "mlo_view", "caption"))
+    source = lambda x: round(float(x.mean()) * 255 / 50)  # noqa: E731 -- which image it is
+    items = [data[(0, i)] for i in range(5)]
+    assert [(source(it["cc_view"]), source(it["mlo_view"])) for it in items] == [
+        (0, 1), (0, 1),  # a CC/MLO pair, drawn either way round
+        (2, 2), (3, 3),  # no standard partner: the drawn image twice (two augmentations)
+        (4, 4)]
+    assert [it["caption"] for it in items] == [join_sentences(embed_sentences(r)) for r in records.to_dict("records")]
+    assert all("image" not in it for it in items)  # the drawn image is one of the pair, not a third tensor
+
+
 def test_text_shuffled_control_takes_every_text_from_the_permuted_record():
     import numpy as np
     import pandas as pd

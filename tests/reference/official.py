@@ -1,7 +1,8 @@
 """Independent reference implementations of each method's loss, written from the
 equations of the official code (open_clip ``loss.py``; XYPB/MaMA ``model.py`` and
 ``backbones/loss.py``; HKU-MedAI/MGCA ``mgca_module.py``; RyanWangZf/MedCLIP
-``losses.py``; Mammo-CLIP's ``breastclip/loss/breast_clip.py``), not from this project's ``models/losses.py``.
+``losses.py``; Mammo-CLIP's ``breastclip/loss/breast_clip.py``; XYPB/GLAM ``model.py`` and
+``backbones/encoder_dino.py``), not from this project's ``models/losses.py``.
 
 They are deliberately written another way: explicit loops over samples and rows, the
 official code's order of operations (per-text SLA loop, quantiles over non-zero weights,
@@ -167,3 +168,82 @@ def mammoclip_loss(image, image_view, text, text2, scale, i2i_weight=1.0, t2t_we
     loss_i2i = (mean_cross_entropy(scale * image @ image_view.T) + mean_cross_entropy(scale * image_view @ image.T)) / 2.0
     loss_t2t = (mean_cross_entropy(scale * text2 @ text.T) + mean_cross_entropy(scale * text @ text2.T)) / 2.0
     return (loss_i2t + loss_t2i) / 2.0 + loss_i2i * i2i_weight + loss_t2t * t2t_weight
+
+
+# --- GLAM's model.py forward ----------------------------------------------------------------
+class GlamAttentionalPooler(torch.nn.Module):
+    """backbones/encoder_dino.py ``AttentionalPooler`` as written there: sequence-first
+    attention with separate key and value widths (equal here, so the same packed weights)."""
+
+    def __init__(self, d_model: int, context_dim: int, n_head: int = 8, n_queries: int = 256):
+        super().__init__()
+        self.n_head, self.n_queries = n_head, n_queries
+        self.query = torch.nn.Parameter(torch.randn(n_queries, d_model))
+        self.attn = torch.nn.MultiheadAttention(d_model, n_head, kdim=context_dim, vdim=context_dim)
+        self.ln_q, self.ln_k = torch.nn.LayerNorm(d_model), torch.nn.LayerNorm(context_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_k(x).permute(1, 0, 2)  # NLD -> LND
+        N = x.shape[1]
+        q = self.ln_q(self.query)
+        out = self.attn(q.unsqueeze(1).expand(-1, N, -1), x, x, need_weights=False)[0]
+        return out.permute(1, 0, 2)  # LND -> NLD
+
+
+def _glam_ce_both_ways(sim_bkk: torch.Tensor) -> torch.Tensor:
+    """``0.5 * (CE(sim.reshape(b*k, k)) + CE(sim.permute(0, 2, 1).reshape(b*k, k)))`` with
+    labels arange(k) repeated b times: every row of every matrix, then every column."""
+    rows = [cross_entropy_row(sim_bkk[b, i], i) for b in range(sim_bkk.shape[0]) for i in range(sim_bkk.shape[1])]
+    cols = [cross_entropy_row(sim_bkk[b, :, i], i) for b in range(sim_bkk.shape[0]) for i in range(sim_bkk.shape[1])]
+    return 0.5 * (torch.stack(rows).mean() + torch.stack(cols).mean())
+
+
+GLAM_WEIGHTS = {"clip": 1.0, "ntxent": 1.0, "patch_position": 1.0, "patch_same_position": 1.0}
+
+
+def glam_forward(img_feat_q, patch_feat_q, ext_feat_s1, ex_patch_feat_q, report_feat_q, m: dict,
+                 weights: dict = GLAM_WEIGHTS, columns: bool = True) -> dict:
+    """model.py ``forward`` with pretrain.sh's flags (--slip --patch_contrast --attn_pooler
+    --same_pos_contrast, no --symmetric_clip, no --all_patch_contrast, late_loss -1), from
+    the encoders' outputs: ``img_feat_q``/``ext_feat_s1`` the normed [CLS] of view 1 (CC)
+    and view 2 (MLO), ``*patch_feat_q`` their normed patch tokens, ``report_feat_q`` the
+    text [CLS]. ``m``: the modules (``global_embed``, ``text_global_embed``, ``simclr_proj``,
+    ``merge_patch1``/``2``, ``patch_ln``, ``view_attn1``/``2``) and ``logit_scale``,
+    ``patch_scale``. ``columns=False`` attends along rows instead (a wrong pairing)."""
+    img_emb_q = unit(m["global_embed"](img_feat_q))
+    report_emb_q = unit(m["text_global_embed"](report_feat_q))
+    i2t, t2i = clip_pair(img_emb_q, report_emb_q, m["logit_scale"].exp())
+    out = {"clip": i2t + t2i}
+    out["ntxent"] = ntxent(m["simclr_proj"](ext_feat_s1), m["simclr_proj"](img_feat_q), 0.5)
+
+    bsz, HW, C = patch_feat_q.shape
+    mega_patch_emb = m["merge_patch1"](patch_feat_q)  # N x hw x C
+    ex_mega_patch_emb = m["merge_patch2"](ex_patch_feat_q)
+    s = int(mega_patch_emb.shape[1] ** 0.5)
+    mega_patch_emb = mega_patch_emb.permute(0, 2, 1).reshape(bsz, C, s, s)  # N x C x h x w
+    ex_mega_patch_emb = ex_mega_patch_emb.permute(0, 2, 1).reshape(bsz, C, s, s)
+    order = (0, 3, 2, 1) if columns else (0, 2, 3, 1)  # official: width to the batch
+    mega_patch_emb = mega_patch_emb.permute(*order).reshape(bsz * s, s, C)
+    ex_mega_patch_emb = ex_mega_patch_emb.permute(*order).reshape(bsz * s, s, C)
+    mega_patch_emb = m["patch_ln"](mega_patch_emb)  # Nw x h x C
+    ex_mega_patch_emb = m["patch_ln"](ex_mega_patch_emb)
+    view1_to_view2 = m["view_attn1"](mega_patch_emb, ex_mega_patch_emb, ex_mega_patch_emb)[0]
+    view2_to_view1 = m["view_attn2"](ex_mega_patch_emb, mega_patch_emb, mega_patch_emb)[0]
+    scale = m["patch_scale"].exp()
+
+    view1_to_view2 = unit(view1_to_view2).reshape(bsz, s * s, -1)
+    mega_patch_emb = unit(mega_patch_emb).reshape(bsz, s * s, -1)
+    loss_view1 = _glam_ce_both_ways(scale * torch.bmm(mega_patch_emb, view1_to_view2.transpose(1, 2)))
+    view2_to_view1 = unit(view2_to_view1).reshape(bsz, s * s, -1)
+    ex_mega_patch_emb = unit(ex_mega_patch_emb).reshape(bsz, s * s, -1)
+    loss_view2 = _glam_ce_both_ways(scale * torch.bmm(ex_mega_patch_emb, view2_to_view1.transpose(1, 2)))
+    out["patch_position"] = 0.5 * (loss_view1 + loss_view2)
+
+    # same position across the batch: hw x N x C
+    v12, v21 = view1_to_view2.permute(1, 0, 2), view2_to_view1.permute(1, 0, 2)
+    own1, own2 = mega_patch_emb.permute(1, 0, 2), ex_mega_patch_emb.permute(1, 0, 2)
+    loss_pos1 = _glam_ce_both_ways(scale * torch.bmm(own1, v12.transpose(1, 2)))
+    loss_pos2 = _glam_ce_both_ways(scale * torch.bmm(own2, v21.transpose(1, 2)))
+    out["patch_same_position"] = 0.5 * (loss_pos1 + loss_pos2)
+    out["loss"] = sum(weights[k] * out[k] for k in GLAM_WEIGHTS)
+    return out

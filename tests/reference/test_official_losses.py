@@ -197,3 +197,64 @@ def test_mgca_loss_does_not_move_when_padding_hidden_states_change(tokenizer):
     handle.remove()
     for name in ("loss", "instance", "token", "prototype"):
         assert moved[name].item() == pytest.approx(base[name].item(), abs=1e-6), name
+
+
+def _glam_case(tokenizer, n: int, mega_patch: int, seed: int):
+    """Tiny GLAM in float64 (eval: no dropout, batch norm from its running statistics, so
+    both computations see the same modules), a batch of n CC/MLO pairs, and the reference's
+    modules: the same ones, except the official attentional poolers, loaded with ours."""
+    from benchmark.registry import build_model
+    from tests.test_models import _batch
+
+    torch.manual_seed(seed)
+    model = build_model("glam", "tiny", tokenizer=tokenizer, mega_patch=mega_patch).double().eval()
+    batch = _batch(model, n=n)
+    for view in ("cc_view", "mlo_view"):
+        batch[view] = batch[view].double().requires_grad_(True)
+    poolers = {}
+    for name, ours in (("merge_patch1", model.pool_cc), ("merge_patch2", model.pool_mlo)):
+        poolers[name] = official.GlamAttentionalPooler(model.feature_dim, model.feature_dim, 8, model.grid ** 2).double()
+        poolers[name].load_state_dict(ours.state_dict())
+    modules = {"global_embed": model.image_head, "text_global_embed": model.text_head, "simclr_proj": model.ntxent_head,
+               "patch_ln": model.patch_norm, "view_attn1": model.attend_cc_to_mlo, "view_attn2": model.attend_mlo_to_cc,
+               "logit_scale": model.logit_scale, "patch_scale": model.patch_logit_scale, **poolers}
+    return model, batch, modules
+
+
+def _glam_reference(model, batch, modules, **kwargs) -> dict:
+    """The official encoders' outputs (DINOv2's x_norm_clstoken and x_norm_patchtokens, the
+    text [CLS]), then the official forward."""
+    prefix = 1 + model.visual.num_reg_tokens
+    cc, mlo = (model.visual.forward_features(batch[v]) for v in ("cc_view", "mlo_view"))
+    report = model.text(batch["caption"])[0].last_hidden_state[:, 0]
+    return official.glam_forward(cc[:, 0], cc[:, prefix:], mlo[:, 0], mlo[:, prefix:], report, modules, **kwargs)
+
+
+@pytest.mark.parametrize("n, mega_patch, seed", [(3, 2, 0), (5, 2, 1), (4, 3, 2), (2, 1, 3)])
+def test_glam_terms_and_total_equal_the_official_forward(tokenizer, n, mega_patch, seed):
+    """Batch sizes 2 to 5, mega-patch grids of 2 x 2 to 6 x 6: every term and the total, and
+    the gradients of the total with respect to every weight and both views' pixels."""
+    model, batch, modules = _glam_case(tokenizer, n, mega_patch, seed)
+    ours, ref = model.loss_terms(batch), _glam_reference(model, batch, modules)
+    for name in ("clip", "ntxent", "patch_position", "patch_same_position"):
+        assert ours[name].item() == pytest.approx(ref[name].item(), abs=TOL, rel=TOL), name
+    shared = [p for n_, p in model.named_parameters() if p.requires_grad and not n_.startswith("pool_")]
+    assert_same(ours["loss"], ref["loss"], shared + [batch["cc_view"], batch["mlo_view"]])
+    for ours_pool, ref_pool in ((model.pool_cc, modules["merge_patch1"]), (model.pool_mlo, modules["merge_patch2"])):
+        grads_ours = torch.autograd.grad(ours["loss"], list(ours_pool.parameters()), retain_graph=True)
+        grads_ref = torch.autograd.grad(ref["loss"], list(ref_pool.parameters()), retain_graph=True)
+        for g_ours, g_ref in zip(grads_ours, grads_ref):
+            assert torch.allclose(g_ours, g_ref, atol=TOL, rtol=TOL), (g_ours - g_ref).abs().max()
+
+
+def test_glam_reference_moves_with_any_term_weight_and_with_the_pairing_of_positions(tokenizer):
+    """What makes the equality above a test of the weights and the pairing: the official
+    forward with any one term's weight changed, or with rows attending to rows instead of
+    columns to columns, gives another total than this project's."""
+    model, batch, modules = _glam_case(tokenizer, 4, 2, 5)
+    ours = model.loss_terms(batch)["loss"].item()
+    assert _glam_reference(model, batch, modules)["loss"].item() == pytest.approx(ours, abs=TOL)
+    for term in official.GLAM_WEIGHTS:
+        changed = dict(official.GLAM_WEIGHTS, **{term: 0.5})
+        assert abs(_glam_reference(model, batch, modules, weights=changed)["loss"].item() - ours) > 1e-3, term
+    assert abs(_glam_reference(model, batch, modules, columns=False)["loss"].item() - ours) > 1e-3
