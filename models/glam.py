@@ -39,7 +39,8 @@ paper's and this project's values is in docs/protocol.md.
   40,000 (10 %), cosine; batch 48 x 4 GPUs x 2 accumulated = 384.
 Not repeated from the official code: per-GPU negatives (gathered here, as for every
 method), the 0.5 image normalisation (above). Not yet here: the MLO views' rotation to the
-CC orientation along the pectoral line (``scripts/align_mlo_mammo.py``), the text
+CC orientation along the pectoral line (``scripts/align_mlo_mammo.py``; the step is written,
+``benchmark/data/mlo_alignment.py``, but no preprocessing output feeds ``mlo_view`` yet), the text
 augmentation (``--aug_text --heavy_aug``: synonyms, swaps, deletions, back-translation)
 and the metadata masking rate of 0.8 (the run's ``pretrain.mask_prob`` applies, as for
 every method); docs/protocol.md lists them.
