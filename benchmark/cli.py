@@ -48,11 +48,21 @@ def cmd_tokenizer(args, config):
     run_tokenizer(config["tokenizer"]["vocab_size"], Path(args.manifest), Path(args.split), Path(args.out))
 
 
+def cmd_align_mlo(args, config):
+    from benchmark.data.mlo_alignment import align_cached_mlo_views
+    from benchmark.data.tables import read_manifest
+
+    table = align_cached_mlo_views(read_manifest(Path(args.manifest)), Path(args.manifest).parent, Path(args.out))
+    print(f"align-mlo: {len(table)} MLO images aligned to the CC orientation, "
+          f"{int((~table['found_line'].astype(bool)).sum())} by the fallback angle (no pectoral line found)")
+
+
 def cmd_pretrain(args, config):
     from benchmark.train import run_pretrain
 
     run_pretrain(config, args.model, args.seed, Path(args.manifest), Path(args.split), args.tokenizer,
-                 Path(args.out_dir), args.threads, text_tower=args.text_tower)
+                 Path(args.out_dir), args.threads, text_tower=args.text_tower,
+                 aligned_mlo=Path(args.aligned_mlo) if args.aligned_mlo else None)
 
 
 def cmd_text_tower(args, config):
@@ -241,9 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], {**req, "help": "split CSV to write (one row per patient)"}))
     add("tokenizer", cmd_tokenizer, "train a BPE tokenizer on the training captions", manifest, split,
         (["--out"], {**req, "help": "tokenizer JSON to write"}))
+    add("align-mlo", cmd_align_mlo, "align every cached MLO image to the CC orientation along the pectoral "
+        "line (GLAM's mlo_view)", manifest, (["--out"], {**req, "help": "table of the aligned images to write"}))
     add("pretrain", cmd_pretrain, "pretrain a model for the configured samples-seen budget", model, seed,
         manifest, split, (["--tokenizer"], {"default": None, "help": "tokenizer JSON (tiny presets with a BPE tokenizer)"}),
         (["--text-tower"], {"default": None, "help": "pretrained text tower folder (tiny presets that name one)"}),
+        (["--aligned-mlo"], {"default": None, "help": "table written by align-mlo (models that ask for mlo_view)"}),
         (["--out-dir"], {**req, "help": "checkpoint folder to write (model, ledger, resumable state)"}))
     add("text-tower", cmd_text_tower, "pretrain a tiny text tower with its language-model objective on the "
         "training captions", manifest, split,

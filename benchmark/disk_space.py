@@ -148,7 +148,8 @@ def estimate_outputs(outputs: list[str], config: dict, parallel_jobs: int = 1) -
             name = roots[path.parent]
             synthetic = config["data"][name]["synthetic"]
             totals["synthetic data"] += n_images(name) * synthetic["rows"] * synthetic["cols"] * 2
-        elif rel and (m := re.fullmatch(r"cache/([^/]+)/manifest\.csv", rel)):
+        elif rel and (m := re.fullmatch(r"cache/([^/]+)/(manifest|mlo_to_cc)\.csv", rel)):
+            # the cached images; the aligned MLO views: at most one per image, none larger
             pre = config["preprocess"]
             side = pre["long_side"]
             totals["image cache"] += int(n_images(m[1]) * side * side * CACHE_ASPECT * (1 if pre["bits"] <= 8 else 2))

@@ -9,6 +9,7 @@ data parallel (DDP; nccl on GPU, gloo on CPU) with negatives gathered across ran
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -64,12 +65,29 @@ BATCH_FIELDS = {
     "paired_view": "the other standard view (CC <-> MLO) of the same breast, else a second augmentation",
     # GLAM's fixed view order: the drawn image is one of the two, its partner view the other
     "cc_view": "the CC view of the drawn image's breast (the image itself when it is not an MLO view)",
-    "mlo_view": "the MLO view of the drawn image's breast (the image itself when it is one)",
+    "mlo_view": "the MLO view of the drawn image's breast (the image itself when it is one), aligned to the CC "
+                "orientation (the align-mlo step)",
     "label_report": "the mass and calcification labels as a templated report (benchmark/data/label_report.py)",
     "label_vector": "density, BI-RADS, mass and calcification labels from the tables",
     "sentence_label_vector": "the same labels as the random sentence states them (rule-based labeller)",
 }
 IMAGE_FIELDS = ("image", "view2", "paired_view", "cc_view", "mlo_view")
+
+
+class AlignedViews:
+    """Substitute images for some training rows (GLAM's MLO views aligned to the CC
+    orientation): ``rows`` maps a row position to its aligned file, ``images`` holds those
+    files' pixels in the same order."""
+
+    def __init__(self, rows: dict[int, str], images):
+        self.index = {row: k for k, row in enumerate(rows)}
+        self.images = images
+
+    def __contains__(self, row: int) -> bool:
+        return row in self.index
+
+    def __getitem__(self, row: int):
+        return self.images[self.index[row]]
 
 
 class PretrainDataset(Dataset):
@@ -79,9 +97,11 @@ class PretrainDataset(Dataset):
 
     def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor | StreamedImages, augment, mask_prob: float,
                  seed: int,
-                 needs: tuple[str, ...] = ("image", "caption"), text_order: np.ndarray | None = None):
+                 needs: tuple[str, ...] = ("image", "caption"), text_order: np.ndarray | None = None,
+                 aligned: AlignedViews | None = None):
         """``text_order``: image i takes its texts (caption, sentences, label report) from
-        record ``text_order[i]`` (the text-shuffled control); None: its own."""
+        record ``text_order[i]`` (the text-shuffled control); None: its own. ``aligned``:
+        images that replace some rows' own wherever they are drawn (GLAM's aligned MLO views)."""
         unknown = set(needs) - set(BATCH_FIELDS)
         if unknown:
             raise BenchmarkError(f"batch_needs: unknown field(s) {sorted(unknown)} (known: {sorted(BATCH_FIELDS)})")
@@ -95,9 +115,13 @@ class PretrainDataset(Dataset):
         pairs_needed = self.needs & {"paired_view", "cc_view", "mlo_view"}
         self.paired_views = paired_view_members(records) if pairs_needed else None
         self.text_order = text_order
+        self.aligned = aligned
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _pixels(self, row: int):
+        return self.aligned[row] if self.aligned is not None and row in self.aligned else self.images_u8[row]
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, i = key
@@ -107,7 +131,7 @@ class PretrainDataset(Dataset):
         rec = self.records[i]
         text_rec = rec if self.text_order is None else self.records[int(self.text_order[i])]
         sentences = embed_sentences(text_rec, rng, self.mask_prob)
-        item = {"image": self.augment(self.images_u8[i], gen)}
+        item = {"image": self.augment(self._pixels(i), gen)}
         if "caption" in self.needs:
             item["caption"] = join_sentences(sentences)
         if self.needs & {"random_sentence", "sentence_label_vector"}:
@@ -127,7 +151,7 @@ class PretrainDataset(Dataset):
             item["paired_view"] = self.augment(self.images_u8[int(rng.choice(pairs)) if pairs else i], gen)
         if self.needs & {"cc_view", "mlo_view"}:
             pairs = self.paired_views[i]
-            partner = self.augment(self.images_u8[int(rng.choice(pairs)) if pairs else i], gen)
+            partner = self.augment(self._pixels(int(rng.choice(pairs)) if pairs else i), gen)
             drawn_is_mlo = rec["view"] == "MLO"
             item["cc_view"] = partner if drawn_is_mlo else item["image"]
             item["mlo_view"] = item["image"] if drawn_is_mlo else partner
@@ -320,13 +344,18 @@ def new_state(fingerprint: dict) -> dict:
 
 def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame, split: pd.DataFrame,
              cache_dir: Path, options: RunOptions, seed: int, out_dir: Path, threads: int,
-             mask_prob: float, split_sha256: str, captions: str = "own") -> dict:
+             mask_prob: float, split_sha256: str, captions: str = "own",
+             aligned_mlo: pd.DataFrame | None = None) -> dict:
     """Train one model under the run's budget; resumes from ``out_dir/resume`` if a state
     of the same run is there. Launch under torchrun for data parallelism. ``captions``:
     "own", or "shuffled": every image trained with the texts of another training image (a
-    seeded permutation), the control whose zero-shot must sit at chance."""
+    seeded permutation), the control whose zero-shot must sit at chance. ``aligned_mlo``:
+    the align-mlo table (image_id, png), which a model asking for ``mlo_view`` needs."""
     device, ranks = _start(seed, threads, options)
     model = build_model(method, preset, **context)
+    if "mlo_view" in model.batch_needs and aligned_mlo is None:
+        raise BenchmarkError(f"pretrain: {method} trains on MLO views aligned to the CC orientation: give "
+                             "--aligned-mlo, the table `python -m benchmark align-mlo` writes")
     set_gather(model, Gather(enabled=options.gather_negatives))
     prefer_fast_cpu_kernels(model, device, options.precision)
     if options.grad_checkpointing:
@@ -360,6 +389,8 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
                    "grad_accum": options.grad_accum, "gather_negatives": options.gather_negatives,
                    "precision": options.precision, "split_sha256": split_sha256, "train_images": len(records),
                    "context": json.dumps(context, sort_keys=True)}
+    if aligned_mlo is not None:  # a state trained on other aligned images is not resumed
+        fingerprint["aligned_mlo_sha256"] = hashlib.sha256(aligned_mlo.to_csv(index=False).encode()).hexdigest()
     resume_dir = Path(out_dir) / "resume"
     state = new_state(fingerprint)
     loaded = load_state(resume_dir, fingerprint) if budgeted else None
@@ -383,7 +414,15 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
         images = open_images(cache_dir, records["png"].tolist(), model.image_size, options.image_memory_gib)
         streamed = isinstance(images, StreamedImages)
         text_order = np.random.default_rng([seed, 11]).permutation(len(records)) if captions == "shuffled" else None
-        data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs, text_order)
+        aligned = None
+        if "mlo_view" in model.batch_needs:
+            png_of = dict(zip(aligned_mlo["image_id"].astype(str), aligned_mlo["png"]))
+            rows = {i: png_of[str(image_id)] for i, image_id in enumerate(records["image_id"]) if str(image_id) in png_of}
+            if rows:  # no MLO view among the training images: nothing to substitute
+                aligned = AlignedViews(rows, open_images(cache_dir, list(rows.values()), model.image_size,
+                                                         options.image_memory_gib))
+        data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs, text_order,
+                               aligned)
         sampler = StepSampler(len(records), batch_size, seed, state["step"], ranks, options.grad_accum)
         # its own generator: a loader seeds itself from the global RNG, which a resumed run restores.
         # Images in memory need no worker processes; streamed ones are decoded by workers.
@@ -511,9 +550,10 @@ def final_loss_terms(model: nn.Module, history: list[dict], candidates: int) -> 
 
 
 def run_pretrain(config: dict, model_name: str, seed: int, manifest: Path, split: Path, tokenizer: str | None,
-                 out_dir: Path, threads: int, text_tower: str | None = None) -> None:
+                 out_dir: Path, threads: int, text_tower: str | None = None, aligned_mlo: Path | None = None) -> None:
     """The ``pretrain`` command: one config model entry, one seed; ``text_tower``: the folder
-    of the pretrained tiny text tower the preset names (the text-tower step's)."""
+    of the pretrained tiny text tower the preset names (the text-tower step's);
+    ``aligned_mlo``: the align-mlo step's table, for models that ask for ``mlo_view``."""
     from benchmark.data.split import read_split, split_hash
     from benchmark.data.tables import read_manifest
 
@@ -534,7 +574,8 @@ def run_pretrain(config: dict, model_name: str, seed: int, manifest: Path, split
                       manifest=read_manifest(manifest), split=read_split(split), cache_dir=Path(manifest).parent,
                       options=options, seed=seed, out_dir=Path(out_dir), threads=threads,
                       mask_prob=config["pretrain"]["caption_mask_prob"], split_sha256=split_hash(split),
-                      captions=entry.get("captions", "own"))
+                      captions=entry.get("captions", "own"),
+                      aligned_mlo=pd.read_csv(aligned_mlo, dtype={"image_id": str}) if aligned_mlo else None)
     if ledger["processes"] == 1 or os.environ.get("RANK", "0") == "0":
         print(f"pretrain {model_name}: {ledger['samples_seen']} samples, {ledger['optimizer_steps']} steps, "
               f"{ledger['wall_seconds']:.0f} s, final loss {ledger['final_loss']}")

@@ -13,8 +13,8 @@ paper's and this project's values is in docs/protocol.md.
   the tokenizer gets [BOS], [EOS] and [KEY], captions are wrapped as [BOS] caption [EOS]
   (sentences end in [SEP]) and padded to 144 tokens. Global: the [CLS] hidden state,
   linear 768 -> 512.
-- Views: image 1 is always the CC view and image 2 the MLO view of the same breast in the
-  same exam (``--inter_view --fixed_view``; with ``--fixed_view`` the other view is always
+- Views: image 1 is always the CC view and image 2 the MLO view (aligned to the CC
+  orientation, ``--aligned_mlo --align_orientation``) of the same breast in the same exam (``--inter_view --fixed_view``; with ``--fixed_view`` the other view is always
   loaded), whichever of the two was drawn; the caption is the drawn image's. A breast
   without its other view contributes a second augmentation of the drawn image.
 - Losses, each with weight 1, all from step 0 (``--late_loss`` is -1):
@@ -38,9 +38,9 @@ paper's and this project's values is in docs/protocol.md.
 - AdamW (0.9, 0.999), lr 4e-5, weight decay 0.2 on every parameter, 4,000 warm-up steps of
   40,000 (10 %), cosine; batch 48 x 4 GPUs x 2 accumulated = 384.
 Not repeated from the official code: per-GPU negatives (gathered here, as for every
-method), the 0.5 image normalisation (above). Not yet here: the MLO views' rotation to the
-CC orientation along the pectoral line (``scripts/align_mlo_mammo.py``; the step is written,
-``benchmark/data/mlo_alignment.py``, but no preprocessing output feeds ``mlo_view`` yet), the text
+method), the 0.5 image normalisation (above). The MLO view is rotated to the CC orientation
+along the pectoral line beforehand, as ``scripts/align_mlo_mammo.py`` does
+(``benchmark/data/mlo_alignment.py``, the workflow's ``align_mlo`` step). Not yet here: the text
 augmentation (``--aug_text --heavy_aug``: synonyms, swaps, deletions, back-translation)
 and the metadata masking rate of 0.8 (the run's ``pretrain.mask_prob`` applies, as for
 every method); docs/protocol.md lists them.

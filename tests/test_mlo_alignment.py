@@ -56,3 +56,26 @@ def test_without_a_muscle_line_the_official_fallback_rotation_applies():
     result = align_mlo_to_cc(synthetic_mlo(256, 208, None))
     assert not result.found_line and result.angle == FALLBACK_ANGLE
     assert result.image.dtype == np.uint8 and result.image.max() > 0
+
+
+def test_the_align_step_writes_one_aligned_png_per_mlo_image_at_the_cache_bit_depth(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from benchmark.data.mlo_alignment import align_cached_mlo_views
+
+    eight = synthetic_mlo(256, 208, 25)
+    sixteen = (synthetic_mlo(256, 208, 35).astype(np.uint16) * 257)  # a 16-bit cache
+    (tmp_path / "images").mkdir()
+    Image.fromarray(eight).save(tmp_path / "images/a.png")
+    Image.fromarray(sixteen).save(tmp_path / "images/b.png")
+    Image.fromarray(eight[:, ::-1].copy()).save(tmp_path / "images/c.png")
+    manifest = pd.DataFrame({"image_id": ["a", "b", "c"], "view": ["MLO", "MLO", "CC"],
+                             "png": ["images/a.png", "images/b.png", "images/c.png"]})
+    table = align_cached_mlo_views(manifest, tmp_path, tmp_path / "mlo_to_cc.csv")
+    assert list(table.image_id) == ["a", "b"] and pd.read_csv(tmp_path / "mlo_to_cc.csv").equals(table)
+    assert list(table.angle) == pytest.approx([25, 35], abs=1.01) and table.found_line.all()
+    for png, dtype in zip(table.png, (np.uint8, np.uint16)):
+        pixels = np.asarray(Image.open(tmp_path / png))
+        assert png.startswith("mlo_to_cc/images/") and pixels.astype(np.uint16).max() > 0
+        assert (pixels.max() > 255) == (dtype == np.uint16)  # 16 bits stay 16 bits

@@ -29,15 +29,20 @@ tests/test_mlo_alignment.py recovers a synthetic muscle's angle to within a degr
 sides of 128 to 512 pixels. At 1024 the horizontal edge that the bottom mask itself makes
 can dominate the Hough accumulator (peaks below half its maximum are dropped), so that on
 those synthetic images only lines of 40 degrees and more qualify; the official code masks
-the same way (it was not run here: it needs OpenCV). Not yet called by the pipeline: GLAM's
-``mlo_view`` is the acquired MLO image until a preprocessing output holds the aligned ones.
+the same way (it was not run here: it needs OpenCV).
+
+The workflow's ``align_mlo`` rule runs ``align_cached_mlo_views`` on the pretraining
+dataset's cache when a configured model asks for ``mlo_view`` (GLAM), and pretraining reads
+the aligned image wherever an MLO view is that field.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 OFFICIAL_LONG_SIDE = 1024  # the official script's input size: its pixel constants are at this scale
@@ -52,7 +57,7 @@ FALLBACK_ANGLE = 18.0  # the official rotation when no line qualifies
 
 @dataclass(frozen=True)
 class Alignment:
-    image: np.ndarray  # the aligned image, uint8, cropped to the breast
+    image: np.ndarray  # the aligned image, of the input's integer type, cropped to the breast
     angle: float  # degrees of the counter-clockwise rotation applied
     found_line: bool  # False: no pectoral line qualified and the fallback angle was used
 
@@ -123,13 +128,14 @@ def pectoral_line(image: np.ndarray) -> tuple[float, float] | None:
     return candidates[int(np.argmin(spread))]
 
 
-def align_mlo_to_cc(image_u8: np.ndarray) -> Alignment:
-    """Steps 1 to 8 of the module docstring on a (H, W) uint8 image."""
+def align_mlo_to_cc(pixels: np.ndarray) -> Alignment:
+    """Steps 1 to 8 of the module docstring on a (H, W) uint8 or uint16 image (the cache's
+    8 or 16 bits; the official code read 8-bit JPEGs)."""
     from skimage.transform import rotate
 
-    flipped = np.count_nonzero(image_u8[:, : image_u8.shape[1] // 2]) < np.count_nonzero(
-        image_u8[:, image_u8.shape[1] // 2:])
-    image = image_u8[:, ::-1] if flipped else image_u8
+    half = pixels.shape[1] // 2
+    flipped = np.count_nonzero(pixels[:, :half]) < np.count_nonzero(pixels[:, half:])
+    image = pixels[:, ::-1] if flipped else pixels
     scale = max(image.shape) / OFFICIAL_LONG_SIDE
     image = _otsu_crop(_remove_labels(image, LABEL_AREA * scale ** 2))
     line = pectoral_line(image)
@@ -141,5 +147,34 @@ def align_mlo_to_cc(image_u8: np.ndarray) -> Alignment:
     canvas = np.zeros((image.shape[0], 2 * image.shape[1]), dtype=float)
     canvas[:, : image.shape[1]] = image
     turned = rotate(canvas, angle, center=center, order=1, preserve_range=True)  # counter-clockwise, (x, y) centre
-    aligned = _otsu_crop(np.clip(np.rint(turned), 0, 255).astype(np.uint8))
+    aligned = _otsu_crop(np.clip(np.rint(turned), 0, np.iinfo(pixels.dtype).max).astype(pixels.dtype))
     return Alignment(np.ascontiguousarray(aligned[:, ::-1] if flipped else aligned), float(angle), line is not None)
+
+
+ALIGNED_DIR = "mlo_to_cc"  # in the cache folder, beside the images it aligns
+
+
+def align_cached_mlo_views(manifest: pd.DataFrame, cache_dir: Path, out_csv: Path) -> pd.DataFrame:
+    """Every MLO image of a preprocessed dataset aligned to the CC orientation, written as a
+    PNG of the cache's bit depth under ``<cache>/mlo_to_cc/`` (same relative name), and the
+    table ``image_id, png, angle, found_line`` (written to ``out_csv``): what GLAM's
+    ``mlo_view`` reads. Images of other views are not listed."""
+    from PIL import Image
+
+    cache_dir = Path(cache_dir)
+    rows = []
+    for rec in manifest[manifest["view"] == "MLO"].itertuples():
+        pixels = np.asarray(Image.open(cache_dir / rec.png))
+        if pixels.dtype not in (np.uint8, np.uint16):  # PIL reads some 16-bit PNGs as 32-bit integers
+            pixels = pixels.astype(np.uint16)
+        result = align_mlo_to_cc(pixels)
+        relative = Path(ALIGNED_DIR) / rec.png
+        (cache_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(result.image).save(cache_dir / relative)
+        rows.append({"image_id": rec.image_id, "png": relative.as_posix(), "angle": round(result.angle, 3),
+                     "found_line": result.found_line})
+    table = pd.DataFrame(rows, columns=["image_id", "png", "angle", "found_line"])
+    tmp = Path(out_csv).with_suffix(".csv.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(out_csv)
+    return table

@@ -169,6 +169,16 @@ def needs_tokenizer(model):
     return config["models"][model]["preset"] == "tiny"
 
 
+def aligned_mlo(model):
+    """The align-mlo table of the pretraining dataset, for a model that trains on MLO views
+    aligned to the CC orientation (``mlo_view`` in its batch_needs: GLAM), else none."""
+    from benchmark.registry import model_class
+
+    if "mlo_view" not in model_class(config["models"][model]["method"]).batch_needs:
+        return []
+    return f"{R}/cache/{PRETRAIN_DATASET}/mlo_to_cc.csv"
+
+
 def tower_dir(tower):
     return f"{R}/text_towers/{tower}"
 

@@ -19,3 +19,19 @@ rule preprocess:
     shell:
         "{BENCH} preprocess --config {CONFIGFILE:q} --dataset {wildcards.dataset} "
         "--out-dir {params.out_dir:q} --threads {threads} 2> {log:q}"
+
+
+# GLAM's MLO views aligned to the CC orientation along the pectoral line
+# (benchmark/data/mlo_alignment.py); only pretraining jobs of models that ask for them need it.
+rule align_mlo:
+    input:
+        manifest=f"{R}/cache/{{dataset}}/manifest.csv",
+    output:
+        f"{R}/cache/{{dataset}}/mlo_to_cc.csv",
+    threads: 1
+    log:
+        f"{R}/logs/align_mlo/{{dataset}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "{BENCH} align-mlo --config {CONFIGFILE:q} --manifest {input.manifest:q} --out {output:q} 2> {log:q}"

@@ -12,6 +12,7 @@ rule pretrain:
         split=split_file(PRETRAIN_DATASET),
         tokenizer=lambda wc: f"{R}/tokenizer/tokenizer.json" if needs_tokenizer(wc.model) else [],
         text_tower=lambda wc: text_tower_weights(wc.model),
+        aligned_mlo=lambda wc: aligned_mlo(wc.model),
     output:
         weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
         ledger=f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json",
@@ -19,6 +20,7 @@ rule pretrain:
         tokenizer=lambda wc, input: f"--tokenizer {shlex.quote(input.tokenizer)}" if input.tokenizer else "",
         text_tower=lambda wc: " ".join(f"--text-tower {shlex.quote(str(Path(w).parent))}"
                                        for w in text_tower_weights(wc.model)),
+        aligned_mlo=lambda wc, input: f"--aligned-mlo {shlex.quote(input.aligned_mlo)}" if input.aligned_mlo else "",
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
         settings=lambda wc: model_settings(wc.model),
     threads: config["pretrain"].get("threads", THREADS)
@@ -32,5 +34,5 @@ rule pretrain:
         CONDA_ENV
     shell:
         "{TRAIN} pretrain --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
-        "--manifest {input.manifest:q} --split {input.split:q} {params.tokenizer} {params.text_tower} --out-dir {params.out:q} "
+        "--manifest {input.manifest:q} --split {input.split:q} {params.tokenizer} {params.text_tower} {params.aligned_mlo} --out-dir {params.out:q} "
         "--threads {threads} 2> {log:q}"
