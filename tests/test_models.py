@@ -152,6 +152,15 @@ def test_glam_paper_preset_pools_81_mega_patches_from_the_37_by_37_grid():
     assert all(p.requires_grad for p in model.parameters())  # nothing frozen: --late_loss -1
 
 
+def test_text_layers_keep_the_first_layers_and_refuse_more_than_the_encoder_has(tokenizer):
+    from benchmark.errors import BenchmarkError
+
+    model = build_model("glam", "tiny", tokenizer=tokenizer)  # the tiny BERT's 2 layers, 1 kept
+    assert len(model.text.model.encoder.layer) == model.text.model.config.num_hidden_layers == 1
+    with pytest.raises(BenchmarkError, match=r"^Glam text encoder: layers 3 but the encoder has only 2$"):
+        build_model("glam", "tiny", tokenizer=tokenizer, text={"layers": 3})
+
+
 def _gpt2_folder_without_separator(folder, texts):
     """A Hugging Face GPT-2 folder whose byte-level BPE tokenizer has no separator token
     (BioMedLM's situation), with small random weights."""
