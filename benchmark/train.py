@@ -76,10 +76,9 @@ IMAGE_FIELDS = ("image", "view2", "paired_view", "cc_view", "mlo_view")
 
 class AlignedViews:
     """Substitute images for some training rows (GLAM's MLO views aligned to the CC
-    orientation): ``rows`` maps a row position to its aligned file, ``images`` holds those
-    files' pixels in the same order."""
+    orientation): ``images[k]`` replaces row ``rows[k]``."""
 
-    def __init__(self, rows: dict[int, str], images):
+    def __init__(self, rows: list[int], images):
         self.index = {row: k for k, row in enumerate(rows)}
         self.images = images
 
@@ -419,8 +418,8 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
             png_of = dict(zip(aligned_mlo["image_id"].astype(str), aligned_mlo["png"]))
             rows = {i: png_of[str(image_id)] for i, image_id in enumerate(records["image_id"]) if str(image_id) in png_of}
             if rows:  # no MLO view among the training images: nothing to substitute
-                aligned = AlignedViews(rows, open_images(cache_dir, list(rows.values()), model.image_size,
-                                                         options.image_memory_gib))
+                aligned = AlignedViews(list(rows), open_images(cache_dir, list(rows.values()), model.image_size,
+                                                               options.image_memory_gib))
         data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs, text_order,
                                aligned)
         sampler = StepSampler(len(records), batch_size, seed, state["step"], ranks, options.grad_accum)

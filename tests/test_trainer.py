@@ -237,7 +237,7 @@ def test_glam_pair_puts_cc_first_whichever_view_was_drawn_and_keeps_the_drawn_ca
     # the MLO rows' aligned images (align-mlo) replace theirs wherever they are drawn
     substitutes = torch.tensor([10, 30], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 1, 4, 4).contiguous()
     aligned = PretrainDataset(records, images, still, 0.0, seed=0, needs=("cc_view", "mlo_view", "caption"),
-                              aligned=AlignedViews({1: "mlo_to_cc/b.png", 4: "mlo_to_cc/e.png"}, substitutes))
+                              aligned=AlignedViews([1, 4], substitutes))
     value = lambda x: round(float(x.mean()) * 255)  # noqa: E731 -- the pixel value: 50 x row, or a substitute's
     assert [(value(it["cc_view"]), value(it["mlo_view"])) for it in (aligned[(0, i)] for i in range(5))] == [
         (0, 10), (0, 10), (100, 100), (150, 150), (30, 30)]

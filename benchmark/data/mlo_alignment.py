@@ -76,7 +76,7 @@ def _otsu_crop(image: np.ndarray) -> np.ndarray:
 
 def _remove_labels(image: np.ndarray, min_area: float) -> np.ndarray:
     grown = ndimage.binary_dilation(image > 0, iterations=2)
-    labels, count = ndimage.label(grown, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(grown, structure=np.ones((3, 3)))
     out = image.copy()
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is not None and (labels[box] == index).sum() < min_area:
