@@ -97,10 +97,11 @@ class PretrainDataset(Dataset):
     def __init__(self, records: pd.DataFrame, images_u8: torch.Tensor | StreamedImages, augment, mask_prob: float,
                  seed: int,
                  needs: tuple[str, ...] = ("image", "caption"), text_order: np.ndarray | None = None,
-                 aligned: AlignedViews | None = None):
+                 aligned: AlignedViews | None = None, text_augment=None):
         """``text_order``: image i takes its texts (caption, sentences, label report) from
         record ``text_order[i]`` (the text-shuffled control); None: its own. ``aligned``:
-        images that replace some rows' own wherever they are drawn (GLAM's aligned MLO views)."""
+        images that replace some rows' own wherever they are drawn (GLAM's aligned MLO views).
+        ``text_augment``: the model's caption augmentation (``TextAugment``), or None."""
         unknown = set(needs) - set(BATCH_FIELDS)
         if unknown:
             raise BenchmarkError(f"batch_needs: unknown field(s) {sorted(unknown)} (known: {sorted(BATCH_FIELDS)})")
@@ -115,6 +116,7 @@ class PretrainDataset(Dataset):
         self.paired_views = paired_view_members(records) if pairs_needed else None
         self.text_order = text_order
         self.aligned = aligned
+        self.text_augment = text_augment
 
     def __len__(self) -> int:
         return len(self.records)
@@ -133,6 +135,8 @@ class PretrainDataset(Dataset):
         item = {"image": self.augment(self._pixels(i), gen)}
         if "caption" in self.needs:
             item["caption"] = join_sentences(sentences)
+            if self.text_augment is not None:
+                item["caption"] = self.text_augment(item["caption"], rng)
         if self.needs & {"random_sentence", "sentence_label_vector"}:
             sentence = sentences[int(rng.integers(len(sentences)))]
             if "random_sentence" in self.needs:
@@ -421,7 +425,7 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
                 aligned = AlignedViews(list(rows), open_images(cache_dir, list(rows.values()), model.image_size,
                                                                options.image_memory_gib))
         data = PretrainDataset(records, images, model.augment, mask_prob, seed, model.batch_needs, text_order,
-                               aligned)
+                               aligned, getattr(model, "text_augment", None))  # optional (a preset's text_augment)
         sampler = StepSampler(len(records), batch_size, seed, state["step"], ranks, options.grad_accum)
         # its own generator: a loader seeds itself from the global RNG, which a resumed run restores.
         # Images in memory need no worker processes; streamed ones are decoded by workers.

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.data.images import HALF, Augment
+from benchmark.data.text_augment import TextAugment
 from benchmark.presets import ImageTower, TextTower
 from models.encoders import TextEncoder, image_backbone
 from models.weights import load_image_weights
@@ -32,11 +33,12 @@ class DualEncoder(nn.Module, abc.ABC):
 
     def __init__(self, *, image_size: int, train: dict, augment: dict, image: dict, text: dict, embed_dim: int,
                  tokenizer: str | None = None, weights=None, learnable_scale: bool = True,
-                 init_logit_scale: float = math.log(1 / 0.07)):
+                 init_logit_scale: float = math.log(1 / 0.07), text_augment: dict | None = None):
         super().__init__()
         self.image_size = image_size
         self.train_settings = dict(train)
         self.augment = Augment(**augment)
+        self.text_augment = TextAugment(**text_augment) if text_augment else None  # captions, in pretraining
         image_weights, text_weights = split_weights(weights)
         name = type(self).__name__
         image = ImageTower.from_preset(image, f"{name} preset image")

@@ -64,6 +64,9 @@ from models.text_towers import tower_text
 SPECIAL_TOKENS = dict(bos_token="[BOS]", eos_token="[EOS]", additional_special_tokens=["[KEY]"])
 AUGMENT = dict(crop=False, hflip=False, vflip=False, jitter=0.8, jitter_p=0.8, blur_p=0.4, blur_kernel=7,
                affine_p=1.0, affine_degrees=10.0, affine_translate=0.05, affine_scale=(0.9, 1.1))
+# TextTransform(heavy_aug): stop words 0.5, swap 0.3, deletion 0.3, sentence swap 0.3 (synonyms 0.3 and
+# back-translation 0.5 need corpora and translation models this project does not ship: docs/protocol.md)
+TEXT_AUGMENT = dict(remove_stop_words_p=0.5, swap_p=0.3, delete_p=0.3, sentence_swap_p=0.3)
 TRAIN = dict(lr=4e-5, weight_decay=0.2, betas=(0.9, 0.999), warmup_fraction=0.1, no_weight_decay="none")
 
 
@@ -92,12 +95,12 @@ class Glam(DualEncoder):
                      image=dict(name="vit_tiny_reg", kwargs=dict(width=192, depth=4, heads=3, patch_size=16)),
                      # the workflow's tiny BERT, cut to half its layers as GLAM cuts Bio_ClinicalBERT
                      text=dict(tower_text("bert_tiny", 144, special_tokens=SPECIAL_TOKENS), layers=1),
-                     train=dict(TRAIN, batch_size=48, lr=3e-4), augment=AUGMENT),
+                     train=dict(TRAIN, batch_size=48, lr=3e-4), augment=AUGMENT, text_augment=TEXT_AUGMENT),
         "paper": dict(image_size=518, embed_dim=512, mega_patch=4, pooler_heads=8, view_heads=4,
                       grad_checkpointing=True, image=dict(name="vit_base_patch14_reg4_dinov2"),
                       text=dict(arch="bert", context_length=144, special_tokens=SPECIAL_TOKENS, layers=6,
                                 config=dict(vocab_size=28996)),
-                      train=dict(TRAIN, batch_size=384), augment=AUGMENT),
+                      train=dict(TRAIN, batch_size=384), augment=AUGMENT, text_augment=TEXT_AUGMENT),
     }
 
     def __init__(self, *, mega_patch: int, pooler_heads: int, view_heads: int, grad_checkpointing: bool = False,

@@ -114,7 +114,8 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
                                 model.image_size)
     else:
         images = torch.randint(0, 256, (n, 1, *image_hw(model.image_size)), dtype=torch.uint8)
-    data = PretrainDataset(records, images, model.augment, 0.8, 0, model.batch_needs)
+    data = PretrainDataset(records, images, model.augment, 0.8, 0, model.batch_needs,
+                           text_augment=getattr(model, "text_augment", None))
     loader = DataLoader(_Keyed(data, [(0, i) for i in range(n)]), batch_size=batch, shuffle=True,
                         collate_fn=model_collate(model), num_workers=loader_workers, drop_last=True,
                         generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
