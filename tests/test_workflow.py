@@ -16,7 +16,7 @@ import yaml
 from benchmark.figures.names import FAMILIES, figure_stems
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {"mama", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init"}
+MODELS = {"mama", "glam", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init"}
 UNTRAINED = {"random_init"}  # pretrain: false in config/ci.yaml
 TRAINED = MODELS - UNTRAINED
 BASELINE = "image_statistics"  # config/ci.yaml enables the hand-crafted baseline

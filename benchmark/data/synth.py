@@ -25,7 +25,7 @@ from benchmark.data.render import Lesion, Machine, render_breast, to_stored_valu
 
 # The generator's version, a param of the workflow's synth rule: bump it with every change to
 # what the generator writes, and existing synthetic data (and all that depends on it) reruns.
-GENERATOR_VERSION = 2  # 2: lesion classes of equal size and brightness (docs/synthetic-data.md)
+GENERATOR_VERSION = 3  # 2: lesion classes of equal size and brightness; 3: lesions twice as wide (docs/synthetic-data.md)
 EMBED_PATH_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
 BIRADS_LETTER = {0: "A", 1: "N", 2: "B", 3: "P", 4: "S", 5: "M", 6: "K"}
 RACES = [
@@ -46,8 +46,9 @@ DIAGNOSTIC_DESCS = ["MG Diagnostic Bilateral", "MG Diag Bilat w/Tomo/CAD Stnd Pr
 SCREENING_BIRADS = {0: 0.18, 1: 0.5, 2: 0.32}
 DIAGNOSTIC_BIRADS = {3: 0.25, 4: 0.3, 5: 0.22, 6: 0.23}
 DENSITY_P = {1: 0.12, 2: 0.38, 3: 0.38, 4: 0.12}
-# Every lesion class: radius (fraction of image height) and brightness budget (render.lesion_budget).
-LESION_RADIUS = (0.055, 0.075)
+# Every lesion class: radius (fraction of image height; 11 to 14 px at the 96 px model input, docs/synthetic-data.md,
+# Lesion size) and brightness budget (render.lesion_budget).
+LESION_RADIUS = (0.11, 0.15)
 LESION_AMPLITUDE = (0.10, 0.14)
 RSNA_BENIGN_LESION = 0.5  # share of RSNA's non-cancer breasts with a benign lesion
 # Share of RSNA patients with a cancer: enriched (the real table has about 2 %) so that the
