@@ -21,7 +21,8 @@ UNTRAINED = {"random_init"}  # pretrain: false in config/ci.yaml
 TRAINED = MODELS - UNTRAINED
 BASELINE = "image_statistics"  # config/ci.yaml enables the hand-crafted baseline
 REFERENCE = "mama"
-TASKS = {("embed", "density"), ("embed", "birads"), ("rsna", "cancer")}
+TASKS = {("embed", "density"), ("embed", "birads"), ("rsna", "cancer"), ("vindr", "mass")}
+BREAST_LEVEL = {("rsna", "cancer"), ("vindr", "mass")}  # binary, scored per breast too
 
 
 def _run_ci_workflow(out: Path, warm_start: bool) -> None:
@@ -63,10 +64,10 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
             expected |= {("finetune", "1")} if task == "density" else set()  # ci.yaml fine-tunes density only
             assert cells == expected, (dataset, task, model)
             metrics = set(rows.metric)
-            assert {"bacc", "auc"} <= metrics and (("auc_breast" in metrics) == (dataset == "rsna"))
+            assert {"bacc", "auc"} <= metrics and (("auc_breast" in metrics) == ((dataset, task) in BREAST_LEVEL))
             # binary, per breast: thresholds from validation, and the challenge's pF1
             per_breast = {"sens_breast", "spec_breast", "sens_spec90_breast", "pf1_breast"}
-            assert (per_breast <= metrics) == (dataset == "rsna")
+            assert (per_breast <= metrics) == ((dataset, task) in BREAST_LEVEL)
             small = rows[(rows.protocol == "linear_probe") & (rows.fraction != "1")]
             assert (small.seeds == "0/0 0/1 0/2").all() and small.seed_std.notna().all()  # three patient draws
     assert (table.ci_low <= table.value + 1e-9).all() and (table.value <= table.ci_high + 1e-9).all()
@@ -83,7 +84,7 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
 @pytest.mark.slow
 def test_two_runs_give_identical_splits_and_table(two_runs):
     a, b = two_runs
-    for name in ["splits/embed.csv", "splits/rsna.csv", "table.csv", "table.md", "table.tex"]:
+    for name in ["splits/embed.csv", "splits/rsna.csv", "splits/vindr.csv", "table.csv", "table.md", "table.tex"]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
@@ -128,7 +129,7 @@ def test_budget_ledger_and_exclusions_are_written(two_runs):
     for model in TRAINED:  # the same budget for every method, within one batch
         assert 512 <= trained.loc[model, "samples_seen"] < 512 + trained.loc[model, "batch_size"], model
         assert trained.loc[model, "flops"] > 0, model
-    for dataset in ("embed", "rsna"):
+    for dataset in ("embed", "rsna", "vindr"):
         manifest = pd.read_csv(two_runs[0] / f"cache/{dataset}/manifest.csv")
         assert len(manifest) > 0 and (two_runs[0] / f"cache/{dataset}/exclusions.csv").exists()
 
@@ -204,9 +205,8 @@ def test_a_new_model_schedules_only_its_own_jobs_and_the_aggregations(figures_ru
     others = [(rule, wc) for rule, wc in jobs if wc.get("model") not in (None, "clip2")]
     assert not others, others
     own = sorted(rule for rule, wc in jobs if wc.get("model") == "clip2")
-    assert own == sorted(["pretrain", "features_embed", "features_rsna", "linear_probe", "linear_probe",
-                          "linear_probe", "finetune", "tsne", "tsne", "evaluate_knn", "evaluate_knn",
-                          "evaluate_knn"]), own
+    assert own == sorted(["pretrain", "features_embed", "features_rsna", "features_vindr", "finetune"]
+                         + ["linear_probe", "evaluate_knn"] * len(TASKS) + ["tsne"] * 3), own
     aggregations = {rule for rule, wc in jobs if "model" not in wc}
     assert aggregations == FIGURE_RULES | {"table", "subgroups"}, aggregations
 
@@ -258,8 +258,9 @@ def test_a_new_budget_reruns_every_pretraining_and_what_depends_on_it(figures_ru
     jobs = _dry_run_after_edit(config, lambda c: c["pretrain"].update(samples_seen=2 * c["pretrain"]["samples_seen"]))
     assert sorted(wc["model"] for rule, wc in jobs if rule == "pretrain") == sorted(TRAINED)
     assert {wc["model"] for _, wc in jobs if "model" in wc} == TRAINED  # the untrained control stays
-    assert {rule for rule, _ in jobs} == {"pretrain", "features_embed", "features_rsna", "linear_probe",
-                                          "finetune", "evaluate_knn", "tsne", "table", "subgroups"} | FIGURE_RULES
+    assert {rule for rule, _ in jobs} == {"pretrain", "features_embed", "features_rsna", "features_vindr",
+                                          "linear_probe", "finetune", "evaluate_knn", "tsne", "table",
+                                          "subgroups"} | FIGURE_RULES
 
 
 @pytest.mark.slow
@@ -291,7 +292,8 @@ def test_subgroups_have_every_model_attribute_and_a_too_small_group(figures_run)
     assert set(rows.model) == MODELS | {BASELINE} and set(rows.protocol) == {"linear_probe", "zeroshot", "finetune"}
     assert set(zip(rows.dataset, rows.attribute)) == {(d, a) for d in ("embed",) for a in
                                                       ("race", "ethnicity", "age_band", "manufacturer")} | {
-        ("rsna", a) for a in ("site_id", "machine_id", "age_band")}
+        ("rsna", a) for a in ("site_id", "machine_id", "age_band")} | {
+        ("vindr", a) for a in ("manufacturer", "age_band")}
     measured = rows[rows.value.notna()]
     assert len(measured) and (measured.ci_low <= measured.value + 1e-9).all()
     assert (measured.method_gap_ci_low <= measured.method_gap_ci_high).all()

@@ -32,6 +32,7 @@ from pydicom.pixels import apply_voi_lut
 from scipy import ndimage
 from tqdm import tqdm
 
+from benchmark.data.dicom_io import read_dicom
 from benchmark.data.tables import EXCLUSION_COLUMNS, exclusion, resolve_under_root, safe_name
 from benchmark.errors import BenchmarkError
 
@@ -227,7 +228,7 @@ def to_display(ds: pydicom.Dataset, values: np.ndarray, voi_lut: bool) -> np.nda
 
 
 def convert(dicom_path: Path, png_path: Path, settings: PreprocessSettings, laterality: str) -> tuple[int, int]:
-    ds = pydicom.dcmread(dicom_path)
+    ds = read_dicom(dicom_path)
     stored = stored_pixels(ds)
     mask = None
     if settings.crop:

@@ -5,6 +5,11 @@ their images (e.g. the worst BI-RADS, or cancer). Within each stratum patients a
 shuffled with the split seed and cut by the ratios. Label fractions of the training
 patients are nested: one seeded order per stratum, and fraction f takes the first
 ceil(f * n) patients of every stratum (at least one), so 1 % is inside 10 % inside 100 %.
+
+A dataset whose release fixes its test split (VinDr-Mammo) gives each record a
+``release_split`` of ``train`` or ``test``: its test patients stay in test, and
+validation is carved from its training patients by the same stratified draw, with the
+ratios' validation share of train + validation.
 """
 
 from __future__ import annotations
@@ -47,15 +52,24 @@ def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[st
     if stratify not in manifest.columns:
         raise BenchmarkError(f"split.stratify: manifest has no column {stratify!r}")
     strata = patient_strata(manifest, stratify)
+    released = release_test_patients(manifest)
+    if released is not None:  # the release's test split stays; val comes from its training patients
+        train_share = ratios["train"] / (ratios["train"] + ratios["val"])
+        ratios = {"train": train_share, "val": 1 - train_share, "test": 0.0}
     rng = np.random.default_rng([seed, 1])
     rows = []
     for stratum in sorted(strata.unique()):
         patients = np.array(sorted(strata.index[strata == stratum]))
+        if released is not None:
+            rows += [{"patient_id": p, "split": "test", "stratum": int(stratum)} for p in patients if p in released]
+            patients = np.array([p for p in patients if p not in released])
         patients = patients[rng.permutation(len(patients))]
         n = len(patients)
         n_train = round(ratios["train"] * n)
         n_val = round(ratios["val"] * n)
-        if n >= 3:  # keep a stratum represented in val and test where it can be
+        if released is not None:
+            n_val = n - n_train  # no test to fill here: the rest of the stratum validates
+        elif n >= 3:  # keep a stratum represented in val and test where it can be
             n_val = max(n_val, 1)
             n_train = min(n_train, n - n_val - 1)
         for k, patient in enumerate(patients):
@@ -75,6 +89,19 @@ def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[st
                 table.loc[order[:take], fraction_column(fraction, draw)] = 1
     validation_columns(table, manifest, seed, fractions, draws, class_columns)
     return table.sort_values(["split", "patient_id"]).reset_index(drop=True)
+
+
+def release_test_patients(manifest: pd.DataFrame) -> set | None:
+    """The patients a release puts in its test split (``release_split``), or None when the
+    manifest has no such column. A patient with images on both sides is one line."""
+    if "release_split" not in manifest.columns:
+        return None
+    sides = manifest.groupby("patient_id")["release_split"].agg(lambda v: set(v.dropna()))
+    mixed = sides[sides.map(len) > 1]
+    if len(mixed):
+        raise BenchmarkError(f"release_split: patient {mixed.index[0]!r} has images in both the release's "
+                             f"training and test splits ({len(mixed)} such patients); one patient, one split")
+    return set(sides.index[sides.map(lambda v: v == {"test"})])
 
 
 def validation_column(fraction: float, draw: int = 0) -> str:

@@ -12,7 +12,9 @@ the output does not depend on the number of worker processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,9 +167,13 @@ def _render_and_write(job: ImageJob) -> None:
     image = render_breast(rng, job.shape, job.view, job.laterality, job.density, job.lesion)
     machine = job.machine
     stored = to_stored_values(rng, image, machine)
-    write_mammogram(Path(job.path), stored, bits_stored=machine.bits, laterality=job.laterality[:1],
-                    view=job.view, photometric=machine.photometric, rescale=(1.0, machine.intercept),
-                    window=_window(machine), transfer_syntax=machine.transfer_syntax, **job.dicom)
+    with warnings.catch_warnings():
+        # VinDr's de-identification replaced the UIDs by MD5 hex digests, which are not valid
+        # UIDs; its synthetic files carry them as the release does, and pydicom warns
+        warnings.filterwarnings("ignore", message="Invalid value for VR UI", category=UserWarning)
+        write_mammogram(Path(job.path), stored, bits_stored=machine.bits, laterality=job.laterality[:1],
+                        view=job.view, photometric=machine.photometric, rescale=(1.0, machine.intercept),
+                        window=_window(machine), transfer_syntax=machine.transfer_syntax, **job.dicom)
 
 
 def _run_jobs(jobs: list[ImageJob], workers: int) -> None:
@@ -341,5 +347,101 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
     pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
     summary = {"dataset": "rsna", "seed": seed, "patients": n_patients, "images": len(rows),
                "cancer_breasts": int(sum(r["cancer"] for r in rows) // 2), "shape": list(shape)}
+    (root / "SYNTHETIC.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# VinDr-Mammo (docs/synthetic-data.md, VinDr-Mammo): breast-level BI-RADS 1-5 and density A-D,
+# boxes for the non-benign findings (BI-RADS 3 and above), shares enriched as RSNA's are so the
+# miniature's test split holds enough findings (the release: about 67 % BI-RADS 1, 1 % BI-RADS 5)
+VINDR_BIRADS = {1: 0.35, 2: 0.25, 3: 0.15, 4: 0.15, 5: 0.10}
+VINDR_DENSITY = {1: 0.05, 2: 0.15, 3: 0.6, 4: 0.2}  # mostly heterogeneously dense, as the release
+VINDR_MANUFACTURERS = [("SIEMENS", "Mammomat Inspiration", 0.55, dict(bits=12)),
+                       ("IMS s.r.l.", "GIOTTO IMAGE 3DL", 0.35, dict(bits=14, photometric="MONOCHROME1")),
+                       ("Planmed", "Planmed Nuance", 0.10, dict(bits=12))]
+VINDR_TEST_SHARE = 0.2  # the release's split: 4,000 training and 1,000 test studies
+
+
+def _md5(*parts: object) -> str:
+    """An id as the release writes them: the MD5 hex digest of the original UID."""
+    return hashlib.md5(stable_uid(*parts).encode()).hexdigest()
+
+
+def _vindr_findings(lesion: Lesion, birads: int) -> list[str]:
+    """The finding categories a reader boxes for this lesion: only non-benign findings."""
+    if birads < 3:
+        return []
+    found = ["Mass"] if "mass" in lesion.kind else []
+    return found + (["Suspicious Calcification"] if "calc" in lesion.kind else [])
+
+
+def _vindr_release_split(breast_rows: list[dict], seed: int) -> dict[str, str]:
+    """``training`` or ``test`` per study, stratified as the release's split is (it balanced
+    BI-RADS, density and findings between its 4,000 and 1,000 studies): studies in a seeded
+    order sorted by density and worst BI-RADS, every fifth one a test study."""
+    table = pd.DataFrame(breast_rows)
+    strata = table.groupby("study_id").agg(density=("breast_density", "first"), birads=("breast_birads", "max"))
+    strata["draw"] = np.random.default_rng([seed, 5]).permutation(len(strata))
+    ordered = strata.sort_values(["density", "birads", "draw"]).index
+    every = round(1 / VINDR_TEST_SHARE)
+    return {study: "test" if k % every == every - 1 else "training" for k, study in enumerate(ordered)}
+
+
+def write_vindr(root: Path, n_studies: int, seed: int, shape=(512, 416), workers: int = 1) -> dict:
+    """Synthetic VinDr-Mammo in the release's layout: the three tables and
+    ``images/<study_id>/<image_id>.dicom``, four views per study. Boxes are the lesion's
+    nominal place (no task reads them)."""
+    root = Path(root)
+    breast_rows, finding_rows, meta_rows, jobs = [], [], [], []
+    for s in range(n_studies):
+        srng = _rng(seed, "vindr", "study", s)
+        study_id = _md5(seed, "vindr", s, "study")
+        split = None  # the release's split, stratified below once every study's labels are drawn
+        density = _choice(srng, VINDR_DENSITY)
+        age = int(srng.integers(35, 80)) if srng.random() > 0.05 else None
+        maker = int(srng.choice(len(VINDR_MANUFACTURERS), p=[m[2] for m in VINDR_MANUFACTURERS]))
+        manufacturer, model, _, conventions = VINDR_MANUFACTURERS[maker]
+        machine = _machine(_rng(seed, "vindr", "machine", maker), f"vindr-{maker}", **conventions)
+        for side in ("L", "R"):
+            birads = _choice(srng, VINDR_BIRADS)
+            lesion, _ = lesion_for_birads(srng, birads, seed=hash_str(f"v{study_id}{side}"))
+            categories = _vindr_findings(lesion, birads)
+            for view in ("CC", "MLO"):
+                series_id, image_id = _md5(seed, study_id, side, view, "series"), _md5(seed, study_id, side, view)
+                rows, cols = shape
+                common = dict(study_id=study_id, series_id=series_id, image_id=image_id, laterality=side,
+                              view_position=view, height=rows, width=cols, breast_birads=f"BI-RADS {birads}",
+                              breast_density=f"DENSITY {'ABCD'[density - 1]}")
+                breast_rows.append(common | {"split": split})
+                if categories:
+                    cy, cx, r = rows * (0.5 + 0.25 * lesion.height), cols * (0.15 + 0.55 * lesion.depth), lesion.radius * rows
+                    if side == "R":
+                        cx = cols - cx
+                    finding_rows.append(common | {"finding_categories": str(categories),
+                                                  "finding_birads": f"BI-RADS {birads}",
+                                                  "xmin": round(cx - r, 2), "ymin": round(cy - r, 2),
+                                                  "xmax": round(cx + r, 2), "ymax": round(cy + r, 2), "split": split})
+                else:
+                    finding_rows.append(common | {"finding_categories": "['No Finding']", "finding_birads": "",
+                                                  "xmin": "", "ymin": "", "xmax": "", "ymax": "", "split": split})
+                meta_rows.append({"SOP Instance UID": image_id, "Series Instance UID": series_id,
+                                  "Patient's Age": "" if age is None else f"{age:03d}Y", "View Position": view,
+                                  "Image Laterality": side, "Photometric Interpretation": machine.photometric,
+                                  "Rows": rows, "Columns": cols, "Manufacturer": manufacturer,
+                                  "Manufacturer's Model Name": model})
+                jobs.append(ImageJob(
+                    path=str(root / "images" / study_id / f"{image_id}.dicom"), seed=(seed, hash_str(image_id)),
+                    shape=tuple(shape), view=view, laterality=side, density=density, lesion=lesion, machine=machine,
+                    dicom=dict(patient_id="", study_uid=study_id, series_uid=series_id, sop_uid=image_id)))
+    split_of = _vindr_release_split(breast_rows, seed)
+    for row in breast_rows + finding_rows:
+        row["split"] = split_of[row["study_id"]]
+    root.mkdir(parents=True, exist_ok=True)
+    _run_jobs(jobs, workers)
+    pd.DataFrame(breast_rows).to_csv(root / "breast-level_annotations.csv", index=False)
+    pd.DataFrame(finding_rows).to_csv(root / "finding_annotations.csv", index=False)
+    pd.DataFrame(meta_rows).to_csv(root / "metadata.csv", index=False)
+    summary = {"dataset": "vindr", "seed": seed, "patients": n_studies, "images": len(breast_rows),  # a study is a patient
+               "finding_rows": sum(r["finding_birads"] != "" for r in finding_rows), "shape": list(shape)}
     (root / "SYNTHETIC.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
