@@ -65,6 +65,12 @@ def cmd_pretrain(args, config):
                  aligned_mlo=Path(args.aligned_mlo) if args.aligned_mlo else None)
 
 
+def cmd_import_checkpoint(args, config):
+    from benchmark.external import import_checkpoint
+
+    import_checkpoint(config, args.model, args.seed, Path(args.out_dir))
+
+
 def cmd_text_tower(args, config):
     from benchmark.data.steps import run_text_tower
 
@@ -171,10 +177,12 @@ def cmd_check_report(args, config):
 
 def cmd_table(args, config):
     from benchmark.config import model_controls
+    from benchmark.external import external_models
     from benchmark.tables import write_tables
 
     controls, control_of = model_controls(config["models"])
     controls += [BASELINE] if config["image_statistics"]["enabled"] else []  # a yardstick, not a method
+    controls += external_models(config["models"])  # not trained under the shared budget
     write_tables(args.predictions, args.ledgers, Path(args.out), Path(args.budget_out), config["stats"], controls,
                  control_of)
 
@@ -194,10 +202,12 @@ def cmd_models(args, config):
 
 def cmd_check_config(args, config):
     from benchmark.config import check_weights
+    from benchmark.external import check_external
 
     check_weights(config)
+    check_external(config)
     print(f"config {args.config}: ok ({len(config['models'])} models, {len(config['tasks'])} tasks, "
-          "every weights path present)")
+          "every weights and external checkpoint path present)")
 
 
 def cmd_make_test_weights(args, config):
@@ -258,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         (["--text-tower"], {"default": None, "help": "pretrained text tower folder (tiny presets that name one)"}),
         (["--aligned-mlo"], {"default": None, "help": "table written by align-mlo (models that ask for mlo_view)"}),
         (["--out-dir"], {**req, "help": "checkpoint folder to write (model, ledger, resumable state)"}))
+    add("import-checkpoint", cmd_import_checkpoint, "an external model entry's checkpoint (publisher's format "
+        "or another results folder's) as this benchmark's checkpoint, with a ledger saying it was not trained here",
+        model, seed, (["--out-dir"], {**req, "help": "checkpoint folder to write"}))
     add("text-tower", cmd_text_tower, "pretrain a tiny text tower with its language-model objective on the "
         "training captions", manifest, split,
         (["--tower"], {**req, "help": "tower name (models/text_towers.py)"}),
@@ -333,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that build models from config entries check them against the registry; those
 # that read no data need no data folder.
-MODEL_COMMANDS = {"pretrain", "models", "check-config", "convert-weights"}
+MODEL_COMMANDS = {"pretrain", "import-checkpoint", "models", "check-config", "convert-weights"}
 NO_DATA_COMMANDS = {"models", "make-test-weights", "convert-weights"}
 
 

@@ -243,14 +243,16 @@ def check_semantics(config: dict, data: bool = True) -> None:
     ref = config["stats"].get("reference_model")
     if ref is not None and ref not in config["models"]:
         raise BenchmarkError(f"config: stats.reference_model: {ref!r} is not in models")
-    datasets = {t.split("/")[0] for t in config["tasks"]} | {config["pretrain"]["dataset"]}
+    # the pretraining (and tokenizer) dataset is read only when some model is trained here
+    trains = any(not entry.get("external") for entry in config["models"].values())
+    datasets = {t.split("/")[0] for t in config["tasks"]} | ({config["pretrain"]["dataset"]} if trains else set())
     for dataset in sorted(datasets):
         if dataset not in config["data"]:
             raise BenchmarkError(f"config: data.{dataset}: missing, but tasks or pretrain use it")
         entry = config["data"][dataset]
         if data and "synthetic" not in entry and not Path(entry["root"]).is_dir():
             raise BenchmarkError(f"config: data.{dataset}.root: {entry['root']} does not exist")
-    if config["tokenizer"]["dataset"] not in config["data"]:
+    if trains and config["tokenizer"]["dataset"] not in config["data"]:
         raise BenchmarkError(f"config: tokenizer.dataset: {config['tokenizer']['dataset']!r} is not in data")
     for key, ratios in [("split.ratios", config["split"]["ratios"])] + [
             (f"split.ratios_by_dataset.{d}", r) for d, r in config["split"].get("ratios_by_dataset", {}).items()]:

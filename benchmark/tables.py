@@ -40,7 +40,8 @@ TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "
                  "method_delta_ci_high", "method_p_value", "p_adjusted", "p_delong", "control", "delta_vs_control",
                  "control_delta_ci_low", "control_delta_ci_high", "control_p_value", "note"]
 CHANCE_NOTE = "pretraining ended at chance"  # begins the note of such a model's rows (the wide tables mark them)
-BUDGET_COLUMNS = ["model", "method", "preset", "seed", "samples_seen", "optimizer_steps", "batch_size",
+NOT_TRAINED_HERE = "external checkpoint, not trained under this benchmark's budget"  # the note of such rows
+BUDGET_COLUMNS = ["model", "method", "preset", "seed", "trained_here", "samples_seen", "optimizer_steps", "batch_size",
                   "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
                   "params_trainable", "peak_memory_bytes", "image_text_term", "image_text_final", "image_text_chance",
                   "image_text_floor", "at_chance"]
@@ -283,7 +284,9 @@ def write_tables(prediction_files: list[Path], ledger_files: list[Path], out: Pa
                         stats.get("reference_model"), stats.get("primary", []), controls, control_of)
     if ledger_files:
         budget, terms = build_budget([Path(p) for p in ledger_files], stats["chance_margin"])
-        for model, note in chance_notes(budget, stats["chance_margin"]).items():
+        notes = chance_notes(budget, stats["chance_margin"])
+        notes.update({model: NOT_TRAINED_HERE for model in budget.loc[~budget["trained_here"].astype(bool), "model"]})
+        for model, note in notes.items():
             rows = table["model"] == model
             table.loc[rows, "note"] = [f"{old}; {note}" if old else note for old in table.loc[rows, "note"]]
         budget.to_csv(budget_out, index=False)
@@ -316,6 +319,7 @@ def build_budget(ledger_files: list[Path], chance_margin: float) -> tuple[pd.Dat
         # at chance: less than chance_margin of the way from chance down to the floor
         at_chance = None if final is None or chance is None else bool(final >= chance - chance_margin * (chance - floor))
         spent = BUDGET_COLUMNS[1:BUDGET_COLUMNS.index("image_text_term")]
+        ledger.setdefault("trained_here", True)  # an external checkpoint's ledger says False
         rows.append({"model": model, **{k: ledger.get(k) for k in spent}, "image_text_term": term, "image_text_final": final, "image_text_chance": chance,
                      "image_text_floor": floor if chance is not None else None, "at_chance": at_chance})
         terms += [{"model": model, "seed": ledger.get("seed"), "term": name, "final": values["final"],

@@ -9,6 +9,9 @@ open_clip's (OpenAI) statistics. Constants per source: docs/protocol.md.
 tokenizer trained on the training captions. ``paper``: open_clip's ViT-B-16 and its
 tokenizer; weights from the local file named by ``weights`` in the config (random
 initialisation when none is given).
+
+Released checkpoints (``read_external``): any open_clip checkpoint file, read by open_clip's
+own ``load_checkpoint`` into the architecture ``open_clip_name`` names.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Clip(nn.Module):
             self.clip = open_clip.create_model(open_clip_name, pretrained=weights or None,
                                                device=torch.get_default_device(), **(open_clip_cfg or {}))
             self._tokenize = open_clip.get_tokenizer(open_clip_name)
+            self.open_clip_name = open_clip_name
         else:
             self._tokenizer = load_tokenizer(tokenizer, text["context_length"]) if tokenizer else None
             vocab = self._tokenizer.get_vocab_size() if self._tokenizer else text.get("vocab_size", 2000)
@@ -75,6 +79,7 @@ class Clip(nn.Module):
             vision_cfg = CLIPVisionCfg(**vision, image_size=image_size)
             self.clip = open_clip.CLIP(embed_dim, vision_cfg, text_cfg, init_logit_scale=init_scale)
             self._tokenize = self._tokenize_bpe
+            self.open_clip_name = None
         self.clip.logit_scale.data.fill_(init_scale)
         self.image_mean = tuple(getattr(self.clip.visual, "image_mean", None) or OPENAI_DATASET_MEAN)
         self.image_std = tuple(getattr(self.clip.visual, "image_std", None) or OPENAI_DATASET_STD)
@@ -126,3 +131,18 @@ class Clip(nn.Module):
 
     def chance_losses(self, candidates: int) -> dict[str, float]:
         return {"clip": self.loss_fn.chance(candidates)}
+
+    def read_external(self, path) -> dict[str, torch.Tensor]:
+        """An open_clip checkpoint file (a state dict, or open_clip's training checkpoint) as
+        this model's state dict, read by open_clip's own loader; needs an open_clip
+        architecture (``open_clip_name``) to read it into."""
+        if self.open_clip_name is None:
+            raise BenchmarkError(f"{path}: an open_clip checkpoint needs an open_clip architecture: set "
+                                 "overrides.open_clip_name (e.g. ViT-B-16) on a clip paper preset")
+        try:
+            open_clip.load_checkpoint(self.clip, str(path), strict=True)
+        except RuntimeError as exc:  # missing, unexpected or mis-shaped keys
+            first = str(exc).strip().splitlines()
+            raise BenchmarkError(f"{path}: does not fit open_clip's {self.open_clip_name} ({first[1].strip() if len(first) > 1 else first[0]})") from None
+        return self.state_dict()
+

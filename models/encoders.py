@@ -58,6 +58,47 @@ def efficientnet_tiny(drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn
                                                  drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
+def pad_as_for_image_size(backbone: nn.Module, image_size: int) -> nn.Module:
+    """Make every "same"-padded strided convolution of a TensorFlow-style timm backbone pad
+    by a fixed amount: the amount "same" padding gives at an input of ``image_size`` square,
+    whatever the input's size. The EfficientNet code Mammo-CLIP trains (EfficientNet-PyTorch's
+    ``Conv2dStaticSamePadding``, built for its pretraining size, 456 for B5, 260 for B2)
+    pads this way; timm pads for the actual input, which differs by one row or column at a
+    stride-2 layer whose input size is even here and odd at the built-for size (at 1520 x 912
+    it does). Parameters and state-dict keys stay as they were."""
+    import math
+
+    from timm.layers.conv2d_same import Conv2dSame
+
+    sizes: dict[str, tuple[int, int]] = {}
+    strided = {name: m for name, m in backbone.named_modules() if isinstance(m, Conv2dSame)}
+    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: sizes.__setitem__(name, args[0].shape[-2:]))
+             for name, m in strided.items()]
+    device = next(backbone.parameters()).device
+    with torch.no_grad():
+        backbone.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
+    for hook in hooks:
+        hook.remove()
+    for name, conv in strided.items():
+        pads = []
+        for size, k, s, d in zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        conv.__class__ = StaticSameConv2d  # same parameters, fixed padding
+        conv.static_pad = (pads[1][0], pads[1][1], pads[0][0], pads[0][1])  # left, right, top, bottom
+    return backbone
+
+
+class StaticSameConv2d(nn.Conv2d):
+    """A convolution that zero-pads by ``static_pad`` (left, right, top, bottom) before convolving."""
+
+    static_pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(nn.functional.pad(x, self.static_pad), self.weight, self.bias, self.stride,
+                                    0, self.dilation, self.groups)
+
+
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                    "pytorch_model.bin.index.json")
 

@@ -420,6 +420,37 @@ def test_a_model_whose_pretraining_ended_at_chance_is_flagged_in_budget_and_tabl
     assert "at chance" in (tmp_path / "table.md").read_text()
 
 
+def test_an_external_checkpoint_is_marked_and_kept_out_of_the_primary_comparisons(tmp_path):
+    import json
+
+    from benchmark.tables import NOT_TRAINED_HERE, write_tables
+
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 2, 100)
+    patients = [f"p{i}" for i in range(100)]
+    files, ledgers = [], []
+    for model, ledger in (("ref", {"method": "clip", "seed": 0, "samples_seen": 640}),
+                          ("released", {"method": "clip", "seed": 0, "trained_here": False, "samples_seen": None,
+                                        "source": "open_clip_model.pt"})):
+        files.append(_predictions(tmp_path, np.clip(0.3 * labels + rng.random(100), 0, 1), labels, patients,
+                                  f"{model}.csv", model))
+        path = tmp_path / "checkpoints" / model / "seed0" / "ledger.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(ledger))
+        ledgers.append(path)
+    stats = {"n_boot": 50, "seed": 0, "ci": 0.95, "reference_model": "ref", "chance_margin": 0.02,
+             "primary": [{"protocol": "zeroshot", "metric": "auc"}]}
+    write_tables(files, ledgers, tmp_path / "table.csv", tmp_path / "budget.csv", stats, controls=["released"])
+    budget = pd.read_csv(tmp_path / "budget.csv").set_index("model")
+    assert budget.loc["ref", "trained_here"] and not budget.loc["released", "trained_here"]
+    table = pd.read_csv(tmp_path / "table.csv", keep_default_na=False)
+    released = table[table.model == "released"]
+    assert (released.note == NOT_TRAINED_HERE).all() and (released.delta_vs_ref != "").all()  # delta reported ...
+    assert (released.p_adjusted == "").all()  # ... never a primary comparison
+    markdown = (tmp_path / "table.md").read_text()
+    assert "| released ext |" in markdown and f"ext: {NOT_TRAINED_HERE}" in markdown
+
+
 def test_each_pretrained_model_is_compared_with_its_own_untrained_architecture(tmp_path):
     from benchmark.config import model_controls
 

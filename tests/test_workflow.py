@@ -16,8 +16,9 @@ import yaml
 from benchmark.figures.names import FAMILIES, figure_stems
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {"mama", "glam", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init"}
+MODELS = {"mama", "glam", "clip", "convirt", "mgca", "medclip", "mammoclip", "random_init", "clip_reimported"}
 UNTRAINED = {"random_init"}  # pretrain: false in config/ci.yaml
+EXTERNAL = {"clip_reimported": "clip"}  # external: true in config/ci.yaml, and the model it re-reads
 TRAINED = MODELS - UNTRAINED
 BASELINE = "image_statistics"  # config/ci.yaml enables the hand-crafted baseline
 REFERENCE = "mama"
@@ -31,6 +32,8 @@ def _run_ci_workflow(out: Path, warm_start: bool) -> None:
     config["warm_start"] = warm_start
     for dataset in config["data"].values():
         dataset["root"] = str(out / "data" / Path(dataset["root"]).name)
+    for name in EXTERNAL:
+        config["models"][name]["checkpoint"] = config["models"][name]["checkpoint"].replace("results-ci", str(out))
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(config))
     run = subprocess.run(["snakemake", f"{out}/table.csv", "--cores", "2", "--configfile", str(path)],
@@ -79,6 +82,24 @@ def test_table_has_every_cell_with_ordered_intervals(two_runs):
     assert baseline.p_adjusted.isna().all()  # a yardstick, not in the primary comparisons
     others = table[table.model != REFERENCE]
     assert others.delta_vs_ref.notna().all() and table[table.model == REFERENCE].delta_vs_ref.isna().all()
+
+
+@pytest.mark.slow
+def test_an_external_checkpoint_is_evaluated_into_the_table_and_marked(two_runs):
+    from benchmark.tables import NOT_TRAINED_HERE
+
+    table = pd.read_csv(two_runs[0] / "table.csv", dtype={"fraction": str})
+    budget = pd.read_csv(two_runs[0] / "budget.csv").set_index("model")
+    key = ["dataset", "task", "protocol", "fraction", "metric"]
+    for external, source in EXTERNAL.items():
+        rows, original = (table[table.model == m].set_index(key).sort_index() for m in (external, source))
+        assert len(rows) == len(original) > 50
+        # the same weights: every evaluation gives what the model it re-reads gives
+        assert (rows[["value", "ci_low", "ci_high"]] - original[["value", "ci_low", "ci_high"]]).abs().max().max() < 1e-9
+        assert (rows.note == NOT_TRAINED_HERE).all() and rows.p_adjusted.isna().all()
+        assert not budget.loc[external, "trained_here"] and budget.loc[source, "trained_here"]
+        assert pd.isna(budget.loc[external, "samples_seen"])
+    assert " ext |" in (two_runs[0] / "table.md").read_text()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from benchmark.data.preprocess import CACHE_FORMAT
 from benchmark.data.synth import GENERATOR_VERSION
 from benchmark.protocols import PROTOCOLS, generic_protocols
 from benchmark.errors import BenchmarkError
+from benchmark.external import check_external, external_models, source_file
 
 try:
     validate_config(config)  # one-line errors naming the key
@@ -23,12 +24,19 @@ R = config["results"]
 
 
 def _untrained(model):
-    """Models with a seed still to pretrain: only their weights paths are read by a job."""
+    """Models with a seed still to pretrain (or import): only their weights paths are read by a job."""
     return any(not Path(f"{R}/checkpoints/{model}/seed{seed}/model.safetensors").exists() for seed in config["seeds"])
 
 
-try:  # every weights path a pretraining job will read, before any job starts
+def _written_by_this_run(path):
+    """An external checkpoint inside this run's results folder (another job writes it)."""
+    return Path(path).resolve().is_relative_to(Path(R).resolve())
+
+
+try:  # every weights and external checkpoint path a job will read, before any job starts
     check_weights(config, [m for m in config["models"] if _untrained(m)])
+    check_external(config, [m for m in external_models(config["models"])
+                            if _untrained(m) and not _written_by_this_run(config["models"][m]["checkpoint"])])
 except BenchmarkError as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(1)
@@ -116,6 +124,8 @@ def model_settings(model):
 
 THREADS = config["threads"]
 MODELS = list(config["models"])
+EXTERNAL_MODELS = external_models(config["models"])  # evaluated only: imported, never pretrained
+TRAINED_MODELS = [m for m in MODELS if m not in EXTERNAL_MODELS]
 # The hand-crafted baseline (image_statistics.enabled): linear-probe rows on global image
 # statistics, one replicate (seed 0), no pretraining and no other protocol.
 BASELINES = ["image_statistics"] if config["image_statistics"]["enabled"] else []
@@ -123,7 +133,8 @@ SEEDS = config["seeds"]
 FRACTIONS = config["split"]["fractions"]
 DRAWS = config["split"]["draws"]
 TASKS = config["tasks"]
-DATASETS = sorted({t.split("/")[0] for t in TASKS} | {config["pretrain"]["dataset"]})
+# the pretraining dataset is read only when some model is trained here (not all external)
+DATASETS = sorted({t.split("/")[0] for t in TASKS} | ({config["pretrain"]["dataset"]} if TRAINED_MODELS else set()))
 PRETRAIN_DATASET = config["pretrain"]["dataset"]
 PYTHONPATH = REPO + (":" + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
 # `benchmark.warm` runs `python -m benchmark` in a fork of the warm-start server when one

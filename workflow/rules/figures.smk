@@ -14,7 +14,8 @@ FAMILY_TITLES = {
     "bars": "Every protocol",
     "roc": "ROC curves",
     "tsne": "t-SNE of embeddings",
-    "alignment": "Sentence-to-patch alignment",
+    # the maps come from the pretraining dataset's reports, read only when a model trains here
+    **({"alignment": "Sentence-to-patch alignment"} if PRETRAIN_DATASET in DATASETS else {}),
     "compute_ledger": "Compute ledger",
     **({"subgroups": "Subgroup gaps"} if config["subgroups"]["enabled"] else {}),
 }
@@ -38,7 +39,7 @@ def figure_files(family, report_png=False):
         png = f"{FIG}/{stem}.png"
         if report_png:
             png = report(png, caption=f"../report/{family}.rst", category="Figures",
-                         subcategory=FAMILY_TITLES[family], labels={"figure": stem})
+                         subcategory=FAMILY_TITLES.get(family, family), labels={"figure": stem})
         files += [png, f"{FIG}/{stem}.pdf"]
     return files
 

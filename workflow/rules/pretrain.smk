@@ -7,6 +7,8 @@ TRAIN = (f"python -m torch.distributed.run --standalone --nproc_per_node {GPUS} 
 
 
 rule pretrain:
+    wildcard_constraints:
+        model="|".join(TRAINED_MODELS) or "^$",
     input:
         manifest=manifest(PRETRAIN_DATASET),
         split=split_file(PRETRAIN_DATASET),
@@ -36,3 +38,26 @@ rule pretrain:
         "{TRAIN} pretrain --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
         "--manifest {input.manifest:q} --split {input.split:q} {params.tokenizer} {params.text_tower} {params.aligned_mlo} --out-dir {params.out:q} "
         "--threads {threads} 2> {log:q}"
+
+
+# An external model (``external: true``) is not trained here: its checkpoint, in its
+# publisher's format or from another results folder, becomes this benchmark's checkpoint
+# (benchmark/external.py), with a ledger saying so.
+rule import_checkpoint:
+    wildcard_constraints:
+        model="|".join(EXTERNAL_MODELS) or "^$",
+    input:
+        source=lambda wc: str(source_file(config["models"][wc.model])),
+    output:
+        weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
+        ledger=f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json",
+    params:
+        out=lambda wc: checkpoint_dir(wc.model, wc.seed),
+        settings=lambda wc: config_hash(config["models"][wc.model]),
+    log:
+        f"{R}/logs/import_checkpoint/{{model}}-seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "{BENCH} import-checkpoint --config {CONFIGFILE:q} --model {wildcards.model} --seed {wildcards.seed} "
+        "--out-dir {params.out:q} 2> {log:q}"
