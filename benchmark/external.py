@@ -21,10 +21,10 @@ import json
 import shutil
 from pathlib import Path
 
-from benchmark.checkpoint import TEXT_DIR, build_from_checkpoint, save_checkpoint
 from benchmark.errors import BenchmarkError
-from benchmark.registry import build_model, model_class
-from benchmark.tables import NOT_TRAINED_HERE
+
+# torch and the models are imported inside the functions that need them: the workflow
+# imports this module when it parses (external_models, source_file)
 
 
 def external_models(models: dict) -> list[str]:
@@ -35,17 +35,26 @@ def is_benchmark_checkpoint(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "model.json").is_file()
 
 
+def is_hf_folder(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file() and not is_benchmark_checkpoint(path)
+
+
 def source_file(entry: dict) -> Path:
     """The file whose content the import reads: a checkpoint folder's weights (a path without
-    a suffix that does not exist yet is taken for a folder another job of the run writes),
-    else the file itself."""
+    a suffix that does not exist yet is taken for a folder another job of the run writes), a
+    Hugging Face folder's weights file, else the file itself."""
+    from models.encoders import HF_WEIGHT_FILES
+
     path = Path(entry["checkpoint"])
+    if is_hf_folder(path):
+        return next((path / name for name in HF_WEIGHT_FILES if (path / name).is_file()), path / "config.json")
     return path / "model.safetensors" if path.is_dir() or (not path.exists() and not path.suffix) else path
 
 
 def check_external(config: dict, names: list[str] | None = None) -> None:
     """Every external entry (of ``names``, default all) names a checkpoint that exists in a
     form its method reads; one line naming the model and the file."""
+    from benchmark.registry import model_class
     for name in names if names is not None else external_models(config["models"]):
         entry = config["models"][name]
         if not entry.get("external"):
@@ -61,19 +70,22 @@ def check_external(config: dict, names: list[str] | None = None) -> None:
             raise BenchmarkError(f"config: stats.reference_model: {name} is an external model; the reference "
                                  "of the primary comparisons is trained under the shared budget")
         path = Path(entry["checkpoint"])
-        if path.is_dir():
+        publisher = hasattr(model_class(entry["method"]), "read_external")
+        if is_hf_folder(path) and not publisher:
+            raise BenchmarkError(f"{where}: {path}: {entry['method']} reads no Hugging Face folder as a checkpoint")
+        if path.is_dir() and not is_hf_folder(path):
             if not is_benchmark_checkpoint(path):
-                raise BenchmarkError(f"{where}: {path} is a folder without model.json (not a checkpoint of "
-                                     "this benchmark)")
+                raise BenchmarkError(f"{where}: {path} is a folder without model.json or config.json (neither "
+                                     "a checkpoint of this benchmark nor a Hugging Face folder)")
             spec = json.loads((path / "model.json").read_text())
             if (spec["method"], spec["preset"]) != (entry["method"], entry["preset"]):
                 raise BenchmarkError(f"{where}: {path} holds {spec['method']}/{spec['preset']}, the entry says "
                                      f"{entry['method']}/{entry['preset']}")
             if not (path / "model.safetensors").is_file():
                 raise BenchmarkError(f"{where}: {path} has no model.safetensors")
-        elif not path.is_file():
+        elif not path.exists():
             raise BenchmarkError(f"{where}: {path} not found")
-        elif not hasattr(model_class(entry["method"]), "read_external"):
+        elif not publisher:
             raise BenchmarkError(f"{where}: {path}: {entry['method']} reads no publisher's checkpoint format; "
                                  "give a checkpoint folder of this benchmark")
 
@@ -89,6 +101,9 @@ def file_sha256(path: Path) -> str:
 def import_checkpoint(config: dict, model_name: str, seed: int, out_dir: Path) -> dict:
     """The ``import-checkpoint`` command: the entry's checkpoint as this benchmark's checkpoint
     in ``out_dir``, and its ledger; returns the ledger."""
+    from benchmark.checkpoint import TEXT_DIR, build_from_checkpoint, save_checkpoint
+    from benchmark.registry import build_model
+    from benchmark.tables import NOT_TRAINED_HERE
     if model_name not in config["models"]:
         raise BenchmarkError(f"config: models.{model_name}: no such model entry")
     check_external(config, [model_name])

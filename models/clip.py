@@ -11,7 +11,9 @@ tokenizer; weights from the local file named by ``weights`` in the config (rando
 initialisation when none is given).
 
 Released checkpoints (``read_external``): any open_clip checkpoint file, read by open_clip's
-own ``load_checkpoint`` into the architecture ``open_clip_name`` names.
+own ``load_checkpoint`` into the architecture ``open_clip_name`` names; or a Hugging Face
+``CLIPModel`` folder (OpenAI's CLIP and its fine-tunes), its names translated to open_clip's,
+when its activation and its tokenizer are those of that architecture (both checked).
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ class Clip(nn.Module):
         if self.open_clip_name is None:
             raise BenchmarkError(f"{path}: an open_clip checkpoint needs an open_clip architecture: set "
                                  "overrides.open_clip_name (e.g. ViT-B-16) on a clip paper preset")
+        if Path(path).is_dir():
+            return {f"clip.{k}": v for k, v in self._read_hf_clip(Path(path)).items()}
         try:
             open_clip.load_checkpoint(self.clip, str(path), strict=True)
         except RuntimeError as exc:  # missing, unexpected or mis-shaped keys
@@ -146,3 +150,64 @@ class Clip(nn.Module):
             raise BenchmarkError(f"{path}: does not fit open_clip's {self.open_clip_name} ({first[1].strip() if len(first) > 1 else first[0]})") from None
         return self.state_dict()
 
+
+    def _read_hf_clip(self, folder: Path) -> dict[str, torch.Tensor]:
+        """A Hugging Face ``CLIPModel`` folder as an open_clip state dict for ``self.clip``."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(folder)
+        if config.model_type != "clip":
+            raise BenchmarkError(f"{folder}: a Hugging Face {config.model_type} folder; only CLIPModel folders convert")
+        quick = config.vision_config.hidden_act == "quick_gelu"
+        if quick != isinstance(self.clip.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU):
+            raise BenchmarkError(f"{folder}: its activation is {config.vision_config.hidden_act}, open_clip's "
+                                 f"{self.open_clip_name} uses {'GELU' if quick else 'QuickGELU'}; name the "
+                                 f"{'-quickgelu ' if quick else ''}variant in overrides.open_clip_name")
+        texts = ["no mammographic evidence of malignancy.", "Mass, right breast: BI-RADS 4 (suspicious)."]
+        theirs = AutoTokenizer.from_pretrained(folder)(texts)["input_ids"]
+        ours = [row[row != 0].tolist() for row in self._tokenize(texts)]
+        if [list(t) for t in theirs] != ours:
+            raise BenchmarkError(f"{folder}: its tokenizer is not open_clip's {self.open_clip_name} tokenizer "
+                                 "(their ids differ on the same text)")
+        return hf_clip_to_open_clip(AutoModel.from_pretrained(folder).state_dict())
+
+
+_HF_BLOCK = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+_HF_TOP = {"vision_model.embeddings.class_embedding": "visual.class_embedding",
+           "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
+           "vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
+           "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+           "text_model.embeddings.position_embedding.weight": "positional_embedding", "logit_scale": "logit_scale"}
+_HF_NORMS = {"vision_model.pre_layrnorm": "visual.ln_pre", "vision_model.post_layernorm": "visual.ln_post",
+             "text_model.final_layer_norm": "ln_final"}
+
+
+def hf_clip_to_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face ``CLIPModel`` keys to open_clip's ``CLIP`` (the inverse of transformers'
+    conversion script): q, k and v projections joined into ``in_proj``, the projections
+    transposed into open_clip's parameters."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key in _HF_TOP:
+            out[_HF_TOP[key]] = value
+        elif key in ("visual_projection.weight", "text_projection.weight"):
+            out["visual.proj" if key.startswith("visual") else "text_projection"] = value.T
+        elif key.rpartition(".")[0] in _HF_NORMS:
+            module, _, param = key.rpartition(".")
+            out[f"{_HF_NORMS[module]}.{param}"] = value
+        elif ".encoder.layers." in key:
+            tower, rest = key.split(".encoder.layers.")
+            index, part = rest.split(".", 1)
+            module, _, param = part.rpartition(".")
+            prefix = f"{'visual.' if tower == 'vision_model' else ''}transformer.resblocks.{index}"
+            if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                qkv.setdefault((prefix, param), {})[module[-6]] = value
+            else:
+                out[f"{prefix}.{_HF_BLOCK[module]}.{param}"] = value
+        elif not key.endswith("position_ids"):
+            raise BenchmarkError(f"Hugging Face CLIP key {key!r} has no open_clip counterpart")
+    for (prefix, param), parts in qkv.items():
+        out[f"{prefix}.attn.in_proj_{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out

@@ -154,6 +154,67 @@ def test_open_clip_checkpoint_gives_open_clips_embeddings(tmp_path, layout):
         assert torch.allclose(ours.encode_text(TEXTS), want_text, atol=1e-5)
 
 
+def _hf_clip_folder(folder: Path, hidden_act: str = "gelu") -> Path:
+    """A Hugging Face CLIPModel of open_clip's SMOKE_OPEN_CLIP sizes, random weights, with
+    OpenAI's BPE (open_clip's vocabulary and merges) as a CLIPTokenizer."""
+    import open_clip
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = open_clip.get_tokenizer("ViT-B-16")
+    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}  # OpenAI's, as HF has them
+    (folder / "vocab.json").write_text(json.dumps({names.get(k, k): v for k, v in bpe.encoder.items()}))
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
+    vision, text = SMOKE_OPEN_CLIP["vision_cfg"], SMOKE_OPEN_CLIP["text_cfg"]
+    config = CLIPConfig(projection_dim=SMOKE_OPEN_CLIP["embed_dim"],
+                        vision_config=dict(hidden_size=vision["width"], intermediate_size=4 * vision["width"],
+                                           num_hidden_layers=vision["layers"], image_size=vision["image_size"],
+                                           num_attention_heads=vision["width"] // vision["head_width"],
+                                           patch_size=vision["patch_size"], hidden_act=hidden_act),
+                        text_config=dict(hidden_size=text["width"], intermediate_size=4 * text["width"],
+                                         num_hidden_layers=text["layers"], num_attention_heads=text["heads"],
+                                         vocab_size=text["vocab_size"], max_position_embeddings=text["context_length"],
+                                         hidden_act=hidden_act))
+    torch.manual_seed(7)
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_hugging_face_clip_folder_gives_the_hugging_face_models_embeddings(tmp_path):
+    from transformers import CLIPModel, CLIPTokenizer
+
+    folder = _hf_clip_folder(tmp_path / "clip-hf")
+    ours, ledger = _imported(tmp_path, method="clip", preset="paper", external=True, checkpoint=str(folder),
+                             overrides={"image_size": 64, "open_clip_cfg": SMOKE_OPEN_CLIP})
+    official = CLIPModel.from_pretrained(folder).eval()
+    tokens = CLIPTokenizer.from_pretrained(folder)(TEXTS, padding=True, return_tensors="pt")
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        want_image = torch.nn.functional.normalize(official.get_image_features(pixel_values=images).pooler_output, dim=-1)
+        want_text = torch.nn.functional.normalize(official.get_text_features(**tokens).pooler_output, dim=-1)
+        assert torch.allclose(ours.encode_image(images), want_image, atol=1e-5)
+        assert torch.allclose(ours.encode_text(TEXTS), want_text, atol=1e-5)
+    assert ledger["source"] == str(folder) and ledger["source_sha256"]
+
+
+def test_a_hugging_face_clip_of_another_activation_or_tokenizer_is_one_line(tmp_path):
+    folder = _hf_clip_folder(tmp_path / "quick", hidden_act="quick_gelu")
+    entry = dict(method="clip", preset="paper", external=True, checkpoint=str(folder),
+                 overrides={"image_size": 64, "open_clip_cfg": SMOKE_OPEN_CLIP})
+    with pytest.raises(BenchmarkError, match="its activation is quick_gelu.*name the -quickgelu variant"):
+        _imported(tmp_path, **entry)
+    folder = _hf_clip_folder(tmp_path / "other-vocab")
+    vocab = json.loads((folder / "vocab.json").read_text())
+    first, second = "no</w>", "mass</w>"
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "tokenizer.json").unlink(missing_ok=True)  # the fast tokenizer is rebuilt from vocab and merges
+    with pytest.raises(BenchmarkError, match="its tokenizer is not open_clip's ViT-B-16 tokenizer"):
+        _imported(tmp_path, **dict(entry, checkpoint=str(folder)))
+
+
 def test_an_open_clip_checkpoint_of_another_architecture_is_one_line(tmp_path):
     import open_clip
 
@@ -187,6 +248,8 @@ def test_a_checkpoint_folder_of_another_run_is_imported_unchanged(tmp_path, toke
     (dict(method="convirt", preset="paper", external=True, checkpoint="README.md"),
      "convirt reads no publisher's checkpoint format"),
     (dict(method="clip", preset="paper", external=True, checkpoint="docs"), "docs is a folder without model.json"),
+    (dict(method="convirt", preset="paper", external=True, checkpoint="workflow/../tests/../models/.."),
+     "is a folder without model.json"),
     (dict(method="clip", preset="paper", external=True, checkpoint="README.md", pretrain=False),
      "an external model is not trained here"),
 ])
