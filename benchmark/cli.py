@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmark.datasets import DATASETS
-from benchmark.errors import BenchmarkError, disk_errno, disk_error_line
+from benchmark.errors import PREEMPTED_EXIT, BenchmarkError, Preempted, disk_errno, disk_error_line
 from benchmark.figures.names import FAMILIES
 
 
@@ -202,12 +202,19 @@ def cmd_models(args, config):
 
 def cmd_check_config(args, config):
     from benchmark.config import check_weights
-    from benchmark.external import check_external
+    from benchmark.external import (
+        check_external,
+        check_external_formats,
+        external_models,
+        written_by_the_run,
+    )
+
 
     check_weights(config)
-    check_external(config)
+    check_external(config, [m for m in external_models(config["models"]) if not written_by_the_run(config, m)])
+    read = check_external_formats(config)  # each external checkpoint into its model: the import job's work
     print(f"config {args.config}: ok ({len(config['models'])} models, {len(config['tasks'])} tasks, "
-          "every weights and external checkpoint path present)")
+          f"every weights path present, {read} external checkpoints read)")
 
 
 def cmd_make_test_weights(args, config):
@@ -363,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as exc:  # a scheduler's stop: the state is saved; requeue or retry resumes it
+        print(str(exc), file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT)
     except Exception as exc:  # a full disk (from any library), or a path that is a file where a folder is needed, ...
         code = disk_errno(exc)
         if code is not None:

@@ -323,6 +323,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, model
 
 def validate_config(config: dict, models: bool = True, data: bool = True) -> dict:
     check_schema(config)
+    for entry in config["models"].values():  # an external checkpoint this run writes itself
+        if "{results}" in entry.get("checkpoint", ""):
+            entry["checkpoint"] = entry["checkpoint"].replace("{results}", str(config["results"]))
     check_semantics(config, data=data)
     if models:
         check_models(config)

@@ -11,6 +11,17 @@ class BenchmarkError(Exception):
     """Bad input: the message names the file, row, column or config key."""
 
 
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: try again (a requeued or retried job resumes)
+
+
+class Preempted(Exception):
+    """Training stopped on a scheduler's signal after saving its state (benchmark/resume.py)."""
+
+    def __init__(self, signal_name: str, step: int, resume_dir: Path):
+        super().__init__(f"preempted: {signal_name} at step {step}; the state is saved in {resume_dir}, "
+                         "a rerun resumes from it")
+
+
 # What a full, read-only or forbidden results folder looks like, from Python's OSError and
 # from libraries that write through Rust or C and report only a message (safetensors:
 # "I/O error: No space left on device (os error 28)").

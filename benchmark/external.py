@@ -51,6 +51,13 @@ def source_file(entry: dict) -> Path:
     return path / "model.safetensors" if path.is_dir() or (not path.exists() and not path.suffix) else path
 
 
+def written_by_the_run(config: dict, name: str) -> bool:
+    """An external checkpoint inside the run's own results folder that is not there yet:
+    another job of the run writes it (the ci run re-reads its own CLIP this way)."""
+    path = Path(config["models"][name]["checkpoint"])
+    return not path.exists() and path.resolve().is_relative_to(Path(config["results"]).resolve())
+
+
 def check_external(config: dict, names: list[str] | None = None) -> None:
     """Every external entry (of ``names``, default all) names a checkpoint that exists in a
     form its method reads; one line naming the model and the file."""
@@ -98,12 +105,48 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_checkpoint(entry: dict):
+    """The external entry's model with its checkpoint's weights: a benchmark checkpoint folder
+    as saved, a publisher's file through the method's ``read_external``; one line naming the
+    file when its weights do not fit the model. Returns (model, context it was built with)."""
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.registry import build_model
+
+    source = Path(entry["checkpoint"])
+    if is_benchmark_checkpoint(source):
+        return load_checkpoint(source), None
+    context = dict(entry.get("overrides", {}))
+    if entry.get("weights"):
+        context["weights"] = entry["weights"]
+    model = build_model(entry["method"], entry["preset"], **context)
+    missing, unexpected = model.load_state_dict(model.read_external(source), strict=False)
+    what = f"{entry['method']}/{entry['preset']}"
+    if missing:
+        raise BenchmarkError(f"{source}: lacks {len(missing)} of the {what} model's weights, e.g. {missing[0]}")
+    if unexpected:
+        raise BenchmarkError(f"{source}: {len(unexpected)} weights the {what} model does not have, e.g. {unexpected[0]}")
+    return model, context
+
+
+def check_external_formats(config: dict) -> int:
+    """``check-config``'s deeper check: every external checkpoint read into its model (what the
+    import job will do), so a file of the wrong format or architecture stops before any job.
+    Returns how many were read (one the run writes itself is not there yet)."""
+    names = [name for name in external_models(config["models"]) if not written_by_the_run(config, name)]
+    for name in names:
+        try:
+            read_checkpoint(config["models"][name])
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"config: models.{name}.checkpoint: {exc}") from None
+    return len(names)
+
+
 def import_checkpoint(config: dict, model_name: str, seed: int, out_dir: Path) -> dict:
     """The ``import-checkpoint`` command: the entry's checkpoint as this benchmark's checkpoint
     in ``out_dir``, and its ledger; returns the ledger."""
-    from benchmark.checkpoint import TEXT_DIR, build_from_checkpoint, save_checkpoint
-    from benchmark.registry import build_model
+    from benchmark.checkpoint import TEXT_DIR, save_checkpoint
     from benchmark.tables import NOT_TRAINED_HERE
+
     if model_name not in config["models"]:
         raise BenchmarkError(f"config: models.{model_name}: no such model entry")
     check_external(config, [model_name])
@@ -111,28 +154,15 @@ def import_checkpoint(config: dict, model_name: str, seed: int, out_dir: Path) -
     source = Path(entry["checkpoint"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if is_benchmark_checkpoint(source):
-        build_from_checkpoint(source)  # it rebuilds (its tokenizer and text folder are there)
+    model, context = read_checkpoint(entry)
+    if context is None:  # this benchmark's own checkpoint: copied as it is
         for name in ("model.json", "model.safetensors", "tokenizer.json"):
             if (source / name).is_file():
                 shutil.copyfile(source / name, out_dir / name)
         if (source / TEXT_DIR).is_dir():
             shutil.copytree(source / TEXT_DIR, out_dir / TEXT_DIR, dirs_exist_ok=True)
-        model = build_from_checkpoint(out_dir)
         fmt = "benchmark checkpoint"
     else:
-        context = dict(entry.get("overrides", {}))
-        if entry.get("weights"):
-            context["weights"] = entry["weights"]
-        model = build_model(entry["method"], entry["preset"], **context)
-        state = model.read_external(source)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing:
-            raise BenchmarkError(f"{source}: lacks {len(missing)} of the {entry['method']}/{entry['preset']} "
-                                 f"model's weights, e.g. {missing[0]}")
-        if unexpected:
-            raise BenchmarkError(f"{source}: {len(unexpected)} weights the {entry['method']}/{entry['preset']} "
-                                 f"model does not have, e.g. {unexpected[0]}")
         save_checkpoint(model, out_dir, entry["method"], entry["preset"], context)
         fmt = f"{entry['method']} publisher format"
     ledger = {
@@ -145,4 +175,3 @@ def import_checkpoint(config: dict, model_name: str, seed: int, out_dir: Path) -
     (out_dir / "ledger.json").write_text(json.dumps(ledger, indent=2) + "\n")
     print(f"import-checkpoint {model_name}: {source} ({fmt}) -> {out_dir}")
     return ledger
-

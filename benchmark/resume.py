@@ -6,12 +6,19 @@ states, and the run's fingerprint). The folder is written in full first; only th
 the one-line file ``resume/latest`` (replaced atomically) point at it, and older folders
 are removed. A kill at any moment leaves ``latest`` naming a complete state. The learning
 rate schedule and the batch sampler are functions of the step, so the step is their state.
+
+A scheduler's stop (SIGTERM: SLURM's time limit, preemption, ``scancel``; SIGUSR1: an
+earlier warning asked for with ``--signal``) is caught by ``StopSignals``: the step in
+progress finishes, the state is saved at once, and the command exits with
+``benchmark.errors.PREEMPTED_EXIT`` (75, EX_TEMPFAIL), so that the scheduler requeues the job or Snakemake retries it; the rerun
+resumes from that step and ends with the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import torch
@@ -79,3 +86,31 @@ def restore_rng(rng: dict) -> None:
 
 def clear_state(resume_dir: Path) -> None:
     shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGUSR1 only record that a stop was asked for (``received``);
+    the previous handlers come back on exit. Outside the main thread it does nothing (Python
+    delivers signals to the main thread only)."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        try:
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread
+            self._previous.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

@@ -43,7 +43,7 @@ from benchmark.distributed import (
     mean_over_ranks,
     sum_over_ranks,
 )
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, Preempted
 from benchmark.precision import (
     DEFAULT_PRECISION,
     fused_where_supported,
@@ -52,7 +52,7 @@ from benchmark.precision import (
 )
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
-from benchmark.resume import clear_state, load_state, restore_rng, save_state
+from benchmark.resume import StopSignals, clear_state, load_state, restore_rng, save_state
 from models.base import split_weights
 from models.gather import Gather, set_gather
 
@@ -441,51 +441,57 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
                    unit="step", disable=not ranks.main)
         seen_at_start = state["seen"]
         done = False
-        while not done:
-            step = state["step"]
-            lr = schedule(step) if total_steps else schedule(state["device_seconds"] / budget_seconds)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # FLOPs are counted on the first step, and again whenever the loss terms change
-            # (e.g. MaMA's late losses switching on).
-            measure = state["flops_terms"] is None or state.get("terms_changed", False)
-            counter = FlopCounterMode(display=False) if measure else nullcontext()
-            logged: dict[str, float] = {}
-            with counter:
-                for micro in range(options.grad_accum):
-                    batch = _to_device(next(batches), device)
-                    batch |= {"step": step, "epoch": step // steps_per_epoch(len(records), batch_size)}
-                    last = micro == options.grad_accum - 1
-                    sync = nullcontext() if last or ranks.world == 1 else step_module.no_sync()
-                    with sync, autocast:
-                        terms = step_module(batch)
-                        (terms["loss"] / options.grad_accum).backward()
-                    for k, v in terms.items():
-                        logged[k] = logged.get(k, 0.0) + float(v.detach()) / options.grad_accum
-            if grad_clip_norm:
-                nn.utils.clip_grad_norm_(params, grad_clip_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if hasattr(model, "clamp_parameters"):  # optional contract method: e.g. a logit scale's bounds
-                model.clamp_parameters()
+        with StopSignals() as stop_signals:  # SIGTERM / SIGUSR1: save and exit (benchmark/resume.py)
+            while not done:
+                step = state["step"]
+                lr = schedule(step) if total_steps else schedule(state["device_seconds"] / budget_seconds)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                # FLOPs are counted on the first step, and again whenever the loss terms change
+                # (e.g. MaMA's late losses switching on).
+                measure = state["flops_terms"] is None or state.get("terms_changed", False)
+                counter = FlopCounterMode(display=False) if measure else nullcontext()
+                logged: dict[str, float] = {}
+                with counter:
+                    for micro in range(options.grad_accum):
+                        batch = _to_device(next(batches), device)
+                        batch |= {"step": step, "epoch": step // steps_per_epoch(len(records), batch_size)}
+                        last = micro == options.grad_accum - 1
+                        sync = nullcontext() if last or ranks.world == 1 else step_module.no_sync()
+                        with sync, autocast:
+                            terms = step_module(batch)
+                            (terms["loss"] / options.grad_accum).backward()
+                        for k, v in terms.items():
+                            logged[k] = logged.get(k, 0.0) + float(v.detach()) / options.grad_accum
+                if grad_clip_norm:
+                    nn.utils.clip_grad_norm_(params, grad_clip_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if hasattr(model, "clamp_parameters"):  # optional contract method: e.g. a logit scale's bounds
+                    model.clamp_parameters()
 
-            # Book-keeping: FLOPs, samples, device time, the loss terms of this step.
-            if measure:
-                state["flops_per_step"] = int(sum_over_ranks(counter.get_total_flops()))
-                state["flops_terms"] = sorted(terms)
-            state["terms_changed"] = sorted(terms) != state["flops_terms"]
-            state["flops"] += state["flops_per_step"]
-            state["step"] += 1
-            state["seen"] += batch_size
-            state["device_seconds"] = resumed_seconds + (time.perf_counter() - start) * ranks.world
-            logged = mean_over_ranks(logged)
-            state["history"].append({"step": state["step"], "samples": state["seen"], **logged})
-            rate = (state["seen"] - seen_at_start) / (time.perf_counter() - start)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items()} | {"samples/s": f"{rate:.0f}"})
-            bar.update(1)
-            done = out_of_budget()  # a collective under a time budget: every rank asks
-            if ranks.main and state["step"] % options.checkpoint_every == 0 and not done:
-                save_state(resume_dir, model, optimizer, state)
+                # Book-keeping: FLOPs, samples, device time, the loss terms of this step.
+                if measure:
+                    state["flops_per_step"] = int(sum_over_ranks(counter.get_total_flops()))
+                    state["flops_terms"] = sorted(terms)
+                state["terms_changed"] = sorted(terms) != state["flops_terms"]
+                state["flops"] += state["flops_per_step"]
+                state["step"] += 1
+                state["seen"] += batch_size
+                state["device_seconds"] = resumed_seconds + (time.perf_counter() - start) * ranks.world
+                logged = mean_over_ranks(logged)
+                state["history"].append({"step": state["step"], "samples": state["seen"], **logged})
+                rate = (state["seen"] - seen_at_start) / (time.perf_counter() - start)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items()} | {"samples/s": f"{rate:.0f}"})
+                bar.update(1)
+                done = out_of_budget()  # a collective under a time budget: every rank asks
+                stop = not done and any_rank(stop_signals.received is not None)  # a scheduler's stop, on any rank
+                if ranks.main and not done and (stop or state["step"] % options.checkpoint_every == 0):
+                    save_state(resume_dir, model, optimizer, state)
+                if stop:
+                    bar.close()
+                    close_distributed()
+                    raise Preempted(stop_signals.received or "a stop signal on another rank", state["step"], resume_dir)
         bar.close()
     model.eval()
     ledger = build_ledger(method, preset, seed, options, state, batch_size, ranks, device, threads, model, params,

@@ -13,7 +13,7 @@ import torch
 
 from benchmark.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.errors import BenchmarkError
-from benchmark.external import check_external, import_checkpoint
+from benchmark.external import check_external, check_external_formats, import_checkpoint
 from benchmark.registry import build_model
 from benchmark.test_weights import SMOKE_OPEN_CLIP, _bert_folder, _corpus
 
@@ -224,6 +224,10 @@ def test_an_open_clip_checkpoint_of_another_architecture_is_one_line(tmp_path):
     with pytest.raises(BenchmarkError, match=f"{path}: does not fit open_clip's ViT-B-16"):
         _imported(tmp_path, method="clip", preset="paper", external=True, checkpoint=str(path),
                   overrides={"image_size": 64, "open_clip_cfg": SMOKE_OPEN_CLIP})
+    config = _config(tmp_path, method="clip", preset="paper", external=True, checkpoint=str(path),
+                     overrides={"image_size": 64, "open_clip_cfg": SMOKE_OPEN_CLIP})
+    with pytest.raises(BenchmarkError, match=f"config: models.ext.checkpoint: {path}: does not fit"):
+        check_external_formats(config)  # check-config reads it before any job
 
 
 # --- this benchmark's own checkpoints, and the checks before any job --------------------------

@@ -3,6 +3,7 @@ weights, the budget and the sampler are what they claim (docs/protocol.md, Pretr
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,6 +125,44 @@ def test_kill_9_then_rerun_ends_with_the_uninterrupted_weights(prepared, tmp_pat
     for key in ("samples_seen", "optimizer_steps", "flops", "final_loss"):
         assert ledger_a[key] == ledger_b[key], key
     assert ledger_b["resumed"] and not (killed / "resume").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_schedulers_stop_signal_saves_at_once_and_the_rerun_ends_with_the_uninterrupted_weights(
+        prepared, tmp_path, signum):
+    """What SLURM does at a time limit or preemption (SIGTERM, or SIGUSR1 asked for with
+    --signal): the step in progress finishes, the state is saved at that step (not at the
+    last periodic checkpoint), the command exits 75 so the job is requeued or retried."""
+    from benchmark.errors import PREEMPTED_EXIT
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "clip", straight)], capture_output=True,
+                         text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+    proc = subprocess.Popen([sys.executable, *_pretrain_cmd(prepared, "clip", stopped)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (stopped / "resume/latest").exists():  # the first periodic state (step 2): training is under way
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    os.kill(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT, stderr[-2000:]
+    line = stderr.strip().splitlines()[-1]
+    saved = int(re.search(r"at step (\d+)", line).group(1))
+    assert line.startswith(f"preempted: {signal.Signals(signum).name} at step") and "a rerun resumes" in line
+    assert (stopped / "resume/latest").read_text().strip() == f"step-{saved:08d}"  # saved at the stop, at once
+    assert not (stopped / "model.safetensors").exists()
+
+    rerun = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "clip", stopped)], capture_output=True,
+                           text=True, cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resume: step {saved} of" in rerun.stdout
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(stopped / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert not (stopped / "resume").exists()
 
 
 @pytest.mark.slow

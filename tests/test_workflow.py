@@ -32,8 +32,6 @@ def _run_ci_workflow(out: Path, warm_start: bool) -> None:
     config["warm_start"] = warm_start
     for dataset in config["data"].values():
         dataset["root"] = str(out / "data" / Path(dataset["root"]).name)
-    for name in EXTERNAL:
-        config["models"][name]["checkpoint"] = config["models"][name]["checkpoint"].replace("results-ci", str(out))
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(config))
     run = subprocess.run(["snakemake", f"{out}/table.csv", "--cores", "2", "--configfile", str(path)],

@@ -11,7 +11,7 @@ from benchmark.data.preprocess import CACHE_FORMAT
 from benchmark.data.synth import GENERATOR_VERSION
 from benchmark.protocols import PROTOCOLS, generic_protocols
 from benchmark.errors import BenchmarkError
-from benchmark.external import check_external, external_models, source_file
+from benchmark.external import check_external, external_models, source_file, written_by_the_run
 
 try:
     validate_config(config)  # one-line errors naming the key
@@ -28,15 +28,10 @@ def _untrained(model):
     return any(not Path(f"{R}/checkpoints/{model}/seed{seed}/model.safetensors").exists() for seed in config["seeds"])
 
 
-def _written_by_this_run(path):
-    """An external checkpoint inside this run's results folder (another job writes it)."""
-    return Path(path).resolve().is_relative_to(Path(R).resolve())
-
-
 try:  # every weights and external checkpoint path a job will read, before any job starts
     check_weights(config, [m for m in config["models"] if _untrained(m)])
-    check_external(config, [m for m in external_models(config["models"])
-                            if _untrained(m) and not _written_by_this_run(config["models"][m]["checkpoint"])])
+    check_external(config, [m for m in external_models(config["models"]) if _untrained(m)
+                            and not written_by_the_run(config, m)])
 except BenchmarkError as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(1)
