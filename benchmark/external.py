@@ -5,9 +5,12 @@ The entry names its method and preset (the architecture) and a ``checkpoint``:
 - a checkpoint folder of this benchmark (``model.json`` + ``model.safetensors``, e.g. from
   another results folder or cluster): copied as it is; its method and preset must be the
   entry's;
-- a file in the publisher's format: read by the method's ``read_external`` (models/: an
-  open_clip checkpoint for ``clip``, a released Mammo-CLIP ``.tar`` for ``mammoclip``) into
-  the model the entry describes (``overrides``, ``weights`` for a text encoder's tokenizer).
+- a file (or Hugging Face folder) in the publisher's format: read by the method's
+  ``read_external`` (models/: an open_clip checkpoint or a Hugging Face CLIP folder for
+  ``clip``, a released Mammo-CLIP ``.tar`` for ``mammoclip``) into the model the entry
+  describes (``overrides``, ``weights`` for a text encoder's tokenizer).
+
+``{results}`` in the path stands for the run's results folder (benchmark/config.py).
 
 ``import-checkpoint`` writes the benchmark's own checkpoint (the evaluation reads nothing
 else) and a ledger saying the model was not trained here; the table marks its rows and

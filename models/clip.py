@@ -135,9 +135,9 @@ class Clip(nn.Module):
         return {"clip": self.loss_fn.chance(candidates)}
 
     def read_external(self, path) -> dict[str, torch.Tensor]:
-        """An open_clip checkpoint file (a state dict, or open_clip's training checkpoint) as
-        this model's state dict, read by open_clip's own loader; needs an open_clip
-        architecture (``open_clip_name``) to read it into."""
+        """An open_clip checkpoint file (a state dict, or open_clip's training checkpoint, read
+        by open_clip's own loader) or a Hugging Face ``CLIPModel`` folder as this model's
+        state dict; needs an open_clip architecture (``open_clip_name``) to read it into."""
         if self.open_clip_name is None:
             raise BenchmarkError(f"{path}: an open_clip checkpoint needs an open_clip architecture: set "
                                  "overrides.open_clip_name (e.g. ViT-B-16) on a clip paper preset")
@@ -146,10 +146,10 @@ class Clip(nn.Module):
         try:
             open_clip.load_checkpoint(self.clip, str(path), strict=True)
         except RuntimeError as exc:  # missing, unexpected or mis-shaped keys
-            first = str(exc).strip().splitlines()
-            raise BenchmarkError(f"{path}: does not fit open_clip's {self.open_clip_name} ({first[1].strip() if len(first) > 1 else first[0]})") from None
+            lines = str(exc).strip().splitlines()
+            detail = lines[1].strip() if len(lines) > 1 else lines[0]  # the first mismatched key
+            raise BenchmarkError(f"{path}: does not fit open_clip's {self.open_clip_name} ({detail})") from None
         return self.state_dict()
-
 
     def _read_hf_clip(self, folder: Path) -> dict[str, torch.Tensor]:
         """A Hugging Face ``CLIPModel`` folder as an open_clip state dict for ``self.clip``."""
@@ -160,9 +160,10 @@ class Clip(nn.Module):
             raise BenchmarkError(f"{folder}: a Hugging Face {config.model_type} folder; only CLIPModel folders convert")
         quick = config.vision_config.hidden_act == "quick_gelu"
         if quick != isinstance(self.clip.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU):
+            variant = "its -quickgelu variant" if quick else "a variant without -quickgelu"
             raise BenchmarkError(f"{folder}: its activation is {config.vision_config.hidden_act}, open_clip's "
-                                 f"{self.open_clip_name} uses {'GELU' if quick else 'QuickGELU'}; name the "
-                                 f"{'-quickgelu ' if quick else ''}variant in overrides.open_clip_name")
+                                 f"{self.open_clip_name} uses {'GELU' if quick else 'QuickGELU'}; name {variant} "
+                                 "in overrides.open_clip_name")
         texts = ["no mammographic evidence of malignancy.", "Mass, right breast: BI-RADS 4 (suspicious)."]
         theirs = AutoTokenizer.from_pretrained(folder)(texts)["input_ids"]
         ours = [row[row != 0].tolist() for row in self._tokenize(texts)]

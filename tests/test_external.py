@@ -203,7 +203,7 @@ def test_a_hugging_face_clip_of_another_activation_or_tokenizer_is_one_line(tmp_
     folder = _hf_clip_folder(tmp_path / "quick", hidden_act="quick_gelu")
     entry = dict(method="clip", preset="paper", external=True, checkpoint=str(folder),
                  overrides={"image_size": 64, "open_clip_cfg": SMOKE_OPEN_CLIP})
-    with pytest.raises(BenchmarkError, match="its activation is quick_gelu.*name the -quickgelu variant"):
+    with pytest.raises(BenchmarkError, match="its activation is quick_gelu.*name its -quickgelu variant"):
         _imported(tmp_path, **entry)
     folder = _hf_clip_folder(tmp_path / "other-vocab")
     vocab = json.loads((folder / "vocab.json").read_text())
