@@ -244,7 +244,9 @@ def check_semantics(config: dict, data: bool = True) -> None:
     if ref is not None and ref not in config["models"]:
         raise BenchmarkError(f"config: stats.reference_model: {ref!r} is not in models")
     # the pretraining (and tokenizer) dataset is read only when some model is trained here
-    trains = any(not entry.get("external") for entry in config["models"].values())
+    from benchmark.external import external_models
+
+    trains = len(external_models(config["models"])) < len(config["models"])
     datasets = {t.split("/")[0] for t in config["tasks"]} | ({config["pretrain"]["dataset"]} if trains else set())
     for dataset in sorted(datasets):
         if dataset not in config["data"]:

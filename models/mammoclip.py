@@ -118,13 +118,15 @@ class MammoCLIP(DualEncoder):
                                  "as the official trainer saves)")
         model_config = checkpoint["config"]["model"]
         image_name = str(model_config["image_encoder"]["name"]).lower()
-        expected = {"tf_efficientnet_b5_ns-detect": "tf_efficientnet_b5", "tf_efficientnetv2-detect": "tf_efficientnet_b2"}
-        if image_name not in expected:
+        # the official config's encoder name -> (timm's name, its feature width)
+        released = {"tf_efficientnet_b5_ns-detect": ("tf_efficientnet_b5", 2048),
+                    "tf_efficientnetv2-detect": ("tf_efficientnet_b2", 1408)}
+        if image_name not in released:
             raise BenchmarkError(f"{path}: image encoder {image_name!r}; only the released EfficientNet-B5 and B2 "
-                                 f"({', '.join(expected)}) are read")
-        if type(self.visual).__name__ != "EfficientNet" or self.feature_dim != {"tf_efficientnet_b5": 2048,
-                                                                                  "tf_efficientnet_b2": 1408}[expected[image_name]]:
-            raise BenchmarkError(f"{path}: a {expected[image_name]} checkpoint; use the preset with that backbone "
+                                 f"({', '.join(released)}) are read")
+        backbone, width = released[image_name]
+        if type(self.visual).__name__ != "EfficientNet" or self.feature_dim != width:
+            raise BenchmarkError(f"{path}: a {backbone} checkpoint; use the preset with that backbone "
                                  "(paper: B5, paper_b2: B2)")
         head = model_config.get("projection_head", {}).get("name")
         pooling = model_config["text_encoder"].get("pooling")

@@ -28,10 +28,9 @@ H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's H100 SXM datasheet (dense, without 
 
 def image_cost(method: str, preset: str, n_images: int) -> tuple[float, float, tuple[int, int]]:
     """(seconds per image, FLOPs per image, input height x width) of encode_image."""
-    with torch.device("meta"):
-        size = build_model(method, preset).image_size
-    height, width = (size, size) if isinstance(size, int) else size
     model = build_model(method, preset).eval()
+    size = model.image_size
+    height, width = (size, size) if isinstance(size, int) else size
     images = torch.randn(n_images, 3, height, width)
     with torch.no_grad():
         model.encode_image(images[:1])  # warm-up (allocations, kernels chosen)
