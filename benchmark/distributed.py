@@ -1,6 +1,6 @@
 """Data-parallel plumbing: which rank this process is, as torchrun tells it.
 
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them the run is one process and
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and GROUP_WORLD_SIZE (its agents: nodes); without them the run is one process and
 every helper here is a no-op. The backend is nccl on GPU and gloo on CPU.
 """
 
@@ -18,6 +18,7 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    nodes: int = 1  # torchrun agents (one per node of a multi-node job)
 
     @property
     def main(self) -> bool:
@@ -28,7 +29,8 @@ def init_distributed(device: torch.device) -> Ranks:
     """Join the torchrun process group if this process was started by torchrun."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return Ranks()
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)),
+                  int(os.environ.get("GROUP_WORLD_SIZE", 1)))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ranks

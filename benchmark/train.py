@@ -514,7 +514,7 @@ def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_s
         "method": method, "preset": preset, "seed": seed, "samples_seen": state["seen"],
         "samples_budget": options.samples_seen, "device_hours_budget": options.device_hours,
         "optimizer_steps": state["step"], "batch_size": batch_size, "grad_accum": options.grad_accum,
-        "processes": ranks.world, "gather_negatives": options.gather_negatives, "precision": options.precision,
+        "processes": ranks.world, "nodes": ranks.nodes, "gather_negatives": options.gather_negatives, "precision": options.precision,
         "wall_seconds": round(wall, 3), "resumed": resumed,
         "device": device.type, "device_name": device_name(device), "threads": threads,
         "device_seconds": round(state["device_seconds"], 3),

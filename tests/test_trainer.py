@@ -26,6 +26,7 @@ from benchmark.train import (
     lr_for_time,
     step_indices,
 )
+from tests.conftest import pretrain_cmd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,49 +63,15 @@ def test_per_rank_negatives_switch_changes_the_loss(tokenizer, tmp_path):
 
 # --- pretraining through the CLI: resume after kill -9, torchrun --------------------------
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A small EMBED cache, split and tokenizer made with the project's own commands."""
-    base = tmp_path_factory.mktemp("trainer")
-    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
-    config["results"] = str(base)
-    config["data"] = {"embed": {"root": str(base / "data/embed"),
-                                "synthetic": {"patients": 30, "rows": 128, "cols": 104, "seed": 5}}}
-    config["tasks"] = ["embed/density"]
-    config["preprocess"] = {"long_side": 96}
-    config["pretrain"] |= {"samples_seen": 48 * 12, "checkpoint_every": 2}
-    config["models"]["mama"]["overrides"] = {"late_loss_start_step": 5}  # the loss terms change mid-run
-    path = base / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    bench = [sys.executable, "-m", "benchmark"]
-    for args in (["synth", "--dataset", "embed", "--out", str(base / "data/embed")],
-                 ["preprocess", "--dataset", "embed", "--out-dir", str(base / "cache/embed")],
-                 ["split", "--dataset", "embed", "--manifest", str(base / "cache/embed/manifest.csv"),
-                  "--out", str(base / "split.csv")],
-                 ["tokenizer", "--manifest", str(base / "cache/embed/manifest.csv"), "--split",
-                  str(base / "split.csv"), "--out", str(base / "tokenizer.json")]):
-        run = subprocess.run(bench + [args[0], "--config", str(path)] + args[1:], capture_output=True, text=True,
-                             cwd=REPO)
-        assert run.returncode == 0, run.stderr[-2000:]
-    return base, path
-
-
-def _pretrain_cmd(prepared, model: str, out: Path) -> list[str]:
-    base, config = prepared
-    return ["-m", "benchmark", "pretrain", "--config", str(config), "--model", model, "--seed", "0",
-            "--manifest", str(base / "cache/embed/manifest.csv"), "--split", str(base / "split.csv"),
-            "--tokenizer", str(base / "tokenizer.json"), "--out-dir", str(out), "--threads", "1"]
-
-
 @pytest.mark.slow
 def test_kill_9_then_rerun_ends_with_the_uninterrupted_weights(prepared, tmp_path):
     """MaMA crosses its late-loss start step (a change of loss terms) during the run."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "mama", straight)], capture_output=True,
+    run = subprocess.run([sys.executable, *pretrain_cmd(prepared, "mama", straight)], capture_output=True,
                          text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
 
-    proc = subprocess.Popen([sys.executable, *_pretrain_cmd(prepared, "mama", killed)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, *pretrain_cmd(prepared, "mama", killed)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not (killed / "resume/latest").exists() or "step-00000004" not in (killed / "resume/latest").read_text():
@@ -114,7 +81,7 @@ def test_kill_9_then_rerun_ends_with_the_uninterrupted_weights(prepared, tmp_pat
     proc.wait()
     assert not (killed / "model.safetensors").exists()
 
-    rerun = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "mama", killed)], capture_output=True,
+    rerun = subprocess.run([sys.executable, *pretrain_cmd(prepared, "mama", killed)], capture_output=True,
                            text=True, cwd=REPO)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resume: step" in rerun.stdout
@@ -137,11 +104,11 @@ def test_a_schedulers_stop_signal_saves_at_once_and_the_rerun_ends_with_the_unin
     from benchmark.errors import PREEMPTED_EXIT
 
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    run = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "clip", straight)], capture_output=True,
+    run = subprocess.run([sys.executable, *pretrain_cmd(prepared, "clip", straight)], capture_output=True,
                          text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
 
-    proc = subprocess.Popen([sys.executable, *_pretrain_cmd(prepared, "clip", stopped)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, *pretrain_cmd(prepared, "clip", stopped)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (stopped / "resume/latest").exists():  # the first periodic state (step 2): training is under way
@@ -156,7 +123,7 @@ def test_a_schedulers_stop_signal_saves_at_once_and_the_rerun_ends_with_the_unin
     assert (stopped / "resume/latest").read_text().strip() == f"step-{saved:08d}"  # saved at the stop, at once
     assert not (stopped / "model.safetensors").exists()
 
-    rerun = subprocess.run([sys.executable, *_pretrain_cmd(prepared, "clip", stopped)], capture_output=True,
+    rerun = subprocess.run([sys.executable, *pretrain_cmd(prepared, "clip", stopped)], capture_output=True,
                            text=True, cwd=REPO)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resume: step {saved} of" in rerun.stdout
@@ -174,7 +141,7 @@ def test_streamed_images_with_loader_workers_train_the_same_weights(prepared, tm
                                               | {"images": {"memory_gib": 0, "loader_workers": 2}}))
     ledgers, weights = {}, {}
     for name, path in (("memory", config), ("streamed", streamed_config)):
-        cmd = _pretrain_cmd((base, path), "clip", tmp_path / name)
+        cmd = pretrain_cmd((base, path), "clip", tmp_path / name)
         run = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=REPO)
         assert run.returncode == 0, run.stderr[-2000:]
         ledgers[name] = json.loads((tmp_path / name / "ledger.json").read_text())
@@ -189,7 +156,7 @@ def test_streamed_images_with_loader_workers_train_the_same_weights(prepared, tm
 @pytest.mark.slow
 def test_pretrain_under_torchrun_with_two_cpu_processes(prepared, tmp_path):
     out = tmp_path / "ddp"
-    _torchrun(*_pretrain_cmd(prepared, "clip", out))
+    _torchrun(*pretrain_cmd(prepared, "clip", out))
     ledger = json.loads((out / "ledger.json").read_text())
     assert ledger["processes"] == 2 and ledger["samples_seen"] == 64 * 9 and ledger["optimizer_steps"] == 9
     assert ledger["flops"] > 0 and np.isfinite(ledger["final_loss"])
@@ -212,6 +179,34 @@ def test_ranks_and_micro_batches_partition_each_global_batch():
     assert all(len(k) == 2 for k in keys)
     epoch, indices = step_indices(40, 8, 0, 5)
     assert [i for k in keys for _, i in k] == list(indices) and {e for k in keys for e, _ in k} == {epoch}
+
+
+def test_a_multinode_job_is_srun_of_one_torchrun_per_node_meeting_on_the_first_node():
+    from benchmark.launch import NotInAllocation, multinode_command
+
+    command = multinode_command(2, 4, cpus_per_task=16, gpus_per_node=4, trainer_args=["pretrain", "--seed", "1"],
+                                env={"SLURM_JOB_ID": "77"}, head="gpu-a01", port=29411)
+    srun = command[:command.index(sys.executable)]
+    assert srun == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=16",
+                    "--kill-on-bad-exit=1", "--gpus-per-node=4"]
+    torchrun = command[len(srun):]
+    assert {"--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu-a01:29411",
+            "--rdzv-id=benchmark-77"} <= set(torchrun)
+    assert torchrun[-5:] == ["-m", "benchmark", "pretrain", "--seed", "1"]
+    cpu = multinode_command(2, 1, 2, 0, ["pretrain"], {"SLURM_JOB_ID": "8"}, "n1", 1)
+    assert not any(arg.startswith("--gpus") for arg in cpu)
+    with pytest.raises(NotInAllocation, match="pretrain.nodes is 2: a multi-node training job runs only inside"):
+        multinode_command(2, 1, 2, 0, ["pretrain"], {}, "n1", 1)
+
+
+def test_the_launcher_outside_an_allocation_says_so_in_one_line_and_starts_nothing():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    run = subprocess.run([sys.executable, "-m", "benchmark.launch", "--nodes", "3", "--procs-per-node", "1",
+                          "--cpus-per-task", "1", "--", "pretrain", "--model", "clip"],
+                         capture_output=True, text=True, cwd=REPO, env=env)
+    assert run.returncode == 2
+    assert run.stdout.strip().splitlines() == [run.stderr.strip()]
+    assert run.stdout.startswith("error: pretrain.nodes is 3: a multi-node training job runs only inside a SLURM")
 
 
 def test_global_batch_must_split_evenly():

@@ -1,9 +1,22 @@
 # Pretraining under the shared budget; checkpoint + ledger per (model, seed). With
-# pretrain.gpus > 1 the job runs the trainer under torchrun (one process per GPU).
+# pretrain.gpus > 1 the job runs the trainer under torchrun (one process per GPU); with
+# pretrain.nodes > 1 it is one SLURM job of that many nodes, and benchmark/launch.py starts
+# one torchrun per node (srun) meeting at a rendezvous on the first node.
 
 GPUS = config["pretrain"]["gpus"]
-TRAIN = (f"python -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m benchmark"
-         if GPUS > 1 else BENCH)
+NODES = config["pretrain"]["nodes"]
+TRAIN_THREADS = config["pretrain"].get("threads", THREADS)
+if NODES > 1:
+    TRAIN = (f"python -m benchmark.launch --nodes {NODES} --procs-per-node {max(GPUS, 1)} --gpus-per-node {GPUS} "
+             f"--cpus-per-task {TRAIN_THREADS} --")
+elif GPUS > 1:
+    TRAIN = f"python -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m benchmark"
+else:
+    TRAIN = BENCH
+# A multi-node job is the SLURM executor's "mpi" kind: the rule's own srun places the
+# tasks, and each node gets GPUS GPUs (a GRES, per node) rather than GPUS in total.
+CLUSTER_SHAPE = ({"nodes": NODES, "tasks": NODES, "mpi": "srun"} | ({"gres": f"gpu:{GPUS}"} if GPUS else {})
+                 if NODES > 1 else {"gpu": GPUS})
 
 
 rule pretrain:
@@ -25,9 +38,9 @@ rule pretrain:
         aligned_mlo=lambda wc, input: f"--aligned-mlo {shlex.quote(input.aligned_mlo)}" if input.aligned_mlo else "",
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
         settings=lambda wc: model_settings(wc.model),
-    threads: config["pretrain"].get("threads", THREADS)
+    threads: TRAIN_THREADS
     resources:
-        gpu=GPUS,
+        **CLUSTER_SHAPE,
         runtime=config["pretrain"]["runtime_minutes"],
         mem_mb=config["pretrain"]["mem_mb"],
     log:
