@@ -1,7 +1,8 @@
 """Data-parallel plumbing: which rank this process is, as torchrun tells it.
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and GROUP_WORLD_SIZE (its agents: the nodes);
-without them the run is one process and every helper here is a no-op. The backend is nccl on GPU and gloo on CPU.
+without them the run is one process and every helper here is a no-op. The backend is nccl
+on GPU and gloo on CPU.
 """
 
 from __future__ import annotations
