@@ -85,6 +85,12 @@ def cmd_bench_train(args, config):
                                     args.loader_workers, args.streamed_from, args.precision)))
 
 
+def cmd_plan(args, config):
+    from benchmark.plan import run_plan
+
+    run_plan(config, args.gpu, args.mfu, args.cores_per_gpu, args.models, Path(args.out) if args.out else None)
+
+
 def cmd_features(args, config):
     from benchmark.evaluate.run import load_model, run_features
 
@@ -337,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "help": "read the images from random 16-bit PNGs of this long side instead of memory"}),
         (["--precision"], {"choices": ["bf16", "fp32"], "default": "bf16",
                            "help": "training precision (benchmark/precision.py)"}))
+    add("plan", cmd_plan, "capacity plan of the config's pretraining: parameters, FLOPs, GPU-hours, memory per "
+        "GPU, loader cores, cache disk (measured on this CPU; no data or weights read)",
+        (["--gpu"], {"choices": ["H100", "H200"], "default": "H100", "help": "the GPU the estimates are for"}),
+        (["--mfu"], {"type": float, "default": 0.30, "help": "model FLOPs utilisation assumed (default 0.30: "
+                                                              "benchmark/plan.py says why)"}),
+        (["--cores-per-gpu"], {"type": _positive_int, "default": 14, "help": "CPU cores a node has per GPU"}),
+        (["--models"], {"nargs": "+", "default": None, "help": "plan only these model entries (default: every "
+                                                               "one the config pretrains)"}),
+        (["--out"], {"default": None, "help": "CSV to write (default: <results>/plan.csv)"}))
     add("check-report", cmd_check_report, "open the HTML report in headless Chromium, view and screenshot every "
         "result", (["--report"], {"default": "results/report.html", "help": "the report HTML"}),
         (["--out-dir"], {"default": "results/report-check", "help": "screenshots go here"}))
@@ -353,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that build models from config entries check them against the registry; those
 # that read no data need no data folder.
-MODEL_COMMANDS = {"pretrain", "import-checkpoint", "models", "check-config", "convert-weights"}
-NO_DATA_COMMANDS = {"models", "make-test-weights", "convert-weights"}
+MODEL_COMMANDS = {"pretrain", "import-checkpoint", "models", "check-config", "convert-weights", "plan"}
+NO_DATA_COMMANDS = {"models", "make-test-weights", "convert-weights", "plan"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,9 @@ def split_weights(weights) -> tuple[str | None, str | None]:
     return weights, None
 
 
+_LAYERS_KEY = {"bert": "num_hidden_layers", "gpt2": "n_layer"}  # Hugging Face's name for the depth
+
+
 class DualEncoder(nn.Module, abc.ABC):
     batch_needs: tuple[str, ...] = ("image", "caption")
     image_text_term: str | None = None  # the training_loss term that contrasts images with their texts
@@ -79,6 +82,23 @@ class DualEncoder(nn.Module, abc.ABC):
             self.text.model.gradient_checkpointing_enable()
         else:
             self.text.model.gradient_checkpointing_disable()
+
+    # --- the capacity plan (benchmark/plan.py) ------------------------------------------------
+    @classmethod
+    def text_layers(cls, settings: dict) -> int:
+        """The text tower's transformer layers in these (merged preset) settings."""
+        text = settings["text"]
+        if text.get("layers"):
+            return int(text["layers"])
+        return int((text.get("config") or {}).get(_LAYERS_KEY[text["arch"]], 12))  # Hugging Face's default: 12
+
+    @classmethod
+    def text_layer_overrides(cls, settings: dict, layers: int) -> dict:
+        """Overrides that build these settings with a text tower of ``layers`` layers of the
+        same width: the plan measures a language-model tower too large for one CPU step at
+        1 and 2 layers and extrapolates in depth."""
+        key = _LAYERS_KEY[settings["text"]["arch"]]
+        return {"text": {"config": {key: layers}, "layers": None}}
 
     # --- what a method may override -------------------------------------------------------
     def clamp_parameters(self) -> None:
