@@ -88,7 +88,9 @@ def cmd_bench_train(args, config):
 def cmd_plan(args, config):
     from benchmark.plan import run_plan
 
-    run_plan(config, args.gpu, args.mfu, args.cores_per_gpu, args.models, Path(args.out) if args.out else None)
+    given = {"mfu": args.mfu, "cores_per_gpu": args.cores_per_gpu}  # None: the plan's documented defaults
+    run_plan(config, args.gpu, args.models, Path(args.out) if args.out else None,
+             **{k: v for k, v in given.items() if v is not None})
 
 
 def cmd_features(args, config):
@@ -346,9 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("plan", cmd_plan, "capacity plan of the config's pretraining: parameters, FLOPs, GPU-hours, memory per "
         "GPU, loader cores, cache disk (measured on this CPU; no data or weights read)",
         (["--gpu"], {"choices": ["H100", "H200"], "default": "H100", "help": "the GPU the estimates are for"}),
-        (["--mfu"], {"type": float, "default": 0.30, "help": "model FLOPs utilisation assumed (default 0.30: "
-                                                              "benchmark/plan.py says why)"}),
-        (["--cores-per-gpu"], {"type": _positive_int, "default": 14, "help": "CPU cores a node has per GPU"}),
+        (["--mfu"], {"type": float, "default": None, "help": "model FLOPs utilisation assumed (default 0.30: "
+                                                               "benchmark/plan.py says why)"}),
+        (["--cores-per-gpu"], {"type": _positive_int, "default": None, "help": "CPU cores a node has per GPU "
+                                                                                "(default 14, a DGX H100's)"}),
         (["--models"], {"nargs": "+", "default": None, "help": "plan only these model entries (default: every "
                                                                "one the config pretrains)"}),
         (["--out"], {"default": None, "help": "CSV to write (default: <results>/plan.csv)"}))

@@ -349,8 +349,8 @@ def format_plan(table: pd.DataFrame, warns: list[str], notes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_plan(config: dict, gpu: str, mfu: float, cores_per_gpu: int, models: list[str] | None,
-             out: Path | None) -> None:
+def run_plan(config: dict, gpu: str, models: list[str] | None, out: Path | None, mfu: float = DEFAULT_MFU,
+             cores_per_gpu: int = DEFAULT_CORES_PER_GPU) -> None:
     table, warns, notes = plan(config, gpu, mfu, cores_per_gpu, models)
     out = out or Path(config["results"]) / "plan.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -194,21 +194,13 @@ def measure(spec: dict) -> dict:
 
 def _loader_rate(model, loader: dict, collate, items: int = 16) -> float:
     """Samples/s of the pretraining data path on one core (module docstring)."""
-    import numpy as np
-    from PIL import Image
-
     from benchmark.data.images import StreamedImages
     from benchmark.disk_space import CACHE_ASPECT
-    from benchmark.perf.train import synthetic_records
+    from benchmark.perf.train import synthetic_records, write_random_pngs
     from benchmark.train import PretrainDataset
 
-    rng = np.random.default_rng(0)
-    side, dtype = loader["long_side"], np.uint8 if loader["bits"] <= 8 else np.uint16
     with tempfile.TemporaryDirectory() as folder:
-        names = [f"{i}.png" for i in range(8)]  # two exams of four views
-        for name in names:
-            pixels = rng.integers(0, np.iinfo(dtype).max, (side, int(CACHE_ASPECT * side)), dtype=dtype)
-            Image.fromarray(pixels).save(Path(folder) / name)
+        names = write_random_pngs(Path(folder), 8, loader["long_side"], loader["bits"], CACHE_ASPECT)  # two exams
         data = PretrainDataset(synthetic_records(len(names)), StreamedImages(Path(folder), names, model.image_size),
                                model.augment, 0.8, 0, model.batch_needs,
                                text_augment=getattr(model, "text_augment", None))

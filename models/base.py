@@ -96,7 +96,7 @@ class DualEncoder(nn.Module, abc.ABC):
     def text_layer_overrides(cls, settings: dict, layers: int) -> dict:
         """Overrides that build these settings with a text tower of ``layers`` layers of the
         same width: the plan measures a language-model tower too large for one CPU step at
-        1 and 2 layers and extrapolates in depth."""
+        two depths (1 and 8 layers) and extrapolates in depth."""
         key = _LAYERS_KEY[settings["text"]["arch"]]
         return {"text": {"config": {key: layers}, "layers": None}}
 

@@ -79,12 +79,13 @@ def synthetic_tokenizer(path: Path) -> str:
     return str(path)
 
 
-def write_random_pngs(folder: Path, n: int, long_side: int) -> list[str]:
-    """``n`` random 16-bit PNGs of a mammogram's aspect (long side x 0.8 long side)."""
+def write_random_pngs(folder: Path, n: int, long_side: int, bits: int = 16, aspect: float = 0.8) -> list[str]:
+    """``n`` random 8- or 16-bit PNGs of a mammogram's aspect (long side x ``aspect`` long side)."""
     rng = np.random.default_rng(0)
+    dtype = np.uint8 if bits <= 8 else np.uint16
     names = [f"{i}.png" for i in range(n)]
     for name in names:
-        pixels = rng.integers(0, 65536, (long_side, int(0.8 * long_side)), dtype=np.uint16)
+        pixels = rng.integers(0, np.iinfo(dtype).max, (long_side, int(aspect * long_side)), dtype=dtype, endpoint=True)
         Image.fromarray(pixels).save(folder / name)
     return names
 
