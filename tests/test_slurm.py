@@ -137,30 +137,51 @@ def test_a_requeued_pretraining_job_saves_at_once_and_resumes_to_the_uninterrupt
     run = subprocess.run([sys.executable, *pretrain_cmd(prepared, "clip", straight)], capture_output=True,
                          text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
+    _requeue_mid_run([sys.executable, *pretrain_cmd(prepared, "clip", requeued)], 1, requeued, tmp_path / "job.out")
+    assert _same_weights(load_file(str(straight / "model.safetensors")), load_file(str(requeued / "model.safetensors")))
 
-    command = " ".join([sys.executable, *pretrain_cmd(prepared, "clip", requeued)])
-    out = tmp_path / "job.out"
-    job = subprocess.run(["sbatch", "--parsable", "--requeue", "--open-mode=append", "--nodes=1", "--ntasks=1",
-                          "--cpus-per-task=1", f"--output={out}", f"--chdir={REPO}", f"--wrap=exec {command}"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    deadline = time.monotonic() + 300
-    while not (requeued / "resume/latest").exists():  # the first periodic state (step 2): training is under way
+
+def test_a_requeued_two_node_job_resumes_to_the_uninterrupted_weights(prepared, tmp_path):
+    """Preemption of a multi-node job: the job of benchmark/launch.py on node1 and node2 is
+    requeued mid-run; every node's torchrun passes the SIGTERM on to its trainer, the state
+    is saved at the step in progress, the requeued job starts both nodes again and resumes
+    there, and the final weights equal two processes' uninterrupted run bit for bit."""
+    _start_cluster()
+    straight, requeued = tmp_path / "straight", tmp_path / "requeued"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          *pretrain_cmd(prepared, "clip", straight)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    launch = [sys.executable, "-m", "benchmark.launch", "--nodes", "2", "--procs-per-node", "1",
+              "--cpus-per-task", "1", "--", *pretrain_cmd(prepared, "clip", requeued)[2:]]
+    shown = _requeue_mid_run(launch, 2, requeued, tmp_path / "job.out")
+    assert re.search(r"\bNodeList=node\[1-2\]", shown), shown
+    assert _same_weights(load_file(str(straight / "model.safetensors")), load_file(str(requeued / "model.safetensors")))
+
+
+def _requeue_mid_run(command: list[str], nodes: int, out_dir: Path, out: Path) -> str:
+    """Submit ``command`` as a --requeue job of ``nodes`` nodes, requeue it once its first
+    periodic state exists, wait for it to finish; check that it saved at the step in
+    progress and resumed there. Returns ``scontrol show job``."""
+    job = subprocess.run(["sbatch", "--parsable", "--requeue", "--open-mode=append", f"--nodes={nodes}",
+                          f"--ntasks={nodes}", "--cpus-per-task=1", f"--output={out}", f"--chdir={REPO}",
+                          f"--wrap=exec {' '.join(command)}"], capture_output=True, text=True, check=True).stdout.strip()
+    deadline = time.monotonic() + 600
+    while not (out_dir / "resume/latest").exists():  # the first periodic state (step 2): training is under way
         assert time.monotonic() < deadline, out.read_text() if out.exists() else "the job never wrote a state"
         time.sleep(0.1)
     subprocess.run(["scontrol", "requeue", job], check=True)
-    while not (requeued / "model.safetensors").exists() or _job_state(job) not in ("COMPLETED", ""):
+    while not (out_dir / "model.safetensors").exists() or _job_state(job) not in ("COMPLETED", ""):
         assert time.monotonic() < deadline, out.read_text()
         if _job_state(job) == "PENDING":  # a requeued job waits about two minutes to start again; not here
             subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], capture_output=True)
         time.sleep(0.5)
-
     text = out.read_text()
     saved = int(re.search(r"preempted: SIGTERM at step (\d+); the state is saved", text).group(1))
     assert f"resume: step {saved} of" in text
     shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
     assert re.search(r"\bRestarts=1\b", shown), shown
-    assert _same_weights(load_file(str(straight / "model.safetensors")), load_file(str(requeued / "model.safetensors")))
-    assert not (requeued / "resume").exists()
+    assert not (out_dir / "resume").exists()
+    return shown
 
 
 def _job_state(job: str) -> str:
