@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError
@@ -95,24 +93,20 @@ def _build_and_measure(entry: dict, checkpoints: Path) -> dict:
     import torch
 
     from benchmark.checkpoint import build_from_checkpoint
-    from benchmark.registry import build_model
+    from benchmark.registry import build_on_meta
 
     context = dict(entry.get("overrides", {}))
     weights = entry.get("weights")
     if isinstance(weights, dict) and weights.get("text"):  # a Hugging Face folder's config.json shapes
         context["weights"] = {"text": weights["text"]}  # the text tower; image weights fill a preset's shape
-    with torch.device("meta"), warnings.catch_warnings():  # the libraries' notes on a model never run
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            model = build_model(entry["method"], entry["preset"], **context)
-        except BenchmarkError:  # e.g. the weights moved away once the checkpoints hold everything
-            saved = sorted(checkpoints.glob("seed*/model.json"))
-            if not saved:
-                raise
+    try:
+        model = build_on_meta(entry["method"], entry["preset"], **context)
+    except BenchmarkError:  # e.g. the weights moved away once the checkpoints hold everything
+        saved = sorted(checkpoints.glob("seed*/model.json"))
+        if not saved:
+            raise
+        with torch.device("meta"):
             model = build_from_checkpoint(saved[0].parent)
-        finally:
-            logging.disable(logging.NOTSET)
     params = list(model.parameters())
     return {"weight_bytes": sum(p.numel() * p.element_size() for p in params),
             "trainable": sum(p.numel() for p in params if p.requires_grad),

@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,13 +83,10 @@ def planned_models(config: dict) -> list[str]:
     return [m for m, e in config["models"].items() if e.get("pretrain", True) and m not in external]
 
 
-def text_shape(entry: dict) -> dict:
-    """The text tower's shape from the entry's text weights folder (its config.json), if it
-    is there; {} otherwise (the preset's own shape is planned, and the row says so)."""
-    from models.base import split_weights
-
-    _, text = split_weights(entry.get("weights"))
-    config_json = Path(text) / "config.json" if text else None
+def text_shape(folder: str | None) -> dict:
+    """The text tower's shape from a text weights folder's config.json, if it is there; {}
+    otherwise (the preset's own shape is planned, and the row says so)."""
+    config_json = Path(folder) / "config.json" if folder else None
     if config_json is None or not config_json.is_file():
         return {}
     values = json.loads(config_json.read_text())
@@ -104,28 +99,20 @@ def build_spec(entry: dict) -> tuple[dict, str]:
     from benchmark.registry import merge_settings
     from models.base import split_weights
 
+    _, text = split_weights(entry.get("weights"))
     overrides = dict(entry.get("overrides", {}))
-    shape = text_shape(entry)
+    shape = text_shape(text)
     if shape:
         overrides = merge_settings(overrides, {"text": {"config": shape}})
-    _, text = split_weights(entry.get("weights"))
     source = (f"{text}/config.json" if shape else f"the preset ({text} not found)" if text else "the preset")
     return {"method": entry["method"], "preset": entry["preset"], "overrides": overrides}, source
 
 
 def meta_sizes(spec: dict) -> dict:
     """Parameters (total, trainable, in the text tower) and weight bytes, built on the meta device."""
-    import torch
+    from benchmark.registry import build_on_meta
 
-    from benchmark.registry import build_model
-
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            model = build_model(spec["method"], spec["preset"], **spec["overrides"])
-        finally:
-            logging.disable(logging.NOTSET)
+    model = build_on_meta(spec["method"], spec["preset"], **spec["overrides"])
     params = dict(model.named_parameters())
     return {"total": sum(p.numel() for p in params.values()),
             "trainable": sum(p.numel() for p in params.values() if p.requires_grad),
@@ -138,18 +125,16 @@ class MeasureKilled(BenchmarkError):
     """A measurement that this machine cannot run (its process was killed)."""
 
 
-def _meminfo_gib() -> float:
-    return int(Path("/proc/meminfo").read_text().split()[1]) * 1024 / GIB  # MemTotal, the first line
-
-
 def run_measure(spec: dict) -> dict:
     """``plan_measure`` in a fresh process (its own peak memory); one line on failure."""
+    from benchmark.plan_measure import meminfo
+
     done = subprocess.run([sys.executable, "-m", "benchmark.plan_measure", json.dumps(spec)],
                           capture_output=True, text=True)
     if done.returncode < 0:  # a signal: on Linux most often the kernel's out-of-memory killer (SIGKILL)
         raise MeasureKilled(f"its measuring process was killed by signal {-done.returncode} (the kernel's "
                             f"out-of-memory killer, when a training step at batch 2 does not fit this machine's "
-                            f"{_meminfo_gib():.0f} GiB)")
+                            f"{meminfo('MemTotal') / GIB:.0f} GiB)")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise BenchmarkError(f"plan: measuring {spec['method']}/{spec['preset']} failed: {last}")

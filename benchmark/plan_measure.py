@@ -56,7 +56,7 @@ def _status(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _meminfo(field: str) -> int:
+def meminfo(field: str) -> int:
     """A ``/proc/meminfo`` size, in bytes."""
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -152,7 +152,7 @@ def measure(spec: dict) -> dict:
 
     def fits(added: float) -> bool:
         """Whether a step adding ``added`` resident bytes leaves a fifth of what is available."""
-        return added < 0.8 * _meminfo("MemAvailable")
+        return added < 0.8 * meminfo("MemAvailable")
 
     result = {"loader_samples_per_s": loader_rate, "flops_per_step": int(counter.get_total_flops()),
               "flops_batch": 2, "step_seconds": {}, "forward_bytes": {}, "step_bytes": {},
@@ -167,7 +167,7 @@ def measure(spec: dict) -> dict:
         result["step_seconds"][str(size)] = time.perf_counter() - start
     if not fits(fixed + per_sample * 3):
         result["skipped"].append(f"memory: a step at batch 3 would add about {(fixed + per_sample * 3) / 2**30:.1f} GiB, "
-                                 f"more than this machine can spare ({_meminfo('MemAvailable') / 2**30:.1f} GiB "
+                                 f"more than this machine can spare ({meminfo('MemAvailable') / 2**30:.1f} GiB "
                                  "available)")
         result["resident_bytes"] = _status("VmRSS")
         return result
@@ -182,7 +182,7 @@ def measure(spec: dict) -> dict:
                 grown = result["step_bytes"]["3"] + (result["step_bytes"]["3"] - result["step_bytes"]["2"])
                 if "4" not in result["step_seconds"] or not fits(grown):
                     result["skipped"].append("the memory check at batch 4: its step would take more memory than "
-                                             f"this machine can spare ({_meminfo('MemAvailable') / 2**30:.1f} GiB "
+                                             f"this machine can spare ({meminfo('MemAvailable') / 2**30:.1f} GiB "
                                              "available)")
                     continue
             forward, peak = memory_step(batches[size])

@@ -111,11 +111,26 @@ def merge_settings(preset: dict, overrides: dict) -> dict:
     return merged
 
 
+def build_on_meta(name: str, preset: str, **context: Any):
+    """``build_model`` on the meta device: shapes and parameter counts, nothing allocated or
+    loaded; the libraries' notes about a model that will never run are silenced."""
+    import logging
+    import warnings
+
+    import torch
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            return build_model(name, preset, **context)
+        finally:
+            logging.disable(logging.NOTSET)
+
+
 def describe_models() -> list[str]:
     """A line per registered method with its presets' sizes, built on the meta device (no
     weights are loaded or allocated, so paper presets list instantly)."""
-    import torch
-
     from benchmark.errors import BenchmarkError
 
     lines = []
@@ -123,8 +138,7 @@ def describe_models() -> list[str]:
         sizes = []
         for preset in sorted(model_class(name).presets):
             try:
-                with torch.device("meta"):
-                    model = build_model(name, preset)
+                model = build_on_meta(name, preset)
             except BenchmarkError as exc:
                 sizes.append(f"{preset}: ({exc})")
                 continue
