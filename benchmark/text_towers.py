@@ -5,9 +5,15 @@ presets load as their text ``weights``, as a paper preset loads BioMedLM or Bio_
 
 The corpus is the training split's captions, with and without their metadata sentences (the
 texts the BPE tokenizer is trained on); no validation or test text is read. BERT towers
-learn to fill 15 % of masked tokens (BERT's 80/10/10 rule, transformers'
-``DataCollatorForLanguageModeling``); GPT-2 towers predict the next token of
-``[SOS] caption [EOS]``. One loop, AdamW, linear warm-up then cosine.
+learn BERT's two tasks, as Bio_ClinicalBERT did: fill 15 % of masked tokens (BERT's 80/10/10
+rule, transformers' ``DataCollatorForLanguageModeling``) and tell whether the second segment
+of ``[SOS] A [EOS] B [EOS]`` continues the first (next-sentence prediction on the pooled
+[CLS] state; without it nothing trains [CLS], and its state hardly depends on the caption:
+docs/synthetic-data.md). A is a caption's first k sentences; B is the rest of the same caption
+or, with probability 1/2, the rest of another caption with as many sentences, cut at the same
+k, so the two can be told apart by content only, not by the report's template (a negative
+whose tail equals the true one is labelled a continuation). GPT-2 towers predict the next
+token of ``[SOS] caption [EOS]``. One loop, AdamW, linear warm-up then cosine.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from benchmark.data.captions import SEP
 from benchmark.data.tokenizer import EOS, MASK, PAD, SOS, UNK
 from models.text_towers import TOWERS, TowerSpec
 
@@ -34,26 +41,58 @@ class TowerTraining:
 
 def hf_tokenizer(bpe_path: Path, spec: TowerSpec, max_length: int):
     """The project's BPE tokenizer as a Hugging Face fast tokenizer. A BERT tower keeps the
-    ``[SOS] text [EOS]`` template (BERT's [CLS] ... [SEP]); a GPT-2 tower adds nothing, as
-    GPT-2's tokenizer, and its users wrap texts themselves (MaMA: bos + text + eos)."""
+    ``[SOS] text [EOS]`` template (BERT's [CLS] ... [SEP]) and pairs as ``[SOS] A [EOS] B [EOS]``
+    with B's token types 1; a GPT-2 tower adds nothing, as GPT-2's tokenizer, and its users
+    wrap texts themselves (MaMA: bos + text + eos)."""
     from tokenizers import Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer.from_file(str(bpe_path))
     if spec.arch == "gpt2":
         bpe.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
+    else:
+        special = [(t, bpe.token_to_id(t)) for t in (SOS, EOS)]
+        bpe.post_processor = processors.TemplateProcessing(single=f"{SOS} $A {EOS}", pair=f"{SOS} $A {EOS} $B:1 {EOS}:1",
+                                                           special_tokens=special)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token=PAD, unk_token=UNK, bos_token=SOS,
                                    eos_token=EOS, mask_token=MASK, model_max_length=max_length)
 
 
 def build_language_model(spec: TowerSpec, tokenizer):
-    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+    from transformers import BertConfig, BertForPreTraining, GPT2Config, GPT2LMHeadModel
 
     ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if spec.arch == "bert":
-        return BertForMaskedLM(BertConfig(**spec.config, **ids))
+        return BertForPreTraining(BertConfig(**spec.config, **ids))
     return GPT2LMHeadModel(GPT2Config(**spec.config, **ids))
+
+
+def _sentences(text: str) -> list[str]:
+    return [f"{s.strip()} {SEP}" for s in text.split(SEP) if s.strip()]
+
+
+def sentence_pairs(texts: list[str], index: list[int], generator: torch.Generator) -> tuple[list, list, list]:
+    """Next-sentence pairs for the captions ``texts[index]``: (firsts, seconds, labels), label
+    0 where the second segment continues the first, 1 where it does not (BERT's convention)."""
+    by_length: dict[int, list[int]] = {}
+    for i, text in enumerate(texts):
+        by_length.setdefault(len(_sentences(text)), []).append(i)
+    firsts, seconds, labels = [], [], []
+    for i in index:
+        sentences = _sentences(texts[i])
+        cut = int(torch.randint(1, max(2, len(sentences)), (1,), generator=generator))
+        tail = " ".join(sentences[cut:])
+        if torch.rand((), generator=generator) < 0.5:
+            peers = by_length[len(sentences)]
+            other = peers[int(torch.randint(len(peers), (1,), generator=generator))]
+            second = " ".join(_sentences(texts[other])[cut:])
+        else:
+            second = tail
+        firsts.append(" ".join(sentences[:cut]))
+        seconds.append(second)
+        labels.append(int(second != tail))
+    return firsts, seconds, labels
 
 
 def _lr(step: int, total: int, peak: float) -> float:
@@ -65,7 +104,9 @@ def _lr(step: int, total: int, peak: float) -> float:
 
 def pretrain_text_tower(name: str, texts: list[str], bpe_path: Path, settings: TowerTraining, out_dir: Path) -> dict:
     """Train tower ``name`` on ``texts``; write the model folder and ``tower.json`` (the loss
-    curve, the held-out loss before and after) to ``out_dir``; returns that summary."""
+    curve, the held-out language-model loss before and after and, for BERT, the held-out
+    next-sentence accuracy) to ``out_dir``; returns that summary."""
+    import torch.nn.functional as F
     from transformers import DataCollatorForLanguageModeling
 
     spec = TOWERS[name]
@@ -73,47 +114,80 @@ def pretrain_text_tower(name: str, texts: list[str], bpe_path: Path, settings: T
     tokenizer = hf_tokenizer(bpe_path, spec, max_length)
     torch.manual_seed(settings.seed)
     model = build_language_model(spec, tokenizer)
-    if spec.arch == "gpt2":
+    bert = spec.arch == "bert"
+    if not bert:
         texts = [f"{SOS}{t}{EOS}" for t in texts]
-    encoded = [{"input_ids": ids} for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(settings.seed)).tolist()
-    n_held = max(1, int(settings.held_out * len(encoded)))
-    held = [encoded[i] for i in order[:n_held]]
-    train = [encoded[i] for i in order[n_held:]]
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm=spec.objective == "masked", mlm_probability=0.15)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(settings.seed)).tolist()
+    n_held = max(1, int(settings.held_out * len(texts)))
+    held = [texts[i] for i in order[:n_held]]
+    train = [texts[i] for i in order[n_held:]]
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm=bert, mlm_probability=0.15)
 
-    def held_out_loss() -> float:
+    def batch(corpus: list[str], index: list[int], pairs: torch.Generator) -> dict:
+        if not bert:
+            ids = tokenizer([corpus[i] for i in index], truncation=True, max_length=max_length)["input_ids"]
+            return collate([{"input_ids": x} for x in ids])
+        firsts, seconds, labels = sentence_pairs(corpus, index, pairs)
+        encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length, return_token_type_ids=True)
+        out = collate([{"input_ids": i, "token_type_ids": t}
+                       for i, t in zip(encoded["input_ids"], encoded["token_type_ids"])])
+        out["next_sentence_label"] = torch.tensor(labels)
+        return out
+
+    def held_out() -> tuple[float, float | None, float | None]:
+        """On held-out text: the language-model loss and, for BERT, the next-sentence loss and
+        its chance level (the entropy of the held-out pairs' labels)."""
         model.eval()
         state = torch.get_rng_state()
-        torch.manual_seed(settings.seed + 1)  # the same masks before and after training
+        torch.manual_seed(settings.seed + 1)  # the same masks and pairs before and after training
+        pairs = torch.Generator().manual_seed(settings.seed + 1)
+        lm, nsp, labels_seen = [], [], []
         with torch.no_grad():
-            losses = [model(**collate(held[i:i + 64])).loss.item() for i in range(0, len(held), 64)]
+            for start in range(0, len(held), 64):
+                b = batch(held, list(range(start, min(start + 64, len(held)))), pairs)
+                if not bert:
+                    lm.append(model(**b).loss.item())
+                    continue
+                next_sentence, labels = b.pop("next_sentence_label"), b.pop("labels")
+                out = model(**b)
+                lm.append(F.cross_entropy(out.prediction_logits.flatten(0, 1), labels.flatten()).item())
+                nsp.append(F.cross_entropy(out.seq_relationship_logits, next_sentence, reduction="sum").item())
+                labels_seen += next_sentence.tolist()
         torch.set_rng_state(state)
         model.train()
-        return float(sum(losses) / len(losses))
+        if not bert:
+            return float(sum(lm) / len(lm)), None, None
+        p = sum(labels_seen) / len(labels_seen)
+        entropy = -sum(q * math.log(q) for q in (p, 1 - p) if q > 0)
+        return float(sum(lm) / len(lm)), sum(nsp) / len(labels_seen), entropy
 
-    before = held_out_loss()
-    batches = torch.Generator().manual_seed(settings.seed + 2)
+    before, nsp_before, nsp_chance = held_out()
+    draws = torch.Generator().manual_seed(settings.seed + 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     curve = []
     model.train()
     for step in range(settings.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, settings.steps, settings.lr)
-        index = torch.randint(len(train), (settings.batch_size,), generator=batches).tolist()
-        loss = model(**collate([train[i] for i in index])).loss
+        index = torch.randint(len(train), (settings.batch_size,), generator=draws).tolist()
+        loss = model(**batch(train, index, draws)).loss  # BERT: masked LM + next sentence
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         curve.append(round(loss.item(), 4))
+    after, nsp_after, _ = held_out()
     summary = {"tower": name, "arch": spec.arch, "objective": spec.objective, "train_captions": len(train),
                "held_out_captions": len(held), "steps": settings.steps, "batch_size": settings.batch_size,
                "lr": settings.lr, "seed": settings.seed, "chance_loss": round(math.log(len(tokenizer)), 4),
-               "held_out_loss_before": round(before, 4), "held_out_loss_after": round(held_out_loss(), 4),
-               "train_loss": curve}
+               "held_out_loss_before": round(before, 4), "held_out_loss_after": round(after, 4)}
+    if bert:
+        summary |= {"next_sentence_chance_loss": round(nsp_chance, 4),
+                    "held_out_next_sentence_loss_before": round(nsp_before, 4),
+                    "held_out_next_sentence_loss_after": round(nsp_after, 4)}
+    summary["train_loss"] = curve
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = model.bert if spec.arch == "bert" else model.transformer  # the encoder the methods use, without the LM head
+    base = model.bert if bert else model.transformer  # the encoder the methods use, without the LM heads
     base.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "tower.json").write_text(json.dumps(summary, indent=1) + "\n")

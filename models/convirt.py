@@ -17,7 +17,7 @@ from models.encoders import freeze, mlp
 from models.losses import WeightedInfoNCE
 from models.text_towers import tower_text
 
-# The tiny BERT the caption-based methods share, pretrained by the workflow as a masked LM
+# The tiny BERT the caption-based methods share, pretrained by the workflow with BERT's masked-LM and next-sentence tasks
 # (models/text_towers.py); 144 tokens hold a whole report.
 TINY_TEXT = tower_text("bert_tiny", 144)
 

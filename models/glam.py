@@ -33,7 +33,8 @@ paper's and this project's values is in docs/protocol.md.
 - Augmentation (``SimCLRFixedTransform``, the transform ``--patch_contrast`` selects): no
   crop and no flip (the views' geometry must survive), a random affine (rotation 10
   degrees, shift 5 %, zoom 0.9-1.1), brightness/contrast jitter 0.8 with p 0.8, Gaussian
-  blur (7 x 7, sigma 0.1-2) with p 0.4; each view drawn on its own. Images are normalised
+  blur (7 x 7, sigma 0.1-2) with p 0.4; each view drawn on its own. The tiny preset leaves
+  out the jitter, as MaMA's. Images are normalised
   with DINOv2's (ImageNet) statistics, not the official 0.5, as for MaMA.
 - AdamW (0.9, 0.999), lr 4e-5, weight decay 0.2 on every parameter, 4,000 warm-up steps of
   40,000 (10 %), cosine; batch 48 x 4 GPUs x 2 accumulated = 384.
@@ -64,6 +65,7 @@ from models.text_towers import tower_text
 SPECIAL_TOKENS = dict(bos_token="[BOS]", eos_token="[EOS]", additional_special_tokens=["[KEY]"])
 AUGMENT = dict(crop=False, hflip=False, vflip=False, jitter=0.8, jitter_p=0.8, blur_p=0.4, blur_kernel=7,
                affine_p=1.0, affine_degrees=10.0, affine_translate=0.05, affine_scale=(0.9, 1.1))
+TINY_AUGMENT = dict(AUGMENT, jitter=0.0)  # as MaMA's tiny preset: no colour jitter for a random ViT (models/mama.py)
 # TextTransform(heavy_aug): stop words 0.5, swap 0.3, deletion 0.3, sentence swap 0.3 (synonyms 0.3 and
 # back-translation 0.5 need corpora and translation models this project does not ship: docs/protocol.md)
 TEXT_AUGMENT = dict(remove_stop_words_p=0.5, swap_p=0.3, delete_p=0.3, sentence_swap_p=0.3)
@@ -95,7 +97,7 @@ class Glam(DualEncoder):
                      image=dict(name="vit_tiny_reg", kwargs=dict(width=192, depth=4, heads=3, patch_size=16)),
                      # the workflow's tiny BERT, cut to half its layers as GLAM cuts Bio_ClinicalBERT
                      text=dict(tower_text("bert_tiny", 144, special_tokens=SPECIAL_TOKENS), layers=1),
-                     train=dict(TRAIN, batch_size=48, lr=3e-4), augment=AUGMENT, text_augment=TEXT_AUGMENT),
+                     train=dict(TRAIN, batch_size=48, lr=3e-4), augment=TINY_AUGMENT, text_augment=TEXT_AUGMENT),
         "paper": dict(image_size=518, embed_dim=512, mega_patch=4, pooler_heads=8, view_heads=4,
                       grad_checkpointing=True, image=dict(name="vit_base_patch14_reg4_dinov2"),
                       text=dict(arch="bert", context_length=144, special_tokens=SPECIAL_TOKENS, layers=6,

@@ -16,19 +16,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TowerSpec:
-    arch: str  # "bert" (pretrained as a masked LM, as BERT) or "gpt2" (as a causal LM, as GPT-2 / BioMedLM)
+    arch: str  # "bert" or "gpt2"
     config: dict  # Hugging Face config values (sizes); the vocabulary comes from the BPE tokenizer
-
-    @property
-    def objective(self) -> str:
-        return "masked" if self.arch == "bert" else "causal"
+    # "masked+next_sentence": BERT's two pretraining tasks, as Bio_ClinicalBERT was trained (the
+    # next-sentence task is the one that trains [CLS], the feature GLAM and MGCA read);
+    # "causal": next-token prediction, as GPT-2 / BioMedLM
+    objective: str
 
 
 # 160 positions: the tiny presets' 144-token context (the paper's MaMA context) plus room.
 TOWERS = {
     "bert_tiny": TowerSpec("bert", dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=384, max_position_embeddings=160)),
-    "gpt2_tiny": TowerSpec("gpt2", dict(n_embd=96, n_layer=2, n_head=4, n_positions=160)),
+                                        intermediate_size=384, max_position_embeddings=160), "masked+next_sentence"),
+    "gpt2_tiny": TowerSpec("gpt2", dict(n_embd=96, n_layer=2, n_head=4, n_positions=160), "causal"),
 }
 
 

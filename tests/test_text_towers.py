@@ -5,6 +5,7 @@ same text-weights path as the paper presets' downloaded models."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,9 @@ from safetensors.torch import load_file
 
 from benchmark.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.config import text_tower
-from benchmark.data.captions import embed_sentences, join_sentences
+from benchmark.data.captions import SEP, embed_sentences, join_sentences
 from benchmark.registry import build_model
-from benchmark.text_towers import TowerTraining, pretrain_text_tower
+from benchmark.text_towers import TowerTraining, pretrain_text_tower, sentence_pairs
 from tests.conftest import REC, REPO
 
 CAPTIONS = [join_sentences(embed_sentences(REC | {"density": d, "birads": b, "massshape": "X" if b > 3 else ""}))
@@ -37,11 +38,40 @@ def towers(tokenizer, tmp_path_factory):
 @pytest.mark.parametrize("name", ["bert_tiny", "gpt2_tiny"])
 def test_a_tower_learns_its_language_model_objective_on_unseen_captions(towers, name):
     folder, summary = towers[name]
-    assert summary["objective"] == ("masked" if name == "bert_tiny" else "causal")
+    assert summary["objective"] == ("masked+next_sentence" if name == "bert_tiny" else "causal")
     # random weights start at chance (ln vocabulary); training must at least halve the held-out loss
     assert summary["held_out_loss_before"] == pytest.approx(summary["chance_loss"], rel=0.1)
     assert summary["held_out_loss_after"] < 0.5 * summary["held_out_loss_before"]
     assert json.loads((folder / "tower.json").read_text())["train_loss"] == summary["train_loss"]
+
+
+def test_next_sentence_pairs_cut_at_a_sentence_and_are_labelled_by_content():
+    texts = [join_sentences(embed_sentences(REC | {"density": d, "birads": b})) for d in (1, 2, 3, 4) for b in (1, 4)]
+    texts.append("Findings: none. [SEP] Impressions: negative. [SEP]")  # fewer sentences: never another's partner
+    firsts, seconds, labels = sentence_pairs(texts, list(range(len(texts))) * 25, torch.Generator().manual_seed(0))
+    for i, (first, second, label) in enumerate(zip(firsts, seconds, labels)):
+        text = texts[i % len(texts)]
+        assert first.endswith(SEP) and second.endswith(SEP) and text.startswith(first)
+        continues = text == f"{first} {second}"
+        assert label == (0 if continues else 1)
+        if not continues:  # the rest of another caption with as many sentences, cut at the same sentence
+            partners = [t for t in texts if t.count(SEP) == text.count(SEP) and t.endswith(second)]
+            assert partners and all(t.count(SEP, 0, len(t) - len(second)) == first.count(SEP) for t in partners)
+    assert 0.25 < sum(labels) / len(labels) < 0.5  # half draw another caption; some draw an equal tail
+
+
+def test_the_bert_towers_next_sentence_task_trains_its_cls_state(tokenizer, tmp_path):
+    """Where the second segment is predictable from the first (here: the same density
+    sentence), the next-sentence task, read from the [CLS] state, is learned: the held-out
+    loss falls well below the labels' entropy."""
+    compositions = [embed_sentences(REC | {"density": d, "birads": 1})[4] for d in (1, 2, 3, 4)]
+    texts = [f"{c} {SEP} {c} {SEP}" for c in compositions] * 60
+    summary = pretrain_text_tower("bert_tiny", texts, Path(tokenizer),
+                                  TowerTraining(steps=80, batch_size=32, lr=2e-3, seed=0), tmp_path)
+    chance = summary["next_sentence_chance_loss"]
+    assert 0.6 < chance <= math.log(2)  # about a third of the pairs are drawn from another caption of another density
+    assert summary["held_out_next_sentence_loss_before"] == pytest.approx(chance, abs=0.1)
+    assert summary["held_out_next_sentence_loss_after"] < 0.5 * chance
 
 
 @pytest.mark.parametrize("method,name", [("convirt", "bert_tiny"), ("mgca", "bert_tiny"), ("mama", "gpt2_tiny")])
