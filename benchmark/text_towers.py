@@ -68,31 +68,33 @@ def build_language_model(spec: TowerSpec, tokenizer):
     return GPT2LMHeadModel(GPT2Config(**spec.config, **ids))
 
 
-def _sentences(text: str) -> list[str]:
-    return [f"{s.strip()} {SEP}" for s in text.split(SEP) if s.strip()]
+class SentencePairs:
+    """Next-sentence pairs drawn from a corpus of captions (sentences end in the separator)."""
 
+    def __init__(self, texts: list[str]):
+        self.sentences = [[f"{s.strip()} {SEP}" for s in text.split(SEP) if s.strip()] for text in texts]
+        self.by_length: dict[int, list[int]] = {}  # captions with as many sentences: a negative's candidates
+        for i, sentences in enumerate(self.sentences):
+            self.by_length.setdefault(len(sentences), []).append(i)
 
-def sentence_pairs(texts: list[str], index: list[int], generator: torch.Generator) -> tuple[list, list, list]:
-    """Next-sentence pairs for the captions ``texts[index]``: (firsts, seconds, labels), label
-    0 where the second segment continues the first, 1 where it does not (BERT's convention)."""
-    by_length: dict[int, list[int]] = {}
-    for i, text in enumerate(texts):
-        by_length.setdefault(len(_sentences(text)), []).append(i)
-    firsts, seconds, labels = [], [], []
-    for i in index:
-        sentences = _sentences(texts[i])
-        cut = int(torch.randint(1, max(2, len(sentences)), (1,), generator=generator))
-        tail = " ".join(sentences[cut:])
-        if torch.rand((), generator=generator) < 0.5:
-            peers = by_length[len(sentences)]
-            other = peers[int(torch.randint(len(peers), (1,), generator=generator))]
-            second = " ".join(_sentences(texts[other])[cut:])
-        else:
-            second = tail
-        firsts.append(" ".join(sentences[:cut]))
-        seconds.append(second)
-        labels.append(int(second != tail))
-    return firsts, seconds, labels
+    def __call__(self, index: list[int], generator: torch.Generator) -> tuple[list[str], list[str], list[int]]:
+        """(firsts, seconds, labels) for the captions ``index``: label 0 where the second
+        segment continues the first, 1 where it does not (BERT's convention)."""
+        firsts, seconds, labels = [], [], []
+        for i in index:
+            sentences = self.sentences[i]
+            cut = int(torch.randint(1, max(2, len(sentences)), (1,), generator=generator))
+            tail = " ".join(sentences[cut:])
+            if torch.rand((), generator=generator) < 0.5:
+                peers = self.by_length[len(sentences)]
+                other = peers[int(torch.randint(len(peers), (1,), generator=generator))]
+                second = " ".join(self.sentences[other][cut:])
+            else:
+                second = tail
+            firsts.append(" ".join(sentences[:cut]))
+            seconds.append(second)
+            labels.append(int(second != tail))
+        return firsts, seconds, labels
 
 
 def _lr(step: int, total: int, peak: float) -> float:
@@ -105,7 +107,7 @@ def _lr(step: int, total: int, peak: float) -> float:
 def pretrain_text_tower(name: str, texts: list[str], bpe_path: Path, settings: TowerTraining, out_dir: Path) -> dict:
     """Train tower ``name`` on ``texts``; write the model folder and ``tower.json`` (the loss
     curve, the held-out language-model loss before and after and, for BERT, the held-out
-    next-sentence accuracy) to ``out_dir``; returns that summary."""
+    next-sentence loss before and after) to ``out_dir``; returns that summary."""
     import torch.nn.functional as F
     from transformers import DataCollatorForLanguageModeling
 
@@ -122,12 +124,13 @@ def pretrain_text_tower(name: str, texts: list[str], bpe_path: Path, settings: T
     held = [texts[i] for i in order[:n_held]]
     train = [texts[i] for i in order[n_held:]]
     collate = DataCollatorForLanguageModeling(tokenizer, mlm=bert, mlm_probability=0.15)
+    held_pairs, train_pairs = (SentencePairs(held), SentencePairs(train)) if bert else (None, None)
 
-    def batch(corpus: list[str], index: list[int], pairs: torch.Generator) -> dict:
-        if not bert:
+    def batch(corpus: list[str], pairs: SentencePairs | None, index: list[int], generator: torch.Generator) -> dict:
+        if pairs is None:  # GPT-2: the captions themselves
             ids = tokenizer([corpus[i] for i in index], truncation=True, max_length=max_length)["input_ids"]
             return collate([{"input_ids": x} for x in ids])
-        firsts, seconds, labels = sentence_pairs(corpus, index, pairs)
+        firsts, seconds, labels = pairs(index, generator)
         encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length, return_token_type_ids=True)
         out = collate([{"input_ids": i, "token_type_ids": t}
                        for i, t in zip(encoded["input_ids"], encoded["token_type_ids"])])
@@ -144,7 +147,7 @@ def pretrain_text_tower(name: str, texts: list[str], bpe_path: Path, settings: T
         lm, nsp, labels_seen = [], [], []
         with torch.no_grad():
             for start in range(0, len(held), 64):
-                b = batch(held, list(range(start, min(start + 64, len(held)))), pairs)
+                b = batch(held, held_pairs, list(range(start, min(start + 64, len(held)))), pairs)
                 if not bert:
                     lm.append(model(**b).loss.item())
                     continue
@@ -170,7 +173,7 @@ def pretrain_text_tower(name: str, texts: list[str], bpe_path: Path, settings: T
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, settings.steps, settings.lr)
         index = torch.randint(len(train), (settings.batch_size,), generator=draws).tolist()
-        loss = model(**batch(train, index, draws)).loss  # BERT: masked LM + next sentence
+        loss = model(**batch(train, train_pairs, index, draws)).loss  # BERT: masked LM + next sentence
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

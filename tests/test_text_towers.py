@@ -20,7 +20,7 @@ from benchmark.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.config import text_tower
 from benchmark.data.captions import SEP, embed_sentences, join_sentences
 from benchmark.registry import build_model
-from benchmark.text_towers import TowerTraining, pretrain_text_tower, sentence_pairs
+from benchmark.text_towers import SentencePairs, TowerTraining, pretrain_text_tower
 from tests.conftest import REC, REPO
 
 CAPTIONS = [join_sentences(embed_sentences(REC | {"density": d, "birads": b, "massshape": "X" if b > 3 else ""}))
@@ -48,7 +48,7 @@ def test_a_tower_learns_its_language_model_objective_on_unseen_captions(towers, 
 def test_next_sentence_pairs_cut_at_a_sentence_and_are_labelled_by_content():
     texts = [join_sentences(embed_sentences(REC | {"density": d, "birads": b})) for d in (1, 2, 3, 4) for b in (1, 4)]
     texts.append("Findings: none. [SEP] Impressions: negative. [SEP]")  # fewer sentences: never another's partner
-    firsts, seconds, labels = sentence_pairs(texts, list(range(len(texts))) * 25, torch.Generator().manual_seed(0))
+    firsts, seconds, labels = SentencePairs(texts)(list(range(len(texts))) * 25, torch.Generator().manual_seed(0))
     for i, (first, second, label) in enumerate(zip(firsts, seconds, labels)):
         text = texts[i % len(texts)]
         assert first.endswith(SEP) and second.endswith(SEP) and text.startswith(first)
