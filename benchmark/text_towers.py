@@ -50,7 +50,7 @@ def hf_tokenizer(bpe_path: Path, spec: TowerSpec, max_length: int):
     bpe = Tokenizer.from_file(str(bpe_path))
     if spec.arch == "gpt2":
         bpe.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
-    else:
+    else:  # the single template restates the project tokenizer's (benchmark/data/tokenizer.py); pairs are new
         special = [(t, bpe.token_to_id(t)) for t in (SOS, EOS)]
         bpe.post_processor = processors.TemplateProcessing(single=f"{SOS} $A {EOS}", pair=f"{SOS} $A {EOS} $B:1 {EOS}:1",
                                                            special_tokens=special)
