@@ -77,3 +77,32 @@ def test_validation_scales_with_the_fraction_nested_and_keeps_every_class():
     full = validation_patients(split, 0.1, 0, False, "split.csv")
     assert full == set(val["patient_id"]) == validation_patients(split, 1.0, 0, True, "split.csv")
     assert validation_patients(split, 0.1, 1, True, "split.csv") == draws[1]
+
+
+def test_balance_column_draws_every_class_from_every_site_and_keeps_the_split():
+    manifest = _manifest(n_patients=300)
+    manifest["cancer"] = (manifest["birads"] >= 4).astype(int)
+    site = {p: 1 + int(p) % 2 for p in manifest["patient_id"].unique()}
+    manifest["site_id"] = manifest["patient_id"].map(site)
+    plain = make_split(manifest, "cancer", 0, RATIOS, FRACTIONS, draws=3, class_columns=("cancer",))
+    balanced = make_split(manifest, "cancer", 0, RATIOS, FRACTIONS, draws=3, class_columns=("cancer",),
+                          balance="site_id")
+    assert balanced[["patient_id", "split", "stratum"]].equals(plain[["patient_id", "split", "stratum"]])
+    assert list(balanced.columns) == list(plain.columns)  # the balance value is not written
+    strata = balanced.set_index("patient_id")["stratum"]
+    for draw in range(3):
+        for column in (fraction_column(0.01, draw), "val_" + fraction_column(0.01, draw)):
+            chosen = balanced.loc[balanced[column] == 1, "patient_id"]
+            cells = {(strata[p], site[p]) for p in chosen}
+            assert cells == {(k, s) for k in (0, 1) for s in (1, 2)}, column
+        small, large = (set(balanced.loc[balanced[fraction_column(f, draw)] == 1, "patient_id"]) for f in (0.01, 0.1))
+        assert small < large  # still nested
+    plain_cells = {(strata[p], site[p]) for p in plain.loc[plain[fraction_column(0.01)] == 1, "patient_id"]}
+    assert len(plain_cells) == 2  # without the column a 1 % draw is one patient per class
+
+
+def test_balance_column_must_exist():
+    from benchmark.errors import BenchmarkError
+
+    with pytest.raises(BenchmarkError, match="balance_by: manifest has no column 'site_id'"):
+        make_split(_manifest(), "birads", 0, RATIOS, FRACTIONS, balance="site_id")

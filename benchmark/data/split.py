@@ -6,6 +6,12 @@ shuffled with the split seed and cut by the ratios. Label fractions of the train
 patients are nested: one seeded order per stratum, and fraction f takes the first
 ceil(f * n) patients of every stratum (at least one), so 1 % is inside 10 % inside 100 %.
 
+With a balance column (``split.balance_by``, e.g. RSNA's ``site_id``), the label fractions
+and their validation subsets are drawn per (stratum, balance value) instead, so every
+site gives every class at least one patient; train, validation and test stay as they
+are. Without it, a 1 % draw of two patients can pair one site's positive with another
+site's negative, and a probe then learns the site (docs/reading-the-table.md).
+
 A dataset whose release fixes its test split (VinDr-Mammo) gives each record a
 ``release_split`` of ``train`` or ``test``: its test patients stay in test, and
 validation is carved from its training patients by the same stratified draw, with the
@@ -41,16 +47,27 @@ def patient_strata(manifest: pd.DataFrame, column: str) -> pd.Series:
     return strata.fillna(-1).astype(int).rename("stratum")
 
 
+def patient_balance(manifest: pd.DataFrame, column: str) -> pd.Series:
+    """Each patient's value of the balance column: the most frequent over their images
+    (ties: the smallest); a patient without one forms their own group, ``""``."""
+    values = manifest[column].astype("string").fillna("")
+    return values.groupby(manifest["patient_id"]).agg(lambda v: sorted(v.mode())[0]).rename("balance")
+
+
 def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[str, float],
-               fractions: list[float], draws: int = 1, class_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+               fractions: list[float], draws: int = 1, class_columns: tuple[str, ...] = (),
+               balance: str | None = None) -> pd.DataFrame:
     """Patients to train/val/test per stratum; then, within the training patients, nested
     label fractions (each fraction's patients include the smaller fractions'), drawn
-    ``draws`` times with independent seeds for fractions below 1; and for each such
-    (fraction, draw) a validation subset scaled the same way (``validation_columns``)."""
+    ``draws`` times with independent seeds for fractions below 1, per stratum or per
+    (stratum, ``balance`` value); and for each such (fraction, draw) a validation subset
+    scaled the same way (``validation_columns``)."""
     if abs(sum(ratios.values()) - 1) > 1e-6:
         raise BenchmarkError(f"split.ratios must sum to 1, got {ratios}")
     if stratify not in manifest.columns:
         raise BenchmarkError(f"split.stratify: manifest has no column {stratify!r}")
+    if balance is not None and balance not in manifest.columns:
+        raise BenchmarkError(f"split.balance_by: manifest has no column {balance!r}")
     strata = patient_strata(manifest, stratify)
     released = release_test_patients(manifest)
     if released is not None:  # the release's test split stays; val comes from its training patients
@@ -76,18 +93,23 @@ def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[st
             split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
             rows.append({"patient_id": patient, "split": split, "stratum": int(stratum)})
     table = pd.DataFrame(rows)
+    groups = ["stratum"]
+    if balance is not None:
+        table["balance"] = table["patient_id"].map(patient_balance(manifest, balance))
+        groups.append("balance")
 
     for draw in range(draws):
         frac_rng = np.random.default_rng([seed, 2] if draw == 0 else [seed, 2, draw])
         drawn = [f for f in fractions if draw in fraction_draws(f, draws)]
         for fraction in drawn:
             table[fraction_column(fraction, draw)] = 0
-        for _, group in table[table["split"] == "train"].groupby("stratum", sort=True):
+        for _, group in table[table["split"] == "train"].groupby(groups, sort=True):
             order = group.index.to_numpy()[frac_rng.permutation(len(group))]
             for fraction in drawn:
                 take = max(1, math.ceil(fraction * len(order)))
                 table.loc[order[:take], fraction_column(fraction, draw)] = 1
-    validation_columns(table, manifest, seed, fractions, draws, class_columns)
+    validation_columns(table, manifest, seed, fractions, draws, class_columns, groups)
+    table = table.drop(columns=["balance"], errors="ignore")
     return table.sort_values(["split", "patient_id"]).reset_index(drop=True)
 
 
@@ -110,10 +132,10 @@ def validation_column(fraction: float, draw: int = 0) -> str:
 
 
 def validation_columns(table: pd.DataFrame, manifest: pd.DataFrame, seed: int, fractions: list[float], draws: int,
-                       class_columns: tuple[str, ...]) -> None:
+                       class_columns: tuple[str, ...], groups: list[str] = ("stratum",)) -> None:
     """Validation subsets that scale with the label fraction (``split.validation: scaled``):
     for each (fraction below 1, draw), the first ceil(f * n) validation patients of every
-    stratum in a seeded order (at least one; nested: a smaller fraction's subset is inside
+    group (stratum, or stratum and balance value) in a seeded order (at least one; nested: a smaller fraction's subset is inside
     a larger one's), plus, for every class a task has in the full validation split but not
     in the subset, the first patient in that order who has it."""
     labels = {c: pd.to_numeric(manifest[c], errors="coerce").groupby(manifest["patient_id"]).agg(set)
@@ -126,7 +148,7 @@ def validation_columns(table: pd.DataFrame, manifest: pd.DataFrame, seed: int, f
         for fraction in drawn:
             column = validation_column(fraction, draw)
             table[column] = 0
-            for _, group in validation.loc[order].groupby("stratum", sort=True):
+            for _, group in validation.loc[order].groupby(list(groups), sort=True):
                 take = max(1, math.ceil(fraction * len(group)))
                 table.loc[group.index[:take], column] = 1
             for by_patient in labels.values():

@@ -84,7 +84,8 @@ def run_split(dataset: str, split_cfg: dict, manifest_path: Path, out: Path, tas
         raise BenchmarkError(f"split {dataset}: {manifest_path} has no image to split")
     stratify = split_cfg["stratify"].get(dataset) or DATASETS[dataset].tasks[0].column
     table = make_split(manifest, stratify, split_cfg["seed"], split_ratios(split_cfg, dataset), split_cfg["fractions"],
-                       split_cfg["draws"], tuple(t.column for t in DATASETS[dataset].tasks))
+                       split_cfg["draws"], tuple(t.column for t in DATASETS[dataset].tasks),
+                       split_cfg.get("balance_by", {}).get(dataset))
     checked = [t for t in DATASETS[dataset].tasks if f"{dataset}/{t.name}" in tasks]
     for line in check_split(table, manifest, checked, dataset):
         print(f"warning: {line}", file=sys.stderr)

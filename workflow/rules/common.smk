@@ -108,6 +108,13 @@ def without(section, *keys):
     return {k: v for k, v in config.get(section, {}).items() if k not in keys}
 
 
+def balance_by(dataset):
+    """The split's balance column of a dataset as a list: empty when it has none, so adding
+    one for a dataset leaves the other datasets' split hashes (and results) as they were."""
+    column = config["split"].get("balance_by", {}).get(dataset)
+    return [column] if column else []
+
+
 def model_settings(model):
     """What a model's pretraining depends on: its entry, and the pretrain section unless the
     entry is an untrained control (``pretrain: false``)."""

@@ -8,8 +8,10 @@ rule split:
         split=f"{R}/splits/{{dataset}}.csv",
         sha=f"{R}/splits/{{dataset}}.sha256",
     params:
-        settings=lambda wc: config_hash(without("split", "stratify", "validation", "ratios", "ratios_by_dataset"),
+        settings=lambda wc: config_hash(without("split", "stratify", "balance_by", "validation", "ratios",
+                                                "ratios_by_dataset"),
                                         config["split"]["stratify"].get(wc.dataset),
+                                        *balance_by(wc.dataset),
                                         split_ratios(config["split"], wc.dataset)),
     log:
         f"{R}/logs/split/{{dataset}}.log",
