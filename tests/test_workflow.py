@@ -328,3 +328,14 @@ def test_the_disk_check_estimate_bounds_what_the_run_wrote(two_runs):
     record = json.loads((two_runs[0] / "logs" / "disk-check.jsonl").read_text().splitlines()[0])  # the first run's
     written = sum(p.stat().st_size for p in two_runs[0].rglob("*") if p.is_file())
     assert written <= record["total_bytes"] <= 4 * written, (record, written)
+
+
+@pytest.mark.slow
+def test_a_balance_column_for_one_dataset_resplits_only_that_dataset(figures_run):
+    _, config, _ = figures_run
+    jobs = _dry_run_after_edit(config, lambda c: c["split"].update(balance_by={"rsna": "site_id"}))
+    assert [wc for rule, wc in jobs if rule == "split"] == [{"dataset": "rsna"}]
+    ran = {rule for rule, _ in jobs}
+    assert not ran & {"pretrain", "tokenizer", "text_tower", "features_embed", "features_vindr"}, ran
+    assert {"features_rsna", "linear_probe", "table"} <= ran
+    assert not any(wc.get("dataset") in ("embed", "vindr") for _, wc in jobs)
