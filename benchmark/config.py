@@ -261,6 +261,10 @@ def check_semantics(config: dict, data: bool = True) -> None:
         if set(ratios) != {"train", "val", "test"} or abs(sum(ratios.values()) - 1) > 1e-6:
             raise BenchmarkError(f"config: {key}: train, val and test must all be given and sum to 1 "
                                  f"(they sum to {sum(ratios.values()):g})")
+    for dataset in config["split"].get("balance_by", {}):
+        if dataset not in config["data"]:
+            raise BenchmarkError(f"config: split.balance_by.{dataset}: no such dataset in data "
+                                 f"({', '.join(sorted(config['data']))})")
     results = Path(config["results"])
     if results.exists() and not results.is_dir():
         raise BenchmarkError(f"config: results: {results} exists and is not a folder")

@@ -38,6 +38,8 @@ BAD = [
      "subgroups.cells.0.fraction"),
     ("subgroups of an unknown dataset", lambda c: c["subgroups"].update(attributes={"embd": ["race"]}),
      "subgroups.attributes.embd"),
+    ("balance column of an unknown dataset", lambda c: c["split"].update(balance_by={"rnsa": "site_id"}),
+     "split.balance_by.rnsa"),
 ]
 
 

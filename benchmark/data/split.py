@@ -108,7 +108,7 @@ def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[st
             for fraction in drawn:
                 take = max(1, math.ceil(fraction * len(order)))
                 table.loc[order[:take], fraction_column(fraction, draw)] = 1
-    validation_columns(table, manifest, seed, fractions, draws, class_columns, groups)
+    validation_columns(table, manifest, seed, fractions, draws, class_columns, tuple(groups))
     table = table.drop(columns=["balance"], errors="ignore")
     return table.sort_values(["split", "patient_id"]).reset_index(drop=True)
 
@@ -132,12 +132,13 @@ def validation_column(fraction: float, draw: int = 0) -> str:
 
 
 def validation_columns(table: pd.DataFrame, manifest: pd.DataFrame, seed: int, fractions: list[float], draws: int,
-                       class_columns: tuple[str, ...], groups: list[str] = ("stratum",)) -> None:
+                       class_columns: tuple[str, ...], groups: tuple[str, ...] = ("stratum",)) -> None:
     """Validation subsets that scale with the label fraction (``split.validation: scaled``):
     for each (fraction below 1, draw), the first ceil(f * n) validation patients of every
-    group (stratum, or stratum and balance value) in a seeded order (at least one; nested: a smaller fraction's subset is inside
-    a larger one's), plus, for every class a task has in the full validation split but not
-    in the subset, the first patient in that order who has it."""
+    group (``groups``: the stratum, or the stratum and the balance value) in a seeded order
+    (at least one; nested: a smaller fraction's subset is inside a larger one's), plus, for
+    every class a task has in the full validation split but not in the subset, the first
+    patient in that order who has it."""
     labels = {c: pd.to_numeric(manifest[c], errors="coerce").groupby(manifest["patient_id"]).agg(set)
               for c in class_columns if c in manifest.columns}
     for draw in range(draws):
