@@ -58,6 +58,18 @@ def test_rsna_table_and_image_layout(rsna_root):
         assert (rsna_root / "train_images" / str(row.patient_id) / f"{row.image_id}.dcm").is_file()
 
 
+def test_rsna_biopsied_look_alikes_lie_on_either_side_and_are_negative(tmp_path):
+    write_rsna(tmp_path, n_patients=150, seed=5, shape=(48, 40))
+    table = pd.read_csv(tmp_path / "train.csv")
+    look_alike = table[table["difficult_negative_case"] & (table["biopsy"] == 1)]
+    assert set(look_alike["laterality"]) == {"L", "R"}  # not a side the cancer label could hide in
+    assert (look_alike["cancer"] == 0).all()
+    # one biopsied breast per difficult patient; the other breast is not biopsied
+    assert (look_alike.groupby("patient_id")["laterality"].nunique() == 1).all()
+    difficult = table[table["difficult_negative_case"]]
+    assert set(difficult["patient_id"]) == set(look_alike["patient_id"])
+
+
 def test_generation_is_deterministic_and_worker_independent(tmp_path):
     write_embed(tmp_path / "a", n_patients=6, seed=11, shape=(96, 80), workers=1)
     write_embed(tmp_path / "b", n_patients=6, seed=11, shape=(96, 80), workers=2)

@@ -308,10 +308,13 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
         age = float(prng.integers(40, 85)) if prng.random() > 0.03 else np.nan
         cancer_side = str(prng.choice(["L", "R"])) if prng.random() < cancer_rate else None
         difficult = cancer_side is None and prng.random() < 0.2
+        # The biopsied breast of a difficult negative, on either side like a cancer's.
+        look_alike_side = str(prng.choice(["L", "R"])) if difficult else None
         for side in ("L", "R"):
             cancer = int(side == cancer_side)
+            look_alike = side == look_alike_side
             lesion_seed = hash_str(f"r{patient_id}{side}")
-            if cancer or (difficult and side == "L"):
+            if cancer or look_alike:
                 # A suspicious lesion; biopsied benign look-alikes (difficult negatives) share its look.
                 lesion, _ = lesion_for_birads(prng, int(prng.choice([4, 4, 5])), seed=lesion_seed)
             else:
@@ -327,9 +330,9 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
                 used_ids.add(image_id)
                 rows.append(dict(
                     site_id=site, patient_id=patient_id, image_id=image_id, laterality=side, view=view,
-                    age=age, cancer=cancer, biopsy=int(bool(cancer) or (difficult and side == "L")),
+                    age=age, cancer=cancer, biopsy=int(bool(cancer) or look_alike),
                     invasive=int(cancer and prng.random() < 0.7),
-                    BIRADS="" if site == 2 else (0 if cancer or (difficult and side == "L") else 1),
+                    BIRADS="" if site == 2 else (0 if cancer or look_alike else 1),
                     implant=0, density="" if site == 2 else "ABCD"[density - 1], machine_id=machine_id,
                     difficult_negative_case=bool(difficult),
                 ))
