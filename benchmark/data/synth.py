@@ -25,9 +25,12 @@ import pandas as pd
 from benchmark.data.dicom_io import stable_uid, write_mammogram
 from benchmark.data.render import Lesion, Machine, render_breast, to_stored_values
 
-# The generator's version, a param of the workflow's synth rule: bump it with every change to
-# what the generator writes, and existing synthetic data (and all that depends on it) reruns.
-GENERATOR_VERSION = 3  # 2: lesion classes of equal size and brightness; 3: lesions twice as wide (docs/synthetic-data.md)
+# Each dataset's generator version, a param of the workflow's synth rule: bump a dataset's
+# with every change to what the generator writes for it (every dataset's for a change to the
+# shared rendering), and that dataset's synthetic data, and all that depends on it, reruns.
+# 2: lesion classes of equal size and brightness; 3: lesions twice as wide (docs/synthetic-data.md);
+# rsna 4: a difficult negative's look-alike breast on either side.
+GENERATOR_VERSION = {"embed": 3, "rsna": 4, "vindr": 3}
 EMBED_PATH_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
 BIRADS_LETTER = {0: "A", 1: "N", 2: "B", 3: "P", 4: "S", 5: "M", 6: "K"}
 RACES = [

@@ -159,6 +159,11 @@ def data_root(dataset):
     return config["data"][dataset]["root"]
 
 
+def dataset_at(root):
+    """The dataset whose data folder is ``root`` (the synth rule's wildcard)."""
+    return next(d for d in config["data"] if data_root(d) == root)
+
+
 def raw_marker(dataset):
     """What preprocess waits for: the synthetic data, or nothing for real data."""
     if "synthetic" in config["data"][dataset]:

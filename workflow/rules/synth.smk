@@ -5,9 +5,9 @@ rule synth:
     output:
         "{root}/SYNTHETIC.json",
     params:
-        dataset=lambda wc: next(d for d in config["data"] if config["data"][d]["root"] == wc.root),
-        settings=lambda wc: config_hash(next(e for e in config["data"].values() if e["root"] == wc.root)),
-        generator=GENERATOR_VERSION,  # a new generator version reruns the data and all that depends on it
+        dataset=lambda wc: dataset_at(wc.root),
+        settings=lambda wc: config_hash(config["data"][dataset_at(wc.root)]),
+        generator=lambda wc: GENERATOR_VERSION[dataset_at(wc.root)],  # a new version reruns that dataset's data and what depends on it
     threads: THREADS
     log:
         "{root}/synth.log",
