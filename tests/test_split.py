@@ -106,3 +106,17 @@ def test_balance_column_must_exist():
 
     with pytest.raises(BenchmarkError, match="balance_by: manifest has no column 'site_id'"):
         make_split(_manifest(), "birads", 0, RATIOS, FRACTIONS, balance="site_id")
+
+
+def test_the_small_draws_benchmark_draws_like_the_split():
+    from benchmark.perf.small_draws import draw_patients
+
+    manifest = _manifest(n_patients=300)
+    split = make_split(manifest, "birads", 0, RATIOS, FRACTIONS).set_index("patient_id")
+    groups = split.loc[split["split"] == "train", "stratum"]
+    for fraction in (0.01, 0.1):
+        drawn = draw_patients(groups, fraction, np.random.default_rng(0))
+        per_group = groups.loc[sorted(drawn)].value_counts().sort_index()
+        in_split = split.loc[(split["split"] == "train") & (split[fraction_column(fraction)] == 1), "stratum"]
+        assert per_group.equals(in_split.value_counts().sort_index())  # as many per stratum as the split takes
+    assert draw_patients(groups, 0.01, np.random.default_rng(1)) != draw_patients(groups, 0.01, np.random.default_rng(2))
