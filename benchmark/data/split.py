@@ -36,6 +36,11 @@ def fraction_column(fraction: float, draw: int = 0) -> str:
     return f"frac_{fraction:g}" if draw == 0 else f"frac_{fraction:g}_d{draw}"
 
 
+def fraction_count(fraction: float, n: int) -> int:
+    """How many of a group's n patients a label fraction takes: ceil(f * n), at least one."""
+    return max(1, math.ceil(fraction * n))
+
+
 def fraction_draws(fraction: float, draws: int) -> list[int]:
     """The full training set is drawn once; smaller fractions ``draws`` times."""
     return [0] if fraction >= 1 else list(range(draws))
@@ -106,8 +111,7 @@ def make_split(manifest: pd.DataFrame, stratify: str, seed: int, ratios: dict[st
         for _, group in table[table["split"] == "train"].groupby(groups, sort=True):
             order = group.index.to_numpy()[frac_rng.permutation(len(group))]
             for fraction in drawn:
-                take = max(1, math.ceil(fraction * len(order)))
-                table.loc[order[:take], fraction_column(fraction, draw)] = 1
+                table.loc[order[:fraction_count(fraction, len(order))], fraction_column(fraction, draw)] = 1
     validation_columns(table, manifest, seed, fractions, draws, class_columns, tuple(groups))
     table = table.drop(columns=["balance"], errors="ignore")
     return table.sort_values(["split", "patient_id"]).reset_index(drop=True)
@@ -150,8 +154,7 @@ def validation_columns(table: pd.DataFrame, manifest: pd.DataFrame, seed: int, f
             column = validation_column(fraction, draw)
             table[column] = 0
             for _, group in validation.loc[order].groupby(list(groups), sort=True):
-                take = max(1, math.ceil(fraction * len(group)))
-                table.loc[group.index[:take], column] = 1
+                table.loc[group.index[:fraction_count(fraction, len(group))], column] = 1
             for by_patient in labels.values():
                 classes_of = table.loc[order, "patient_id"].map(by_patient)
                 missing = set().union(*classes_of) - set().union(*classes_of[table.loc[order, column] == 1])

@@ -16,14 +16,13 @@ chose ``split.balance_by: {rsna: site_id}``.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.data.split import patient_balance, patient_strata, read_split
+from benchmark.data.split import fraction_count, patient_balance, patient_strata, read_split
 from benchmark.data.tables import read_manifest
 from benchmark.evaluate.predictions import label_indices
 from benchmark.evaluate.probe import fit_probe_grid, predict_probe
@@ -34,11 +33,11 @@ MODELS = ["clip_untrained", "mgca_untrained", "image_statistics", "clip", "glam"
 
 
 def draw_patients(groups: pd.Series, fraction: float, rng: np.random.Generator) -> set:
-    """ceil(fraction * n) patients (at least one) of every group, as the split draws them."""
+    """``fraction_count`` patients of every group, as the split draws them."""
     chosen = set()
     for _, members in groups.groupby(groups, sort=True):
         order = members.index.to_numpy()[rng.permutation(len(members))]
-        chosen |= set(order[:max(1, math.ceil(fraction * len(order)))])
+        chosen |= set(order[:fraction_count(fraction, len(order))])
     return chosen
 
 
@@ -48,6 +47,7 @@ def draw_aucs(features: np.ndarray, labels: np.ndarray, patients: np.ndarray, te
     aucs = []
     for draw in range(draws):
         train = np.isin(patients, list(draw_patients(groups, fraction, np.random.default_rng([draw]))))
+        # one C, so nothing is chosen: the training images stand in for the unused validation set
         scaler, fits = fit_probe_grid(features[train], labels[train], features[train], labels[train],
                                       n_classes, [1.0], 2000, 0)
         aucs.append(macro_auc(labels[test], predict_probe(scaler, fits[0]["clf"], features[test], n_classes)))
