@@ -330,6 +330,30 @@ def test_finetune_on_streamed_images_equals_finetune_in_memory(tokenizer, tmp_pa
     np.testing.assert_array_equal(scores["memory"], scores["streamed"])
 
 
+def test_the_finetune_budget_benchmark_changes_only_the_named_settings():
+    from benchmark.perf.finetune_budget import variant_settings
+
+    finetune = {"steps": 40, "lr": 1.0e-4, "batch_size": 16}
+    assert variant_settings(finetune, "lr=3e-4,steps=80") == {"steps": 80, "lr": 3.0e-4, "batch_size": 16}
+    assert finetune == {"steps": 40, "lr": 1.0e-4, "batch_size": 16}  # the baseline is left as it was
+    with pytest.raises(BenchmarkError, match="finetune has no key 'rate'"):
+        variant_settings(finetune, "rate=3e-4")
+
+
+def test_the_finetune_budget_benchmark_counts_gains_of_pretrained_models_only():
+    from benchmark.perf.finetune_budget import control_gains
+
+    table = pd.DataFrame({
+        "model": ["clip", "clip_shuffled", "clip_untrained", "mama", "mama"],
+        "metric": ["auc", "auc", "auc", "auc", "balanced_accuracy"],
+        "delta_vs_control": [0.05, 0.09, np.nan, 0.02, 0.3],
+        "control_delta_ci_low": [0.01, 0.02, np.nan, -0.01, 0.2],
+    })
+    gains = control_gains(table, ["clip_shuffled", "clip_untrained"])
+    assert gains["model"].tolist() == ["clip", "mama"]  # a control and a non-AUC row are not counted
+    assert gains["above_zero"].tolist() == [True, False]
+
+
 def test_mama_sgd_probe_option_chooses_its_epoch_on_validation(tmp_path):
     _probe_inputs(tmp_path)
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
