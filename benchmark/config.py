@@ -327,6 +327,40 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, model
     return validate_config(config, models=models, data=data)
 
 
+def _typed(text: str):
+    """A --config item as the config file's YAML reads it, where YAML 1.1 would keep a number
+    such as 3e-4 as a string."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def type_command_line_items(config: dict, command_line: dict) -> None:
+    """Snakemake reads the items of a ``--config`` list or mapping with YAML's BaseLoader, as
+    strings (``seeds=[0,1,2]`` gives ``['0', '1', '2']``); read them in ``config`` as the
+    config file would. Top-level values Snakemake has already read as numbers or booleans."""
+
+    def typed(value):
+        if isinstance(value, dict):
+            return {key: typed(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [typed(item) for item in value]
+        return _typed(value) if isinstance(value, str) else value
+
+    def retype(target: dict, given: dict, top: bool) -> None:
+        for key, value in given.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                retype(target[key], value, top=False)
+            elif isinstance(value, (dict, list)) or (isinstance(value, str) and not top):
+                target[key] = typed(value)
+
+    retype(config, dict(command_line), top=True)
+
+
 def validate_config(config: dict, models: bool = True, data: bool = True) -> dict:
     check_schema(config)
     for entry in config["models"].values():  # an external checkpoint this run writes itself

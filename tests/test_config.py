@@ -139,3 +139,29 @@ def test_every_dual_encoder_preset_reads_into_typed_towers():
                 assert isinstance(settings.from_preset(values[key], f"{name}/{preset}"), (ImageTower, TextTower))
                 read += 1
     assert read >= 16  # mama, convirt, mgca, medclip: two presets, two towers each
+
+
+def test_command_line_lists_and_mappings_are_read_as_the_config_file_reads_them():
+    """Snakemake hands the items of a --config list or mapping over as strings."""
+    from benchmark.config import type_command_line_items
+
+    config = {"seeds": ["0", "1", "2"], "results": "out", "finetune": {"steps": "80", "lr": "3e-4", "tasks": ["a/b"],
+                                                                        "enabled": "true", "batch_size": 16}}
+    given = {"seeds": ["0", "1", "2"], "results": "out", "finetune": {"steps": "80", "lr": "3e-4", "tasks": ["a/b"],
+                                                                       "enabled": "true"}}
+    type_command_line_items(config, given)
+    assert config == {"seeds": [0, 1, 2], "results": "out", "finetune": {"steps": 80, "lr": 3e-4, "tasks": ["a/b"],
+                                                                          "enabled": True, "batch_size": 16}}
+
+
+def test_snakemake_takes_a_list_of_seeds_on_the_command_line(tmp_path):
+    config = _ci_config(tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run(["snakemake", "--cores", "1", "--configfile", str(path), "--dry-run", "--config",
+                          "seeds=[0,1,2]", "finetune={steps: 3}"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "seed2" in run.stdout + run.stderr
+    bad = subprocess.run(["snakemake", "--cores", "1", "--configfile", str(path), "--dry-run", "--config",
+                          "seeds=[0,x]"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode != 0 and "error: config: seeds.1: 'x' is not of type 'integer'" in bad.stderr

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from benchmark.config import SCHEMA_PATH, check_weights, split_ratios, validate_config
+from benchmark.config import SCHEMA_PATH, check_weights, split_ratios, type_command_line_items, validate_config
 from benchmark.data.preprocess import CACHE_FORMAT
 from benchmark.data.synth import GENERATOR_VERSION
 from benchmark.protocols import PROTOCOLS, generic_protocols
 from benchmark.errors import BenchmarkError
 from benchmark.external import check_external, external_models, source_file, written_by_the_run
 
+type_command_line_items(config, workflow.config_settings.config)  # --config seeds=[0,1,2]: numbers, not strings
 try:
     validate_config(config)  # one-line errors naming the key
 except BenchmarkError as exc:
