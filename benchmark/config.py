@@ -327,11 +327,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, model
     return validate_config(config, models=models, data=data)
 
 
-def _typed(text: str):
-    """A --config item as the config file's YAML reads it, where YAML 1.1 would keep a number
-    such as 3e-4 as a string."""
+def typed_value(text: str):
+    """A value typed on a command line, read as the config file's YAML reads it, except that a
+    number YAML 1.1 keeps as a string (3e-4) is a number."""
     value = yaml.safe_load(text)
-    if isinstance(value, str):
+    if isinstance(value, str) and any(c.isdigit() for c in value):
         try:
             return float(value)
         except ValueError:
@@ -349,7 +349,7 @@ def type_command_line_items(config: dict, command_line: dict) -> None:
             return {key: typed(item) for key, item in value.items()}
         if isinstance(value, list):
             return [typed(item) for item in value]
-        return _typed(value) if isinstance(value, str) else value
+        return typed_value(value) if isinstance(value, str) else value
 
     def retype(target: dict, given: dict, top: bool) -> None:
         for key, value in given.items():

@@ -3,9 +3,10 @@ local-evidence tasks is rerun on the run's own checkpoints (every pretrained mod
 untrained architecture, every seed) once with the run's settings (the baseline, measured in
 the same call) and once per variant, each variant changing some keys of ``finetune``.
 Prints, per variant and task: the mean best validation AUC of the pretrained models (the
-shuffled-caption control among them) and of the untrained ones, the mean test gain of a pretrained model over its own untrained
-architecture, how many of those gains have a method-level interval above 0 (the table's
-``control_delta_ci_low`` > 0), and the wall time against the baseline's.
+shuffled-caption control among them) and of the untrained ones, the mean test gain of a
+pretrained model over its own untrained architecture, how many of those gains have a
+method-level interval above 0 (the table's ``control_delta_ci_low`` > 0), and the wall time
+against the baseline's.
 
     python -m benchmark.perf.finetune_budget [--results results] [--tasks embed/birads rsna/cancer]
         [--variant lr=3e-4] [--variant steps=80] [--jobs 2] [--out DIR]
@@ -29,20 +30,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.config import model_controls
+from benchmark.config import model_controls, typed_value
 from benchmark.errors import BenchmarkError
 
 TASKS = ["embed/birads", "rsna/cancer"]
-
-
-def _value(text: str):
-    """A number where the text is one (YAML 1.1 reads 3e-4 as a string), else YAML."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return yaml.safe_load(text)
 
 
 def variant_settings(finetune: dict, spec: str) -> dict:
@@ -54,7 +45,7 @@ def variant_settings(finetune: dict, spec: str) -> dict:
         if key not in finetune:
             raise BenchmarkError(f"finetune_budget: --variant {spec!r}: finetune has no key {key!r} "
                                  f"(it has {', '.join(sorted(finetune))})")
-        settings[key] = _value(value)
+        settings[key] = typed_value(value)
     return settings
 
 
@@ -147,6 +138,7 @@ def main() -> None:
                   f"{len(task_gains):<2} {seconds:8.0f} {seconds / base_seconds:7.2f}")
         above = gains[gains["above_zero"]]
         print(f"{'':<20} above 0: " + (", ".join(f"{r.model} {r.task}" for r in above.itertuples()) or "none"))
+
 
 if __name__ == "__main__":
     main()
