@@ -32,7 +32,14 @@ from tqdm import tqdm
 from benchmark.checkpoint import save_checkpoint
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.exams import exam_members, paired_view_members
-from benchmark.data.images import HALF, StreamedImages, normalise_float, open_images
+from benchmark.data.images import (
+    HALF,
+    StreamedImages,
+    load_images,
+    model_normalise,
+    normalise_float,
+    open_images,
+)
 from benchmark.data.label_report import label_report
 from benchmark.data.labels import label_vector, sentence_label_vector
 from benchmark.distributed import (
@@ -44,6 +51,7 @@ from benchmark.distributed import (
     sum_over_ranks,
 )
 from benchmark.errors import BenchmarkError, Preempted
+from benchmark.norm_statistics import estimate_batch_norm_statistics
 from benchmark.precision import (
     DEFAULT_PRECISION,
     fused_where_supported,
@@ -493,10 +501,15 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
                     close_distributed()
                     raise Preempted(stop_signals.received or "a stop signal on another rank", state["step"], resume_dir)
         bar.close()
+    # An untrained control's batch norms get the pretraining images' statistics, as a trained
+    # model's have them (benchmark/norm_statistics.py); no weight moves.
+    norm_layers = 0 if budgeted else estimate_batch_norm_statistics(
+        model, _image_batches(cache_dir, records["png"].tolist(), model, device))
     model.eval()
     ledger = build_ledger(method, preset, seed, options, state, batch_size, ranks, device, threads, model, params,
                           wall=time.perf_counter() - start, resumed=loaded is not None, train_images=len(records),
-                          streamed=streamed, no_caption=no_caption, split_sha256=split_sha256, captions=captions)
+                          streamed=streamed, no_caption=no_caption, split_sha256=split_sha256, captions=captions,
+                          norm_layers_estimated=norm_layers)
     if ranks.main:
         save_checkpoint(model, out_dir, method, preset, context)
         (Path(out_dir) / "ledger.json").write_text(json.dumps(ledger, indent=2) + "\n")
@@ -506,9 +519,16 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     return ledger
 
 
+def _image_batches(cache_dir: Path, pngs: list[str], model: nn.Module, device: torch.device, batch_size: int = 64):
+    """The images as the evaluation reads them (normalised, unaugmented), in batches."""
+    for start in range(0, len(pngs), batch_size):
+        yield model_normalise(model, load_images(cache_dir, pngs[start: start + batch_size], model.image_size)).to(device)
+
+
 def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_size: int, ranks: Ranks,
                  device: torch.device, threads: int, model: nn.Module, params: list, *, wall: float, resumed: bool,
-                 train_images: int, streamed: bool, no_caption: int, split_sha256: str, captions: str = "own") -> dict:
+                 train_images: int, streamed: bool, no_caption: int, split_sha256: str, captions: str = "own",
+                 norm_layers_estimated: int = 0) -> dict:
     """``ledger.json``: what the run spent (docs/reading-the-table.md, budget.csv)."""
     return {
         "method": method, "preset": preset, "seed": seed, "samples_seen": state["seen"],
@@ -527,6 +547,7 @@ def build_ledger(method, preset, seed, options: RunOptions, state: dict, batch_s
         "train_images": train_images, "images_streamed": streamed,
         "loader_workers": options.loader_workers if streamed else 0, "excluded_no_caption": no_caption,
         "split_sha256": split_sha256, "captions": captions,
+        "norm_layers_estimated": norm_layers_estimated,  # batch norms given the training images' statistics
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
         **final_loss_terms(model, state["history"], batch_size // options.grad_accum
                            // (1 if options.gather_negatives else ranks.world)),

@@ -80,6 +80,21 @@ def test_rerun_skips_cached_and_other_settings_recompute(tmp_path):
     assert max(Image.open(png).size) == 48
 
 
+def test_a_dicom_replaced_under_the_same_id_is_converted_again(tmp_path):
+    """The cache once kept a PNG whatever happened to its DICOM: a new synthetic data version
+    reused image ids, and 28 of the RSNA cache's 1,227 images stayed the old version's."""
+    _write(tmp_path / "a.dcm", _phantom())
+    cache = tmp_path / "cache"
+    preprocess(_records([("a", "a.dcm")]), tmp_path, cache, PreprocessSettings(long_side=32))
+    before = np.asarray(Image.open(cache / "images/a.png"))
+    _write(tmp_path / "a.dcm", _phantom()[:, ::-1].copy())  # the breast on the other side
+    preprocess(_records([("a", "a.dcm")]), tmp_path, cache, PreprocessSettings(long_side=32))
+    preprocess(_records([("a", "a.dcm")]), tmp_path, tmp_path / "fresh", PreprocessSettings(long_side=32))
+    after = np.asarray(Image.open(cache / "images/a.png"))
+    assert after.shape != before.shape or (after != before).any()
+    np.testing.assert_array_equal(after, np.asarray(Image.open(tmp_path / "fresh/images/a.png")))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_synthetic_rsna_preprocesses_fully(rsna_root, tmp_path, workers):
     records, excluded = load_rsna(rsna_root)

@@ -297,3 +297,82 @@ def test_text_shuffled_control_takes_every_text_from_the_permuted_record():
     captions = [join_sentences(embed_sentences(r)) for r in records.to_dict("records")]
     assert [own[(0, i)]["caption"] for i in range(6)] == captions
     assert [shuffled[(0, i)]["caption"] for i in range(6)] == [captions[j] for j in order]
+
+
+# --- an untrained control's batch-norm statistics -------------------------------------------
+
+class _ConvBN(__import__("torch").nn.Module):
+    """image_features: conv -> batch norm -> dropout (which the estimate must leave off)."""
+
+    def __init__(self):
+        import torch.nn as nn
+
+        super().__init__()
+        self.conv, self.bn, self.drop = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.9)
+        self.loaded = nn.BatchNorm1d(4)  # statistics from "published weights": not re-estimated
+        self.loaded.running_mean.fill_(3.0)
+
+    def image_features(self, x):
+        return self.drop(self.bn(self.conv(x))).mean(dim=(2, 3))
+
+    def project_image(self, f):
+        return self.loaded(f)
+
+
+def test_batch_norm_statistics_of_an_untrained_model_are_the_images_averages():
+    import torch
+
+    from benchmark.norm_statistics import estimate_batch_norm_statistics, unseen_batch_norms
+
+    torch.manual_seed(0)
+    model = _ConvBN().train()
+    batches = [torch.randn(8, 1, 10, 10) * 2 + 5 for _ in range(3)]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    assert unseen_batch_norms(model) == [model.bn]
+    assert estimate_batch_norm_statistics(model, batches) == 1
+    with torch.no_grad():
+        conv = [model.conv(b) for b in batches]
+    mean = torch.stack([c.mean(dim=(0, 2, 3)) for c in conv]).mean(0)  # equal batches: the images' mean
+    var = torch.stack([c.var(dim=(0, 2, 3)) for c in conv]).mean(0)  # the batches' unbiased variances, averaged
+    assert torch.allclose(model.bn.running_mean, mean, atol=1e-5) and torch.allclose(model.bn.running_var, var, atol=1e-4)
+    assert model.bn.momentum == 0.1 and model.training and model.bn.training  # mode and momentum restored
+    assert model.loaded.running_mean.eq(3.0).all() and int(model.loaded.num_batches_tracked) == 0
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, weights[k])]
+    assert sorted(changed) == ["bn.num_batches_tracked", "bn.running_mean", "bn.running_var"]  # no weight moved
+    assert estimate_batch_norm_statistics(model, batches) == 0  # seen now: left alone
+    model.eval()
+    with torch.no_grad():  # in evaluation mode the layer now centres the images' features
+        out = torch.cat([model.bn(c) for c in conv])
+    assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_an_untrained_control_is_saved_with_the_training_images_batch_norm_statistics(prepared, tmp_path):
+    """``pretrain: false`` on a batch-norm architecture (ConVIRT's ResNet): no step, no weight
+    moved from the seed's initialisation, the image path's batch norms estimated; a ViT has none."""
+    import torch
+
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.registry import build_model
+
+    base, config_path = prepared
+    config = yaml.safe_load(config_path.read_text())
+    config["models"] |= {"convirt_untrained": {"method": "convirt", "preset": "tiny", "pretrain": False},
+                         "clip_untrained": {"method": "clip", "preset": "tiny", "pretrain": False}}
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    ledgers = {}
+    for model in ("convirt_untrained", "clip_untrained"):
+        cmd = pretrain_cmd((base, config_path), model, tmp_path / model)
+        run = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=REPO)
+        assert run.returncode == 0, run.stderr[-2000:]
+        ledgers[model] = json.loads((tmp_path / model / "ledger.json").read_text())
+    assert ledgers["convirt_untrained"]["optimizer_steps"] == 0 and ledgers["convirt_untrained"]["norm_layers_estimated"] > 5
+    assert ledgers["clip_untrained"]["norm_layers_estimated"] == 0
+    saved = load_checkpoint(tmp_path / "convirt_untrained")
+    torch.manual_seed(0)
+    fresh = build_model("convirt", "tiny", tokenizer=str(base / "tokenizer.json"))
+    state, init = saved.state_dict(), fresh.state_dict()
+    statistics = [k for k in state if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert statistics and all(not torch.equal(state[k], init[k]) for k in statistics if k.startswith("visual."))
+    assert all(torch.equal(state[k], init[k]) for k in state if k not in statistics)

@@ -10,7 +10,8 @@ average gives the same result; a VOI window clips, so windowing after averaging 
 from windowing before it only in pixels whose neighbourhood straddles the window edge.
 
 The cache is resumable: a PNG written with the same settings (``settings.json`` in the
-cache folder) is kept. A file that cannot be read becomes an exclusion with its reason.
+cache folder) after its DICOM last changed is kept. A file that cannot be read becomes an
+exclusion with its reason.
 Output does not depend on the number of workers.
 """
 
@@ -248,9 +249,20 @@ def convert(dicom_path: Path, png_path: Path, settings: PreprocessSettings, late
     return out.shape
 
 
+def cached_png_is_current(dicom_path: Path, png_path: Path) -> bool:
+    """A cached PNG is kept only if it was written after its DICOM last changed: a DICOM
+    regenerated or replaced under the same image id (a new synthetic data version, a
+    corrected file) is converted again. The DICOM's ctime counts too, since a copy that
+    keeps the original mtime (``cp -p``, ``rsync -a``) still sets it."""
+    if not png_path.exists():
+        return False
+    dicom = dicom_path.stat()
+    return png_path.stat().st_mtime_ns > max(dicom.st_mtime_ns, dicom.st_ctime_ns)
+
+
 def _convert_one(args) -> str | None:
     dicom_path, png_path, settings, laterality = args
-    if png_path.exists():
+    if cached_png_is_current(dicom_path, png_path):
         return None
     try:
         convert(dicom_path, png_path, settings, laterality)

@@ -12,6 +12,7 @@ from benchmark.data.synth import GENERATOR_VERSION
 from benchmark.protocols import PROTOCOLS, generic_protocols
 from benchmark.errors import BenchmarkError
 from benchmark.external import check_external, external_models, source_file, written_by_the_run
+from benchmark.norm_statistics import UNTRAINED_VERSION
 
 type_command_line_items(config, workflow.config_settings.config)  # --config seeds=[0,1,2]: numbers, not strings
 try:
@@ -118,10 +119,10 @@ def balance_by(dataset):
 
 def model_settings(model):
     """What a model's pretraining depends on: its entry, and the pretrain section unless the
-    entry is an untrained control (``pretrain: false``)."""
+    entry is an untrained control (``pretrain: false``; then what its job does, a version)."""
     entry = config["models"][model]
     if not entry.get("pretrain", True):
-        return config_hash(entry)
+        return config_hash(entry, {"untrained_version": UNTRAINED_VERSION})
     return config_hash(entry, without("pretrain", "runtime_minutes", "mem_mb", "checkpoint_every", "threads"))
 
 
