@@ -301,31 +301,29 @@ def test_text_shuffled_control_takes_every_text_from_the_permuted_record():
 
 # --- an untrained control's batch-norm statistics -------------------------------------------
 
-class _ConvBN(__import__("torch").nn.Module):
-    """image_features: conv -> batch norm -> dropout (which the estimate must leave off)."""
-
-    def __init__(self):
-        import torch.nn as nn
-
-        super().__init__()
-        self.conv, self.bn, self.drop = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.9)
-        self.loaded = nn.BatchNorm1d(4)  # statistics from "published weights": not re-estimated
-        self.loaded.running_mean.fill_(3.0)
-
-    def image_features(self, x):
-        return self.drop(self.bn(self.conv(x))).mean(dim=(2, 3))
-
-    def project_image(self, f):
-        return self.loaded(f)
-
-
 def test_batch_norm_statistics_of_an_untrained_model_are_the_images_averages():
     import torch
+    import torch.nn as nn
 
     from benchmark.norm_statistics import estimate_batch_norm_statistics, unseen_batch_norms
 
+    class ConvBN(nn.Module):
+        """image_features: conv -> batch norm -> dropout (which the estimate must leave off)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.drop = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.9)
+            self.loaded = nn.BatchNorm1d(4)  # statistics from "published weights": not re-estimated
+            self.loaded.running_mean.fill_(3.0)
+
+        def image_features(self, x):
+            return self.drop(self.bn(self.conv(x))).mean(dim=(2, 3))
+
+        def project_image(self, f):
+            return self.loaded(f)
+
     torch.manual_seed(0)
-    model = _ConvBN().train()
+    model = ConvBN().train()
     batches = [torch.randn(8, 1, 10, 10) * 2 + 5 for _ in range(3)]
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     assert unseen_batch_norms(model) == [model.bn]
