@@ -185,6 +185,24 @@ def test_tsne_subsamples_whole_patients_and_is_seeded():
     matplotlib.pyplot.close(fig)
 
 
+def test_tsne_of_fifteen_models_names_each_without_overlap():
+    """The default run's 15 models: the panels wrap, five to a row, so no two names collide."""
+    records = _records(20)
+    points = embed_2d(np.random.default_rng(0).normal(size=(len(records), 8)), records, ["embed/density"],
+                      max_points=100, seed=0)
+    models = [f"{m}{suffix}" for m in ("mama", "glam", "clip", "convirt", "mgca", "medclip", "mammoclip")
+              for suffix in ("", "_untrained")] + ["clip_shuffled"]
+    fig = plot_tsne({m: points for m in models}, "embed", ["embed/density"])
+    _check_legible(fig, ["EMBED", "t-SNE"])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    titles = [ax.title for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert sorted(t.get_text() for t in titles) == sorted(models)
+    boxes = [t.get_window_extent(renderer) for t in titles]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    matplotlib.pyplot.close(fig)
+
+
 def test_alignment_maps_for_mama_and_a_note_for_models_without(tmp_path, tokenizer):
     from PIL import Image
 

@@ -7,6 +7,8 @@ saved, so the figure is an aggregation that only reads them. A dataset bigger th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -64,21 +66,25 @@ def run_tsne(config: dict, model_name: str, seed: int, dataset: str, manifest, s
 
 
 @styled
-def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[str]):
-    """``coordinates``: {model: embed_2d output}; a row per task, a column per model."""
+def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[str], per_row: int = 5):
+    """``coordinates``: {model: embed_2d output}. Per task a block of panels, one per model,
+    ``per_row`` models to a row, so that every model's name fits above its panel."""
     models = list(coordinates)
+    ncols = min(len(models), per_row)
+    block_rows = math.ceil(len(models) / ncols)
     legend_in = 1.3
-    side = min((PAGE_IN - legend_in) / len(models), 1.6)
-    # a row is as tall as its legend needs (one line per class, plus title and "no label")
-    heights = [max(side, 0.12 * (get_task(*key.split("/")).n_classes + 2)) for key in tasks]
-    fig, axes = figure(side * len(models) + legend_in, sum(heights) + 0.5, nrows=len(tasks), ncols=len(models),
-                       gridspec_kw={"height_ratios": heights})
-    for row, key in enumerate(tasks):
+    side = min((PAGE_IN - legend_in) / ncols, 1.6)
+    fig, axes = figure(side * ncols + legend_in, side * block_rows * len(tasks) + 0.5,
+                       nrows=block_rows * len(tasks), ncols=ncols)
+    for block, key in enumerate(tasks):
         task = get_task(*key.split("/"))
         colors = class_colors(task.n_classes)
-        for col, model in enumerate(models):
-            ax = axes[row][col]
-            points = coordinates[model]
+        for i in range(block_rows * ncols):
+            ax = axes[block * block_rows + i // ncols][i % ncols]
+            if i >= len(models):  # the block's last row is not full
+                ax.set_visible(False)
+                continue
+            points = coordinates[models[i]]
             labels = points[task.name]
             ax.scatter(points.x[labels.isna()], points.y[labels.isna()], s=1.5, color=CLASS_NA, linewidths=0,
                        label="no label")
@@ -88,16 +94,14 @@ def plot_tsne(coordinates: dict[str, pd.DataFrame], dataset: str, tasks: list[st
                            label=task.class_names[k])
             ax.set_xticks([])
             ax.set_yticks([])
-            if row == 0:
-                ax.set_title(model)
-            if col == 0:
-                ax.set_ylabel(f"{task.name}\nt-SNE 2")
-            if row == len(tasks) - 1:
-                ax.set_xlabel("t-SNE 1")
-        axes[row][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=3,
-                             title=task.name, title_fontsize=6, handletextpad=0.2)
+            ax.set_title(models[i], pad=2)
+            if i % ncols == 0:
+                ax.set_ylabel(f"coloured by {task.name}")
+        axes[block * block_rows][ncols - 1].legend(loc="upper left", bbox_to_anchor=(1.04, 1.0), frameon=False,
+                                                   markerscale=3, title=task.name, title_fontsize=6,
+                                                   handletextpad=0.2)
     n = len(next(iter(coordinates.values())))
-    fig.suptitle(f"{dataset_title(dataset)}: t-SNE of {n} test-image embeddings per model "
-                 "(coordinates are unitless)")
+    fig.suptitle(f"{dataset_title(dataset)}: t-SNE of {n} test-image embeddings per model\n"
+                 "(axes: the two t-SNE coordinates, unitless)")
     fig.tight_layout()
     return fig
