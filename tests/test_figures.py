@@ -155,10 +155,11 @@ def test_compute_ledger_shows_each_run():
                            "device_seconds": [60.0, 64.0, 30.0, 0.0], "flops": [1e15, 1.1e15, 5e14, 0],
                            "device": "cpu"})
     fig = plot_compute_ledger(budget, MODELS)
-    _check_legible(fig, ["Compute ledger", "cpu"])
+    _check_legible(fig, ["Compute ledger", "cpu", "untrained controls left out: 1"])
     samples_ax = fig.axes[0]
     dots = np.concatenate([c.get_offsets()[:, 1] for c in samples_ax.collections])
-    assert sorted(dots.tolist()) == [0, 512, 512, 528]
+    assert sorted(dots.tolist()) == [512, 512, 528]  # random_init (untrained) has no bar
+    assert [t.get_text() for t in samples_ax.get_xticklabels()] == ["mama", "clip"]
     matplotlib.pyplot.close(fig)
 
 
