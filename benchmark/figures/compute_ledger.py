@@ -14,8 +14,8 @@ PANELS = (("samples_seen", "samples seen", 1.0), ("device_seconds", "device hour
           ("flops", "training compute (PFLOP)", 1e-15))
 
 
-def external_models(budget: pd.DataFrame) -> set[str]:
-    """Models whose checkpoints were not trained here (external)."""
+def not_trained_here(budget: pd.DataFrame) -> set[str]:
+    """Models whose checkpoints came from elsewhere (external entries)."""
     if "trained_here" not in budget:
         return set()
     return {m for m, trained in budget.groupby("model")["trained_here"] if not trained.astype(bool).any()}
@@ -26,7 +26,7 @@ def plot_compute_ledger(budget: pd.DataFrame, models: list[str]):
     present = [m for m in models if m in set(budget.model)]
     if not present:
         raise ValueError("budget has no rows for the configured models")
-    external = external_models(budget)
+    external = not_trained_here(budget)
     # untrained controls spend nothing: left out, unless nothing else is there
     untrained = [m for m in present if m not in external and (budget.samples_seen[budget.model == m] == 0).all()]
     if len(untrained) < len(present):
