@@ -108,7 +108,8 @@ def test_two_runs_give_identical_splits_and_table(two_runs):
 
 
 # What may differ between a warm and a cold run: the ledgers' timings and memory (and the
-# budget table made from them), the config's warm_start, and the logs.
+# budget table made from them), the config's warm_start, the logs, and the settings stamps
+# (hashes of settings that hold each run's data folder).
 NOT_COMPARED = {"ledger.json", "budget.csv", "config.effective.yaml"}
 
 
@@ -117,7 +118,8 @@ def _outputs(root: Path) -> dict[Path, bytes]:
     names = [str(root).encode(), json.dumps(str(root))[1:-1].encode()]  # as written, and JSON-escaped
     outputs = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and "logs" not in path.parts and path.suffix != ".log" and path.name not in NOT_COMPARED:
+        top = path.relative_to(root).parts[0]
+        if path.is_file() and top not in ("logs", "settings") and path.suffix != ".log" and path.name not in NOT_COMPARED:
             data = path.read_bytes()
             for name in names:
                 data = data.replace(name, b"<results>")
@@ -260,15 +262,20 @@ def _dry_run_after_edit(config_path: Path, edit) -> list[tuple[str, dict]]:
     return _jobs(_snakemake("figures", "--dry-run", "--configfile", str(edited)))
 
 
+def _written(paths) -> dict[Path, tuple[bytes, int]]:
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in paths}
+
+
 @pytest.mark.slow
 def test_an_unchanged_config_reruns_nothing_and_a_dry_run_writes_nothing(figures_run):
     out, config, _ = figures_run
-    effective = out / "config.effective.yaml"
-    before = (effective.read_bytes(), effective.stat().st_mtime_ns)
+    watched = [out / "config.effective.yaml", *sorted((out / "settings").glob("*.txt"))]
+    before = _written(watched)
+    assert len(before) > 20  # the settings stamps: workflow/rules/common.smk
     jobs = _jobs(_snakemake("figures", "--dry-run", "--configfile", str(config)))
     assert {rule for rule, _ in jobs} <= {"figures"}, jobs
     _dry_run_after_edit(config, lambda c: c["stats"].update(n_boot=123))
-    assert (effective.read_bytes(), effective.stat().st_mtime_ns) == before  # the parse wrote nothing
+    assert _written(watched) == before  # the parse wrote nothing
 
 
 @pytest.mark.slow
@@ -303,6 +310,32 @@ def test_new_subgroup_settings_rerun_only_the_subgroups_and_their_figure(figures
     _, config, _ = figures_run
     jobs = _dry_run_after_edit(config, lambda c: c["subgroups"].update(min_patients=c["subgroups"]["min_patients"] + 1))
     assert {rule for rule, _ in jobs} == SUBGROUP_RULES | {"figures"}
+
+
+@pytest.mark.slow
+def test_a_copied_results_folder_reruns_what_an_edit_changes_without_snakemakes_record(two_runs, tmp_path):
+    """Snakemake keeps the params it compares in .snakemake/metadata, under its working
+    folder: a copy of a results folder, run from a new working folder, has no such record.
+    The settings stamps (workflow/rules/common.smk) rerun an edited setting's jobs by
+    modification time instead, and nothing else; on the old code the edit reran nothing."""
+    source = two_runs[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(source, copy)  # modification times kept; the data stays where the config says
+    config = yaml.safe_load((source.parent / f"{source.name}.yaml").read_text())
+    config["results"] = str(copy)
+    (tmp_path / "config").symlink_to(REPO / "config")  # the config's relative paths (prompts) unchanged
+    path = tmp_path / "copy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    workdir = ["--directory", str(tmp_path), "--snakefile", str(REPO / "workflow/Snakefile")]
+    assert not (tmp_path / ".snakemake").exists()  # no record of any output
+    target = f"{copy}/table.csv"
+    first = _jobs(_snakemake(target, "--cores", "2", "--configfile", str(path), *workdir))
+    # only the external model reruns: its source is {results}/checkpoints/clip, a new path in the copy
+    assert {wc.get("model") for rule, wc in first if rule != "table"} == set(EXTERNAL), first
+    config["stats"]["n_boot"] += 1
+    path.write_text(yaml.safe_dump(config))
+    ran = _jobs(_snakemake(target, "--cores", "2", "--configfile", str(path), *workdir))
+    assert [rule for rule, _ in ran] == ["table"], ran
 
 
 @pytest.mark.slow

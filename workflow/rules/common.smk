@@ -13,6 +13,7 @@ from benchmark.protocols import PROTOCOLS, generic_protocols
 from benchmark.errors import BenchmarkError
 from benchmark.external import check_external, external_models, source_file, written_by_the_run
 from benchmark.norm_statistics import UNTRAINED_VERSION
+from models.text_towers import TOWERS
 
 type_command_line_items(config, workflow.config_settings.config)  # --config seeds=[0,1,2]: numbers, not strings
 try:
@@ -103,6 +104,38 @@ def config_hash(*values):
 
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Snakemake compares each job's params (the hashes above) with the record it keeps in
+# .snakemake/metadata; without that record (the folder deleted, or a results folder copied
+# or moved) an edited setting would rerun nothing. So every rule's settings hash is also
+# written to a stamp file, one of the inputs of its jobs, rewritten only when the hash
+# changes: the newer stamp reruns them by Snakemake's modification-time rule, which needs
+# no record. Only the main process of a real run writes stamps (a dry run writes nothing;
+# a job's own Snakemake process, on SLURM or under --sdm, reads the same config). A stamp
+# seen for the first time is dated 1970, so no output is made stale by its arrival.
+WRITE_STAMPS = workflow.is_main_process and not workflow.output_settings.dryrun
+
+
+def settings_stamp(name, digest):
+    """The stamp file of the settings ``name`` (a rule, or a rule and its wildcard value),
+    written at parse time, before Snakemake reads any modification time; none where a dry
+    run meets settings no run has stamped yet (a missing input no rule makes would hide the
+    new jobs from the dry run's plan; they have no outputs yet, so they run anyway)."""
+    path = Path(R) / "settings" / f"{name}.txt"
+    if WRITE_STAMPS:
+        old = path.read_text() if path.exists() else None
+        if old != digest:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(digest)
+            if old is None:
+                os.utime(path, (0, 0))
+    return str(path) if path.exists() else []
+
+
+def settings_stamps(rule, digests):
+    """The stamp of each of a rule's wildcard values ({value: hash} -> {value: stamp})."""
+    return {value: settings_stamp(f"{rule}-{value}", digest) for value, digest in digests.items()}
 
 
 def without(section, *keys):
@@ -203,20 +236,13 @@ def tower_dir(tower):
     return f"{R}/text_towers/{tower}"
 
 
-def tower_spec(tower):
-    """A tower's architecture and size (its hash reruns the tower when they change)."""
-    from models.text_towers import TOWERS
-
-    if tower not in TOWERS:
-        raise BenchmarkError(f"text tower {tower!r}: not in models/text_towers.py ({', '.join(TOWERS)})")
-    return TOWERS[tower]
-
-
 def text_tower_weights(model):
     """The pretrained text tower a model starts from (its preset's text.tower), or none."""
     from benchmark.config import text_tower
 
     tower = text_tower(config["models"][model])
+    if tower and tower not in TOWERS:
+        raise BenchmarkError(f"model {model}: text tower {tower!r} is not in models/text_towers.py ({', '.join(TOWERS)})")
     return [f"{tower_dir(tower)}/model.safetensors"] if tower else []
 
 

@@ -25,6 +25,12 @@ def alignment_file(model, seed):
     return f"{R}/features/{model}/seed{seed}/alignment.npz"
 
 
+FEATURES_SETTINGS = config_hash(config["zeroshot"], config["figures"]["alignment_examples"])
+IMAGE_STATISTICS_SETTINGS = config_hash(config["image_statistics"])
+PROBE_SETTINGS = config_hash(config["linear_probe"], config["split"]["draws"], config["split"]["validation"])
+FINETUNE_SETTINGS = config_hash(without("finetune", "threads"), config["split"]["draws"], config["split"]["validation"])
+
+
 # One features rule per dataset: its zero-shot outputs are that dataset's tasks; the
 # pretraining dataset's also saves the alignment maps.
 for _dataset in DATASETS:
@@ -38,6 +44,7 @@ for _dataset in DATASETS:
             manifest=manifest(_dataset),
             split=split_file(_dataset),
             prompts=config["zeroshot"]["prompts"],
+            settings=settings_stamp("features", FEATURES_SETTINGS),
         output:
             features=f"{R}/features/{{model}}/seed{{seed}}/{_dataset}.npz",
             zeroshot=[
@@ -50,7 +57,7 @@ for _dataset in DATASETS:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             zeroshot=zeroshot_args(_dataset),
             alignment=lambda wc, output: f"--alignment-out {shlex.quote(output.alignment)}" if "alignment" in output.keys() else "",
-            settings=lambda wc: config_hash(config["zeroshot"], config["figures"]["alignment_examples"]),
+            settings=FEATURES_SETTINGS,
         threads: 1  # mostly start-up and small batches: two such jobs side by side beat one with two threads
         log:
             f"{R}/logs/features/{{model}}-seed{{seed}}-{_dataset}.log",
@@ -66,10 +73,11 @@ rule image_statistics:
     input:
         manifest=lambda wc: manifest(wc.dataset),
         split=lambda wc: split_file(wc.dataset),
+        settings=settings_stamp("image_statistics", IMAGE_STATISTICS_SETTINGS),
     output:
         f"{R}/features/image_statistics/seed0/{{dataset}}.npz",
     params:
-        settings=lambda wc: config_hash(config["image_statistics"]),
+        settings=IMAGE_STATISTICS_SETTINGS,
     log:
         f"{R}/logs/features/image_statistics-{{dataset}}.log",
     conda:
@@ -86,6 +94,7 @@ rule linear_probe:
         features=f"{R}/features/{{model}}/seed{{seed}}/{{dataset}}.npz",
         manifest=lambda wc: manifest(wc.dataset),
         split=lambda wc: split_file(wc.dataset),
+        settings=settings_stamp("linear_probe", PROBE_SETTINGS),
     output:
         chosen=probe_files("{dataset}/{task}", "{model}", "{seed}"),
         fixed_c=probe_files("{dataset}/{task}", "{model}", "{seed}", protocol="linear_probe_fixed_c"),
@@ -93,7 +102,7 @@ rule linear_probe:
         fractions=" ".join(fraction_label(f) for f in FRACTIONS),
         fixed_c=lambda wc, output: f"--fixed-c-out {' '.join(shlex.quote(p) for p in output.fixed_c)}"
         if output.fixed_c else "",
-        settings=config_hash(config["linear_probe"], config["split"]["draws"], config["split"]["validation"]),
+        settings=PROBE_SETTINGS,
     log:
         f"{R}/logs/probe/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
     conda:
@@ -113,12 +122,13 @@ if config["finetune"]["enabled"]:
             weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
             manifest=lambda wc: manifest(wc.dataset),
             split=lambda wc: split_file(wc.dataset),
+            settings=settings_stamp("finetune", FINETUNE_SETTINGS),
         output:
             finetune_files("{dataset}/{task}", "{model}", "{seed}", every_task=True),
         params:
             ckpt=lambda wc: checkpoint_dir(wc.model, wc.seed),
             fractions=" ".join(fraction_label(f) for f in config["finetune"]["fractions"]),
-            settings=config_hash(without("finetune", "threads"), config["split"]["draws"], config["split"]["validation"]),
+            settings=FINETUNE_SETTINGS,
         threads: config["finetune"].get("threads", THREADS)
         log:
             f"{R}/logs/finetune/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",
@@ -140,6 +150,7 @@ def generic_source(protocol):
 
 
 for _protocol in GENERIC_PROTOCOLS:
+    _settings = config_hash(config[_protocol.name], config["split"]["draws"], config["split"]["validation"])
 
     rule:
         name:
@@ -148,6 +159,7 @@ for _protocol in GENERIC_PROTOCOLS:
             source=generic_source(_protocol),
             manifest=lambda wc: manifest(wc.dataset),
             split=lambda wc: split_file(wc.dataset),
+            settings=settings_stamp(f"evaluate_{_protocol.name}", _settings),
         output:
             protocol_files(_protocol, "{dataset}/{task}", "{model}", "{seed}", every_task=True),
         params:
@@ -156,7 +168,7 @@ for _protocol in GENERIC_PROTOCOLS:
             else input.source,
             fractions="--fraction " + " ".join(fraction_label(f) for f in config[_protocol.name].get("fractions", FRACTIONS))
             if _protocol.fraction else "",
-            settings=config_hash(config[_protocol.name], config["split"]["draws"], config["split"]["validation"]),
+            settings=_settings,
         threads: 1
         log:
             f"{R}/logs/{_protocol.name}/{{dataset}}-{{task}}-{{model}}-seed{{seed}}.log",

@@ -9,6 +9,8 @@ TASK_DATASETS = task_datasets(TASKS)
 FIGURE_SEED = SEEDS[0]
 # what every figure depends on besides its input files
 FIGURE_SETTINGS = config_hash(config["figures"], config["stats"].get("reference_model"), MODELS, TASKS)  # t-SNE and alignment maps show the first pretraining seed
+FIGURE_STAMP = settings_stamp("figures", FIGURE_SETTINGS)
+TSNE_SETTINGS = config_hash(config["figures"]["tsne_max_points"], TASKS)
 FAMILY_TITLES = {
     "label_efficiency": "Label efficiency",
     "bars": "Every protocol",
@@ -53,10 +55,11 @@ rule tsne:
         features=f"{R}/features/{{model}}/seed{{seed}}/{{dataset}}.npz",
         manifest=lambda wc: manifest(wc.dataset),
         split=lambda wc: split_file(wc.dataset),
+        settings=settings_stamp("tsne", TSNE_SETTINGS),
     output:
         f"{R}/embeddings/{{model}}/seed{{seed}}/tsne_{{dataset}}.csv",
     params:
-        settings=config_hash(config["figures"]["tsne_max_points"], TASKS),
+        settings=TSNE_SETTINGS,
     threads: 1
     log:
         f"{R}/logs/tsne/{{model}}-seed{{seed}}-{{dataset}}.log",
@@ -71,6 +74,7 @@ rule tsne:
 rule figure_label_efficiency:
     input:
         table=f"{R}/table.csv",
+        settings=FIGURE_STAMP,
     output:
         figure_files("label_efficiency", report_png=True),
     params:
@@ -86,6 +90,7 @@ rule figure_label_efficiency:
 rule figure_bars:
     input:
         table=f"{R}/table.csv",
+        settings=FIGURE_STAMP,
     output:
         figure_files("bars", report_png=True),
     params:
@@ -102,6 +107,7 @@ rule figure_roc:
     input:
         table=f"{R}/table.csv",
         predictions=prediction_files(fractions=[1.0]),  # zero-shot and the full label fraction
+        settings=FIGURE_STAMP,
     output:
         figure_files("roc", report_png=True),
     params:
@@ -118,11 +124,12 @@ rule figure_roc:
 rule figure_tsne:
     input:
         **{f"{m}:{d}": tsne_file(m, d) for m in MODELS for d in TASK_DATASETS},
+        settings=FIGURE_STAMP,
     output:
         figure_files("tsne", report_png=True),
     params:
         settings=FIGURE_SETTINGS,
-        inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items()),
+        inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items() if key != "settings"),
     log:
         f"{R}/logs/figures/tsne.log",
     conda:
@@ -134,11 +141,12 @@ rule figure_tsne:
 rule figure_alignment:
     input:
         **{m: alignment_file(m, FIGURE_SEED) for m in MODELS},
+        settings=FIGURE_STAMP,
     output:
         figure_files("alignment", report_png=True),
     params:
         settings=FIGURE_SETTINGS,
-        inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items()),
+        inputs=lambda wc, input: " ".join(shlex.quote(f"{key}={path}") for key, path in input.items() if key != "settings"),
     log:
         f"{R}/logs/figures/alignment.log",
     conda:
@@ -150,6 +158,7 @@ rule figure_alignment:
 rule figure_compute_ledger:
     input:
         budget=f"{R}/budget.csv",
+        settings=FIGURE_STAMP,
     output:
         figure_files("compute_ledger", report_png=True),
     params:
@@ -165,6 +174,7 @@ rule figure_compute_ledger:
 rule figure_subgroups:
     input:
         subgroups=f"{R}/subgroups.csv",
+        settings=FIGURE_STAMP,
     output:
         figure_files("subgroups", report_png=True),
     params:

@@ -1,16 +1,21 @@
 # DICOM -> PNG cache, manifest.csv and exclusions.csv.
 
 
+PREPROCESS_SETTINGS = {d: config_hash(config["data"][d], config["preprocess"], CACHE_FORMAT) for d in DATASETS}
+PREPROCESS_STAMPS = settings_stamps("preprocess", PREPROCESS_SETTINGS)
+
+
 rule preprocess:
     input:
         raw=lambda wc: raw_marker(wc.dataset),
         check=f"{R}/checks/{{dataset}}.json",
+        settings=lambda wc: PREPROCESS_STAMPS[wc.dataset],
     output:
         manifest=f"{R}/cache/{{dataset}}/manifest.csv",
         exclusions=f"{R}/cache/{{dataset}}/exclusions.csv",
     params:
         out_dir=lambda wc: f"{R}/cache/{wc.dataset}",
-        settings=lambda wc: config_hash(config["data"][wc.dataset], config["preprocess"], CACHE_FORMAT),
+        settings=lambda wc: PREPROCESS_SETTINGS[wc.dataset],
     threads: THREADS
     log:
         f"{R}/logs/preprocess/{{dataset}}.log",

@@ -19,6 +19,10 @@ CLUSTER_SHAPE = ({"nodes": NODES, "tasks": NODES, "mpi": "srun"} | ({"gres": f"g
                  if NODES > 1 else {"gpu": GPUS})
 
 
+PRETRAIN_SETTINGS = {model: model_settings(model) for model in TRAINED_MODELS}
+PRETRAIN_STAMPS = settings_stamps("pretrain", PRETRAIN_SETTINGS)
+
+
 rule pretrain:
     wildcard_constraints:
         model="|".join(TRAINED_MODELS) or "^$",
@@ -28,6 +32,7 @@ rule pretrain:
         tokenizer=lambda wc: f"{R}/tokenizer/tokenizer.json" if needs_tokenizer(wc.model) else [],
         text_tower=lambda wc: text_tower_weights(wc.model),
         aligned_mlo=lambda wc: aligned_mlo(wc.model),
+        settings=lambda wc: PRETRAIN_STAMPS[wc.model],
     output:
         weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
         ledger=f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json",
@@ -37,7 +42,7 @@ rule pretrain:
                                        for w in text_tower_weights(wc.model)),
         aligned_mlo=lambda wc, input: f"--aligned-mlo {shlex.quote(input.aligned_mlo)}" if input.aligned_mlo else "",
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
-        settings=lambda wc: model_settings(wc.model),
+        settings=lambda wc: PRETRAIN_SETTINGS[wc.model],
     threads: TRAIN_THREADS
     resources:
         **CLUSTER_SHAPE,
@@ -56,17 +61,22 @@ rule pretrain:
 # An external model (``external: true``) is not trained here: its checkpoint, in its
 # publisher's format or from another results folder, becomes this benchmark's checkpoint
 # (benchmark/external.py), with a ledger saying so.
+IMPORT_SETTINGS = {model: config_hash(config["models"][model]) for model in EXTERNAL_MODELS}
+IMPORT_STAMPS = settings_stamps("import_checkpoint", IMPORT_SETTINGS)
+
+
 rule import_checkpoint:
     wildcard_constraints:
         model="|".join(EXTERNAL_MODELS) or "^$",
     input:
         source=lambda wc: str(source_file(config["models"][wc.model])),
+        settings=lambda wc: IMPORT_STAMPS[wc.model],
     output:
         weights=f"{R}/checkpoints/{{model}}/seed{{seed}}/model.safetensors",
         ledger=f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json",
     params:
         out=lambda wc: checkpoint_dir(wc.model, wc.seed),
-        settings=lambda wc: config_hash(config["models"][wc.model]),
+        settings=lambda wc: IMPORT_SETTINGS[wc.model],
     log:
         f"{R}/logs/import_checkpoint/{{model}}-seed{{seed}}.log",
     conda:

@@ -1,13 +1,20 @@
 # Synthetic EMBED / RSNA-format data (only for datasets with `synthetic` in the config).
 
 
+# what a dataset's data depend on: its config entry and the generator's version (a new
+# version reruns that dataset's data and what depends on it)
+SYNTH_SETTINGS = {d: config_hash(config["data"][d], GENERATOR_VERSION.get(d)) for d in config["data"]}
+SYNTH_STAMPS = settings_stamps("synth", SYNTH_SETTINGS)
+
+
 rule synth:
+    input:
+        settings=lambda wc: SYNTH_STAMPS[dataset_at(wc.root)],
     output:
         "{root}/SYNTHETIC.json",
     params:
         dataset=lambda wc: dataset_at(wc.root),
-        settings=lambda wc: config_hash(config["data"][dataset_at(wc.root)]),
-        generator=lambda wc: GENERATOR_VERSION[dataset_at(wc.root)],  # a new version reruns that dataset's data and what depends on it
+        settings=lambda wc: SYNTH_SETTINGS[dataset_at(wc.root)],
     threads: THREADS
     log:
         "{root}/synth.log",

@@ -1,10 +1,13 @@
 # Bootstrap statistics over all predictions -> table.csv (+ .md, .tex, .html); ledgers -> budget.csv.
+TABLE_SETTINGS = config_hash(config["stats"], MODELS, TASKS)
+SUBGROUP_SETTINGS = config_hash(config["subgroups"], config["stats"], MODELS, TASKS)
 
 
 rule table:
     input:
         predictions=prediction_files(),
         ledgers=expand(f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json", model=MODELS, seed=SEEDS),
+        settings=settings_stamp("table", TABLE_SETTINGS),
     output:
         table=report(f"{R}/table.csv", caption="../report/table.rst", category="Table",
                      labels={"file": "table.csv (download)"}),
@@ -16,7 +19,7 @@ rule table:
                       labels={"file": "budget.csv (download)"}),
         loss_terms=f"{R}/loss_terms.csv",
     params:
-        settings=config_hash(config["stats"], MODELS, TASKS),
+        settings=TABLE_SETTINGS,
     log:
         f"{R}/logs/table.log",
     conda:
@@ -30,11 +33,12 @@ rule subgroups:
     input:
         predictions=subgroup_files(),
         manifests=[manifest(d) for d in sorted({t.split("/")[0] for t in TASKS})],
+        settings=settings_stamp("subgroups", SUBGROUP_SETTINGS),
     output:
         report(f"{R}/subgroups.csv", caption="../report/subgroups_table.rst", category="Table",
                labels={"file": "subgroups.csv (download)"}),
     params:
-        settings=config_hash(config["subgroups"], config["stats"], MODELS, TASKS),
+        settings=SUBGROUP_SETTINGS,
         manifests=lambda wc, input: " ".join(shlex.quote(f"{Path(p).parent.name}={p}") for p in input.manifests),
     log:
         f"{R}/logs/subgroups.log",
