@@ -28,6 +28,8 @@ BAD = [
     ("fraction zero", lambda c: c["split"].update(fractions=[0.0, 1.0]), "split.fractions.0"),
     ("shell characters in a model name", lambda c: c["models"].update({"a;rm -rf": {"method": "clip", "preset": "tiny"}}),
      "models"),
+    ("a model named as the settings stamp", lambda c: c["models"].update({"settings": {"method": "clip", "preset": "tiny"}}),
+     "models"),
     ("unknown preset", lambda c: c["models"]["clip"].update(preset="huge"), "models.clip.preset"),
     ("unknown key", lambda c: c.update(colour="blue"), "colour"),
     ("unknown subgroup metric", lambda c: c["subgroups"].update(metrics=["accuracy"]), "subgroups.metrics"),
