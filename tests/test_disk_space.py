@@ -112,7 +112,9 @@ def test_the_workflow_refuses_to_start_where_the_disk_is_too_small_and_writes_no
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("error: disk check: the ")
     written = {p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*") if p.is_file()}
-    assert written <= {"logs/disk-check-sizes.json", "logs/warm_start.log"}  # parameter counts, the server's log
+    stamps = {name for name in written if name.startswith("settings/")}  # the parse's settings hashes, 16 bytes each
+    assert all((tmp_path / "results" / name).stat().st_size == 16 for name in stamps)
+    assert written - stamps <= {"logs/disk-check-sizes.json", "logs/warm_start.log"}  # parameter counts, the server's log
     go_on = subprocess.run(["snakemake", "--cores", "2", "--configfile", str(path), "--config", "disk_check=False",
                             "--until", "synth"], capture_output=True, text=True, cwd=REPO)
     assert go_on.returncode == 0, go_on.stderr[-2000:]
