@@ -67,7 +67,7 @@ def check_models(config: dict) -> None:
     """Every model entry names a registered method and one of its presets (imports ``models``)."""
     from benchmark.registry import available_models, preset_names, preset_values
 
-    if "settings" in config["models"]:  # the workflow's figure rules name their settings stamp so
+    if "settings" in config["models"]:  # figure_alignment keys its inputs by model name, beside its "settings" stamp
         raise BenchmarkError("config: models.settings: 'settings' is a reserved name (the settings stamp among the "
                              "inputs of workflow/rules/figures.smk); rename the model")
     registered = available_models()
