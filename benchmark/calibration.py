@@ -13,7 +13,9 @@ reject the challenger-minus-reference difference in 5 % of data sets.
 ``python -m benchmark.calibration`` prints the size of the degrees-of-freedom rule in the test's own
 model, then the rejection rates of ``method_p_value`` (and,
 for comparison, of the conditional ``p_value``) for 2, 3 and 5 seeds and seed effects of
-0 to 0.10 AUC, with a power row; ``tests/test_calibration.py`` checks a smaller run.
+0 to 0.10 AUC, with a power row, and for unequal seed counts (``UNEQUAL``: a reference
+with more seeds than the challenger, as an untrained control given seeds of its own);
+``tests/test_calibration.py`` checks a smaller run.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ class Scenario:
     delta: float = 0.0  # challenger AUC minus reference AUC (0: the null)
     n_patients: int = 150
     prevalence: float = 0.3
+    ref_seeds: int | None = None  # the reference's own seed count and seed sd (None: as the challenger's),
+    ref_seed_sd: float | None = None  # e.g. an untrained control given more seeds than its method
+
+    def seeds_and_sd(self, model: str) -> tuple[int, float]:
+        if model == "ref":
+            return (self.n_seeds if self.ref_seeds is None else self.ref_seeds,
+                    self.seed_sd if self.ref_seed_sd is None else self.ref_seed_sd)
+        return self.n_seeds, self.seed_sd
 
 
 def simulated_predictions(scenario: Scenario, rng: np.random.Generator) -> pd.DataFrame:
@@ -55,8 +65,9 @@ def simulated_predictions(scenario: Scenario, rng: np.random.Generator) -> pd.Da
     frames = []
     for model, auc in (("ref", BASE_AUC), ("other", BASE_AUC + scenario.delta)):
         method_n = persistent(METHOD_NOISE)
-        for seed in range(scenario.n_seeds):
-            seed_auc = np.clip(auc + scenario.seed_sd * rng.standard_normal(), 0.51, 0.99)
+        n_seeds, seed_sd = scenario.seeds_and_sd(model)
+        for seed in range(n_seeds):
+            seed_auc = np.clip(auc + seed_sd * rng.standard_normal(), 0.51, 0.99)
             separation = np.sqrt(2) * norm.ppf(seed_auc)  # binormal: AUC = Phi(d / sqrt(2)), noise variance 1
             own_n = rng.normal(0, np.sqrt(1 - SHARED_NOISE - METHOD_NOISE), 2 * n)
             score_n = 1 / (1 + np.exp(-(separation * label_n + shared_n + method_n + own_n)))
@@ -74,8 +85,10 @@ def rejection_rates(scenario: Scenario, n_sets: int, n_boot: int = 200, alpha: f
     the method-level and the conditional p-value, through ``tables.table_from_predictions``."""
     from benchmark.tables import table_from_predictions
 
+    own = [scenario.ref_seeds or 0, int(round((scenario.ref_seed_sd or 0) * 1000))] if (
+        scenario.ref_seeds, scenario.ref_seed_sd) != (None, None) else []
     rng = np.random.default_rng([seed, scenario.n_seeds, int(round(scenario.seed_sd * 1000)),
-                                 int(round(scenario.delta * 1000))])
+                                 int(round(scenario.delta * 1000)), *own])
     method, conditional = [], []
     for k in range(n_sets):
         table = table_from_predictions(simulated_predictions(scenario, rng), n_boot, k, 0.95, "ref",
@@ -101,6 +114,14 @@ def degrees_of_freedom_size(share: float, nu: int, quantile: float | None, n: in
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(bounded > 0, (1 - share + bounded) ** 2 / (bounded**2 / nu), np.inf)
     return float(np.mean(2 * student_t.sf(np.abs(estimate) / np.sqrt(1 - share + part), df) < 0.05))
+
+
+# the seed part held by the model with fewer seeds, by the one with more, or by both
+UNEQUAL = [Scenario(2, 0.05, ref_seeds=4, ref_seed_sd=0.0), Scenario(2, 0.10, ref_seeds=4, ref_seed_sd=0.0),
+           Scenario(2, 0.10, ref_seeds=5, ref_seed_sd=0.02), Scenario(2, 0.0, ref_seeds=4, ref_seed_sd=0.05),
+           Scenario(2, 0.02, ref_seeds=4, ref_seed_sd=0.10), Scenario(2, 0.05, ref_seeds=4, ref_seed_sd=0.05),
+           Scenario(2, 0.05, ref_seeds=3, ref_seed_sd=0.05), Scenario(3, 0.10, ref_seeds=5, ref_seed_sd=0.0),
+           Scenario(2, 0.0, ref_seeds=4, ref_seed_sd=0.0)]
 
 
 def binomial_band(rate: float, n: int, z: float = 2.576) -> tuple[float, float]:
@@ -138,6 +159,12 @@ def main(argv: list[str] | None = None) -> None:
                 rates = rejection_rates(Scenario(n_seeds, seed_sd, delta), args.sets, args.n_boot)
                 print(f"{n_seeds:5d}  {seed_sd:7.2f}  {delta:5.2f}  {rates['method_p_value']:14.3f}  "
                       f"{rates['p_value']:7.3f}", flush=True)
+    print("unequal seed counts (a model against a reference given more seeds, e.g. its untrained control), null")
+    print("seeds  seed_sd  ref_seeds  ref_seed_sd  method_p_value")
+    for scenario in UNEQUAL:
+        rates = rejection_rates(scenario, args.sets, args.n_boot)
+        print(f"{scenario.n_seeds:5d}  {scenario.seed_sd:7.2f}  {scenario.ref_seeds:9d}  {scenario.ref_seed_sd:11.2f}  "
+              f"{rates['method_p_value']:14.3f}", flush=True)
 
 
 if __name__ == "__main__":

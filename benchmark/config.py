@@ -225,6 +225,29 @@ def check_weights(config: dict, names: list[str] | None = None) -> None:
                 _check_weights_file(path, where)
 
 
+def model_seeds(config: dict, name: str) -> list[int]:
+    """A model's pretraining seeds: its entry's own ``seeds`` (the run's and more), else the run's."""
+    return config["models"][name].get("seeds", config["seeds"])
+
+
+def check_model_seeds(config: dict) -> None:
+    """A model's own seeds add to the run's (every comparison keeps the run's seeds; the
+    figures show the first); an imported checkpoint is one checkpoint whatever the seed."""
+    from benchmark.external import external_models
+
+    external = set(external_models(config["models"]))
+    for name, entry in config["models"].items():
+        if "seeds" not in entry:
+            continue
+        if name in external:
+            raise BenchmarkError(f"config: models.{name}.seeds: an external model is one checkpoint; "
+                                 "it takes the run's seeds")
+        missing = [s for s in config["seeds"] if s not in entry["seeds"]]
+        if missing:
+            raise BenchmarkError(f"config: models.{name}.seeds: must include every seed of seeds "
+                                 f"(missing {', '.join(map(str, missing))}); a model's own seeds add to the run's")
+
+
 def check_semantics(config: dict, data: bool = True) -> None:
     for key in config["tasks"]:
         try:
@@ -246,6 +269,7 @@ def check_semantics(config: dict, data: bool = True) -> None:
     ref = config["stats"].get("reference_model")
     if ref is not None and ref not in config["models"]:
         raise BenchmarkError(f"config: stats.reference_model: {ref!r} is not in models")
+    check_model_seeds(config)
     # the pretraining (and tokenizer) dataset is read only when some model is trained here
     from benchmark.external import external_models
 

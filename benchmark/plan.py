@@ -50,6 +50,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.config import model_seeds
 from benchmark.errors import BenchmarkError
 
 GIB = 2**30
@@ -241,7 +242,6 @@ def plan(config: dict, gpu: str = "H100", mfu: float = DEFAULT_MFU, cores_per_gp
     threads = min(pre.get("threads", config.get("threads", 2)), len(os.sched_getaffinity(0)))
     loader = {"long_side": config["preprocess"]["long_side"], "bits": config["preprocess"]["bits"]}
     cache = Path(config["results"]) / "logs" / "plan-measurements.json"
-    seeds = len(config["seeds"])
     rows, warns, notes = [], [], []
     for name in models or pretrained:
         entry = config["models"][name]
@@ -252,7 +252,7 @@ def plan(config: dict, gpu: str = "H100", mfu: float = DEFAULT_MFU, cores_per_gp
             q, how, check = measure_model(spec, sizes, settings, threads, loader, cache, measure)
         except MeasureKilled as exc:
             rows.append({"model": name, "method": spec["method"], "preset": spec["preset"],
-                         "measured": f"not measured here: {exc}", "text_shape_from": text_source,
+                         "seeds": len(model_seeds(config, name)), "measured": f"not measured here: {exc}", "text_shape_from": text_source,
                          "params_total_m": sizes["total"] / 1e6, "params_trainable_m": sizes["trainable"] / 1e6,
                          "samples_seen": pre["samples_seen"]})
             warns.append(f"{name}: not planned: {exc}; plan it on a machine with more memory "
@@ -274,7 +274,8 @@ def plan(config: dict, gpu: str = "H100", mfu: float = DEFAULT_MFU, cores_per_gp
         checkpointing = bool(pre.get("grad_checkpointing", False))
         planned_memory = memory_ckpt if checkpointing else memory
         rows.append({
-            "model": name, "method": spec["method"], "preset": spec["preset"], "measured": how,
+            "model": name, "method": spec["method"], "preset": spec["preset"], "seeds": len(model_seeds(config, name)),
+            "measured": how,
             "text_shape_from": text_source,
             "params_total_m": sizes["total"] / 1e6, "params_trainable_m": sizes["trainable"] / 1e6,
             "gflop_per_sample": q["flops_per_sample"] / 1e9, "samples_seen": samples, "pflop": pflop,
@@ -302,10 +303,10 @@ def plan(config: dict, gpu: str = "H100", mfu: float = DEFAULT_MFU, cores_per_gp
         rows.append({"model": f"cache/{dataset}", "measured": "disk check estimate" if size else
                      "unknown: no table or synthetic section yet", "cache_gib": size / GIB if size else None})
     table = pd.DataFrame(rows)
-    per_seed = table[["pflop", "gpu_hours", "cpu_hours_here"]].sum(min_count=1)
-    total = {"model": f"total ({seeds} seeds)", "measured": "sum over the measured models x seeds",
-             "pflop": per_seed["pflop"] * seeds, "gpu_hours": per_seed["gpu_hours"] * seeds,
-             "cpu_hours_here": per_seed["cpu_hours_here"] * seeds, "cache_gib": table["cache_gib"].sum(min_count=1)}
+    seeds = len(config["seeds"])  # the run's; a model with seeds of its own counts them (its row's seeds)
+    total = {"model": f"total ({seeds} seeds)", "measured": "sum over the measured models x their seeds",
+             **{col: table[col].mul(table["seeds"]).sum(min_count=1) for col in ("pflop", "gpu_hours", "cpu_hours_here")},
+             "cache_gib": table["cache_gib"].sum(min_count=1)}
     if not on_gpu:
         notes.append("pretrain.gpus is 0: this config trains on CPUs (CPU-h here); the GPU columns are what one "
                      "GPU would need, not checked against its memory or cores")
@@ -314,7 +315,7 @@ def plan(config: dict, gpu: str = "H100", mfu: float = DEFAULT_MFU, cores_per_gp
 
 def format_plan(table: pd.DataFrame, warns: list[str], notes: list[str]) -> str:
     """The printed table: the columns a booking needs; plan.csv has every column."""
-    columns = {"model": "model", "params_total_m": "params M", "params_trainable_m": "trainable M",
+    columns = {"model": "model", "seeds": "seeds", "params_total_m": "params M", "params_trainable_m": "trainable M",
                "gflop_per_sample": "GFLOP/sample", "pflop": "PFLOP", "gpu_hours": "GPU-h",
                "batch_per_gpu": "batch/GPU", "memory_gib": "GiB/GPU", "memory_gib_checkpointed": "GiB/GPU ckpt",
                "forward_fit_error_at_4": "fit err @4", "loader_cores_per_gpu": "cores/GPU",

@@ -261,7 +261,7 @@ class MethodLevel:
     variance_patients: float
     variance_seeds: float
     variance_draws: float
-    df_seeds: int = 0  # degrees of freedom of the seed part (0: not estimated)
+    df_seeds: int = 0  # degrees of freedom of the seed part, summed over terms (0: not estimated)
     df_draws: int = 0
     df: float = float("inf")  # of the t reference (inf: the patient bootstrap alone)
 
@@ -302,9 +302,12 @@ def method_level_test(terms: list[tuple[float, Replicates]], level: float) -> Me
 
     The variance is the sum of three parts (docs/protocol.md, Statistics):
     - seeds: for each term, S^2 / n from the spread of its seed means (each the mean over
-      the cell's draws); the terms' parts together, on the sum of their n - 1 degrees of
-      freedom (the pooled two-sample t test: with equal seed counts, as in a run, robust to
-      unequal seed variances);
+      the cell's draws). With equal seed counts the terms' parts together, on the sum of
+      their n - 1 degrees of freedom (the pooled two-sample t test, robust to unequal seed
+      variances when the counts are equal); with unequal counts (a model given more seeds,
+      e.g. an untrained control) each term's part on its own n - 1 (Welch-Satterthwaite:
+      pooling would lend the few seeds of one term the degrees of freedom of the many of
+      another);
     - patients: what the test set's sampling puts into the estimate and every seed shares:
       the variance over the shared patient resamples, less each term's seed-specific part
       W / n (``_spread``), which S^2 already holds; floored at 0 and taken as known;
@@ -331,13 +334,15 @@ def method_level_test(terms: list[tuple[float, Replicates]], level: float) -> Me
     if not np.isfinite(estimate) or finite.sum() < 2:
         nan = float("nan")
         return MethodLevel(estimate, nan, nan, nan, nan, nan, nan)
-    variance_seeds, df_seeds, seed_specific = 0.0, 0, 0.0
+    seed_parts, seed_specific = [], 0.0  # (variance, degrees of freedom) of each term's seed part
     for c, rep in terms:
         if len(np.unique(rep.seed_r)) > 1:
             between, within = _spread(*_group_means(rep.seed_r, rep.full_r, rep.boot_rb[:, finite]))
-            variance_seeds += c**2 * between
-            df_seeds += len(np.unique(rep.seed_r)) - 1
+            seed_parts.append((c**2 * between, len(np.unique(rep.seed_r)) - 1))
             seed_specific += c**2 * within
+    variance_seeds, df_seeds = sum(v for v, _ in seed_parts), sum(df for _, df in seed_parts)
+    if len({df for _, df in seed_parts}) < 2:  # equal seed counts: pooled
+        seed_parts = [(variance_seeds, df_seeds)] if df_seeds else []
     variance_draws, df_draws = 0.0, 0
     draws = [np.unique(rep.draw_r) for _, rep in terms]
     if len(draws[0]) > 1 and all(np.array_equal(d, draws[0]) for d in draws):
@@ -351,8 +356,7 @@ def method_level_test(terms: list[tuple[float, Replicates]], level: float) -> Me
         return MethodLevel(estimate, lo, hi, paired_p_value(combined_b), patients, 0.0, 0.0)
     variance_patients = max(0.0, patients - seed_specific)
     variance = variance_patients + variance_seeds + variance_draws
-    bounds = [(v * df / chi2.ppf(DF_QUANTILE, df), df) for v, df in ((variance_seeds, df_seeds),
-                                                                   (variance_draws, df_draws)) if df]
+    bounds = [(v * df / chi2.ppf(DF_QUANTILE, df), df) for v, df in [*seed_parts, (variance_draws, df_draws)] if df]
     bounded = variance_patients + sum(v for v, _ in bounds)
     denominator = sum(v**2 / df for v, df in bounds)
     df = bounded**2 / denominator if denominator > 0 else float("inf")

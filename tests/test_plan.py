@@ -77,6 +77,16 @@ def test_gpu_hours_memory_and_cores_follow_from_the_measurements(tmp_path):
     assert not warns and not notes
 
 
+def test_a_model_with_seeds_of_its_own_counts_them_in_the_total(tmp_path):
+    config = _config(tmp_path, {"clip": {"method": "clip", "preset": "tiny", "seeds": [0, 1, 2, 3]},
+                                "convirt": {"method": "convirt", "preset": "tiny"}}, gpus=1)
+    table, _, _ = plan(config, measure=_fake_measure()[0])
+    rows = table.set_index("model")
+    assert rows.loc["clip", "seeds"] == 4 and rows.loc["convirt", "seeds"] == 2
+    expected = 4 * rows.loc["clip", "gpu_hours"] + 2 * rows.loc["convirt", "gpu_hours"]
+    assert rows.loc["total (2 seeds)", "gpu_hours"] == pytest.approx(expected)
+
+
 def test_a_language_model_tower_is_measured_at_one_and_eight_layers_and_extrapolated(tmp_path):
     # MaMA's paper preset: BioMedLM's 32 GPT-2 layers of width 2560 (2.7 B parameters)
     config = _config(tmp_path, {"mama": {"method": "mama", "preset": "paper"}}, gpus=4)

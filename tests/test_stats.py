@@ -238,3 +238,31 @@ def test_method_level_test_with_one_seed_is_the_bootstrap_and_widens_with_disagr
     # and the p-value is the one its interval implies: 0 is on the interval's edge at p = 0.05
     shifted = Replicates(two.full_r - wide.ci_low, two.boot_rb - wide.ci_low, two.seed_r, two.draw_r)
     assert method_level_test([(1.0, shifted)], 0.95).p_value == pytest.approx(0.05, abs=1e-6)
+
+
+def test_method_level_test_gives_each_term_its_own_degrees_of_freedom_when_seed_counts_differ():
+    """Two seeds that disagree against four that agree (an untrained control given more
+    seeds): the seed part is the two seeds' almost alone, so the test has about 1 degree of
+    freedom (Welch-Satterthwaite), not the 1 + 3 that pooling would lend it."""
+    from scipy.stats import chi2
+
+    from benchmark.stats import DF_QUANTILE, Replicates, method_level_test
+
+    rng = np.random.default_rng(6)
+    shared = rng.normal(0, 0.01, 500)
+
+    def replicates(values):
+        values = np.asarray(values)
+        return Replicates(values, values[:, None] + shared, np.arange(len(values)), np.zeros(len(values), int))
+
+    few, many = replicates([0.60, 0.80]), replicates([0.70, 0.701, 0.699, 0.7005])
+    gain = method_level_test([(1.0, few), (-1.0, many)], 0.95)
+    parts = [(np.var([0.60, 0.80], ddof=1) / 2, 1), (np.var(many.full_r, ddof=1) / 4, 3)]
+    bounded = [v * df / chi2.ppf(DF_QUANTILE, df) for v, df in parts]
+    welch = (gain.variance_patients + sum(bounded)) ** 2 / sum(b**2 / df for b, (_, df) in zip(bounded, parts))
+    assert gain.df_seeds == 4 and gain.variance_seeds == pytest.approx(sum(v for v, _ in parts))
+    assert gain.df == pytest.approx(welch) and gain.df < 1.1
+    # with equal counts the parts are pooled, on the sum of their degrees of freedom
+    pair = method_level_test([(1.0, few), (-1.0, replicates([0.70, 0.701]))], 0.95)
+    pooled = pair.variance_seeds * 2 / chi2.ppf(DF_QUANTILE, 2)
+    assert pair.df == pytest.approx((pair.variance_patients + pooled) ** 2 / (pooled**2 / 2))

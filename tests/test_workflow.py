@@ -291,6 +291,19 @@ def test_a_new_budget_reruns_every_pretraining_and_what_depends_on_it(figures_ru
 
 
 @pytest.mark.slow
+def test_a_seed_of_a_models_own_schedules_only_that_seeds_jobs_and_the_aggregations(figures_run):
+    """models.<name>.seeds: the untrained control gains seed 1; its seed 0 stays as it is."""
+    _, config, _ = figures_run
+    jobs = _dry_run_after_edit(config, lambda c: c["models"]["random_init"].update(seeds=[0, 1]))
+    own = sorted(rule for rule, wc in jobs if "model" in wc)
+    assert own == sorted(["pretrain", "features_embed", "features_rsna", "features_vindr", "finetune"]
+                         + ["linear_probe", "evaluate_knn"] * len(TASKS)), own  # no t-SNE: the figures show seed 0
+    assert {(wc["model"], wc["seed"]) for _, wc in jobs if "model" in wc} == {("random_init", "1")}
+    aggregations = {rule for rule, wc in jobs if "model" not in wc}
+    assert {"table", "subgroups"} <= aggregations <= FIGURE_RULES | {"table", "subgroups"}, aggregations
+
+
+@pytest.mark.slow
 def test_a_new_probe_grid_reruns_only_probes_the_table_and_its_figures(figures_run):
     _, config, _ = figures_run
     jobs = _dry_run_after_edit(config, lambda c: c["linear_probe"].update(C=[0.1, 1.0]))

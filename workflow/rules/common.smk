@@ -6,7 +6,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from benchmark.config import SCHEMA_PATH, check_weights, split_ratios, type_command_line_items, validate_config
+from benchmark.config import (SCHEMA_PATH, check_weights, model_seeds, split_ratios, type_command_line_items,
+                              validate_config)
 from benchmark.data.preprocess import CACHE_FORMAT
 from benchmark.data.synth import GENERATOR_VERSION
 from benchmark.protocols import PROTOCOLS, generic_protocols
@@ -28,7 +29,8 @@ R = config["results"]
 
 def _untrained(model):
     """Models with a seed still to pretrain (or import): only their weights paths are read by a job."""
-    return any(not Path(f"{R}/checkpoints/{model}/seed{seed}/model.safetensors").exists() for seed in config["seeds"])
+    return any(not Path(f"{R}/checkpoints/{model}/seed{seed}/model.safetensors").exists()
+               for seed in model_seeds(config, model))
 
 
 try:  # every weights and external checkpoint path a job will read, before any job starts
@@ -153,7 +155,7 @@ def balance_by(dataset):
 def model_settings(model):
     """What a model's pretraining depends on: its entry, and the pretrain section unless the
     entry is an untrained control (``pretrain: false``; then what its job does, a version)."""
-    entry = config["models"][model]
+    entry = {k: v for k, v in config["models"][model].items() if k != "seeds"}  # a seed's own job is its wildcard
     if not entry.get("pretrain", True):
         return config_hash(entry, {"untrained_version": UNTRAINED_VERSION})
     return config_hash(entry, without("pretrain", "runtime_minutes", "mem_mb", "checkpoint_every", "threads"))
@@ -166,7 +168,8 @@ TRAINED_MODELS = [m for m in MODELS if m not in EXTERNAL_MODELS]
 # The hand-crafted baseline (image_statistics.enabled): linear-probe rows on global image
 # statistics, one replicate (seed 0), no pretraining and no other protocol.
 BASELINES = ["image_statistics"] if config["image_statistics"]["enabled"] else []
-SEEDS = config["seeds"]
+SEEDS = config["seeds"]  # the run's; a model may add seeds of its own (models.<name>.seeds)
+MODEL_SEEDS = {model: model_seeds(config, model) for model in MODELS}
 FRACTIONS = config["split"]["fractions"]
 DRAWS = config["split"]["draws"]
 TASKS = config["tasks"]
@@ -345,7 +348,7 @@ def prediction_files(fractions=None):
     """Every predictions file of the run (``fractions``: only these label fractions of the
     fraction protocols, and no fixed-C sensitivity row, e.g. [1.0] for the ROC figure)."""
     protocols = [p for p in RUN_PROTOCOLS if fractions is None or p != "linear_probe_fixed_c"]
-    return [path for task in TASKS for model in MODELS for seed in SEEDS for protocol in protocols
+    return [path for task in TASKS for model in MODELS for seed in MODEL_SEEDS[model] for protocol in protocols
             for path in cell_files(protocol, task, model, seed, fractions)] + baseline_files(protocols, fractions)
 
 
@@ -358,7 +361,8 @@ def baseline_files(protocols, fractions=None):
 
 def subgroup_files():
     """The predictions subgroups.csv reads: the cells of subgroups.cells."""
-    return [path for cell in config["subgroups"]["cells"] for task in TASKS for model in MODELS for seed in SEEDS
+    return [path for cell in config["subgroups"]["cells"] for task in TASKS for model in MODELS
+            for seed in MODEL_SEEDS[model]
             for path in cell_files(cell["protocol"], task, model, seed,
                                    None if cell.get("fraction") is None else [cell["fraction"]])] + [
         path for cell in config["subgroups"]["cells"]

@@ -6,7 +6,7 @@ SUBGROUP_SETTINGS = config_hash(config["subgroups"], config["stats"], MODELS, TA
 rule table:
     input:
         predictions=prediction_files(),
-        ledgers=expand(f"{R}/checkpoints/{{model}}/seed{{seed}}/ledger.json", model=MODELS, seed=SEEDS),
+        ledgers=[f"{R}/checkpoints/{model}/seed{seed}/ledger.json" for model in MODELS for seed in MODEL_SEEDS[model]],
         settings=settings_stamp("table", TABLE_SETTINGS),
     output:
         table=report(f"{R}/table.csv", caption="../report/table.rst", category="Table",
