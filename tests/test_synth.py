@@ -89,6 +89,22 @@ def test_compressed_dicoms_keep_their_stable_uids_and_reruns_are_identical(tmp_p
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
 
 
+def test_a_rerun_replaces_the_images_it_wrote_and_never_empties_a_folder_it_did_not(tmp_path):
+    root = tmp_path / "rsna"
+    write_rsna(root, n_patients=12, seed=3, shape=(96, 80))
+    first = _digest(root)
+    stale = root / "train_images" / "999" / "1.dcm"  # as a former generator version or more patients left it
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
+    write_rsna(root, n_patients=12, seed=3, shape=(96, 80))
+    assert not stale.exists() and _digest(root) == first
+    (root / "train_images" / ".synthetic").unlink()  # a folder the generator did not write (or real data)
+    stale.parent.mkdir()
+    stale.write_bytes(b"not ours")
+    write_rsna(root, n_patients=12, seed=3, shape=(96, 80))
+    assert stale.read_bytes() == b"not ours"
+
+
 def _breast_with(birads: int, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """One breast rendered with the lesion of ``birads`` and without it (same tissue, same draw)."""
     from dataclasses import replace

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -179,6 +180,21 @@ def _render_and_write(job: ImageJob) -> None:
                         window=_window(machine), transfer_syntax=machine.transfer_syntax, **job.dicom)
 
 
+WRITTEN_HERE = ".synthetic"  # the marker of an image folder this generator wrote
+
+
+def _write_images(folder: Path, jobs: list[ImageJob], workers: int) -> None:
+    """Render ``jobs`` into ``folder``, first removing what an earlier run of the generator
+    wrote there (its marker says so): a new generator version or fewer patients would
+    otherwise leave DICOMs that no table lists. A folder without the marker (real data, or
+    one written before the marker) is never emptied."""
+    if (folder / WRITTEN_HERE).is_file():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / WRITTEN_HERE).write_text("written by benchmark.data.synth; its next run replaces this folder\n")
+    _run_jobs(jobs, workers)
+
+
 def _run_jobs(jobs: list[ImageJob], workers: int) -> None:
     if workers <= 1:
         for job in jobs:
@@ -282,8 +298,7 @@ def write_embed(root: Path, n_patients: int, seed: int, shape=(512, 416), worker
                 add_image(lead, "CC", findings[0 if lead == "L" else 1][2], image_type="cview", tag="cview")
             if not screening and erng.random() < 0.4:
                 add_image(lead, "CC", findings[0 if lead == "L" else 1][2], spot_mag=1.0, tag="spot")
-    root.mkdir(parents=True, exist_ok=True)
-    _run_jobs(jobs, workers)
+    _write_images(root / "images", jobs, workers)
     clin_cols = ["empi_anon", "acc_anon", "study_date_anon", "desc", "side", "asses", "tissueden",
                  "numfind", "massshape", "massmargin", "massdens", "calcfind", "calcdistri",
                  "calcnumber", "path_severity", "age_at_study", "RACE_DESC", "ETHNIC_GROUP_DESC"]
@@ -348,8 +363,7 @@ def write_rsna(root: Path, n_patients: int, seed: int, shape=(512, 416), workers
                                series_uid=stable_uid(seed, "rsna", image_id, "series"),
                                sop_uid=stable_uid(seed, "rsna", image_id, "sop")),
                 ))
-    root.mkdir(parents=True, exist_ok=True)
-    _run_jobs(jobs, workers)
+    _write_images(root / "train_images", jobs, workers)
     pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
     summary = {"dataset": "rsna", "seed": seed, "patients": n_patients, "images": len(rows),
                "cancer_breasts": int(sum(r["cancer"] for r in rows) // 2), "shape": list(shape)}
@@ -442,8 +456,7 @@ def write_vindr(root: Path, n_studies: int, seed: int, shape=(512, 416), workers
     split_of = _vindr_release_split(breast_rows, seed)
     for row in breast_rows + finding_rows:
         row["split"] = split_of[row["study_id"]]
-    root.mkdir(parents=True, exist_ok=True)
-    _run_jobs(jobs, workers)
+    _write_images(root / "images", jobs, workers)
     pd.DataFrame(breast_rows).to_csv(root / "breast-level_annotations.csv", index=False)
     pd.DataFrame(finding_rows).to_csv(root / "finding_annotations.csv", index=False)
     pd.DataFrame(meta_rows).to_csv(root / "metadata.csv", index=False)
