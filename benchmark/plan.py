@@ -252,7 +252,8 @@ def plan(config: dict, gpu: str = "H100", mfu: float = DEFAULT_MFU, cores_per_gp
             q, how, check = measure_model(spec, sizes, settings, threads, loader, cache, measure)
         except MeasureKilled as exc:
             rows.append({"model": name, "method": spec["method"], "preset": spec["preset"],
-                         "seeds": len(model_seeds(config, name)), "measured": f"not measured here: {exc}", "text_shape_from": text_source,
+                         "seeds": len(model_seeds(config, name)), "measured": f"not measured here: {exc}",
+                         "text_shape_from": text_source,
                          "params_total_m": sizes["total"] / 1e6, "params_trainable_m": sizes["trainable"] / 1e6,
                          "samples_seen": pre["samples_seen"]})
             warns.append(f"{name}: not planned: {exc}; plan it on a machine with more memory "
@@ -275,8 +276,7 @@ def plan(config: dict, gpu: str = "H100", mfu: float = DEFAULT_MFU, cores_per_gp
         planned_memory = memory_ckpt if checkpointing else memory
         rows.append({
             "model": name, "method": spec["method"], "preset": spec["preset"], "seeds": len(model_seeds(config, name)),
-            "measured": how,
-            "text_shape_from": text_source,
+            "measured": how, "text_shape_from": text_source,
             "params_total_m": sizes["total"] / 1e6, "params_trainable_m": sizes["trainable"] / 1e6,
             "gflop_per_sample": q["flops_per_sample"] / 1e9, "samples_seen": samples, "pflop": pflop,
             "gpu": card.name, "mfu": mfu, "gpu_hours": gpu_hours, "gpus_per_job": gpus_per_job,
