@@ -85,6 +85,8 @@ def rejection_rates(scenario: Scenario, n_sets: int, n_boot: int = 200, alpha: f
     the method-level and the conditional p-value, through ``tables.table_from_predictions``."""
     from benchmark.tables import table_from_predictions
 
+    # the reference's own seeds enter the seed only where set, so the equal-count scenarios
+    # keep the random streams (and the rates in docs/protocol.md) they had before
     own = [scenario.ref_seeds or 0, int(round((scenario.ref_seed_sd or 0) * 1000))] if (
         scenario.ref_seeds, scenario.ref_seed_sd) != (None, None) else []
     rng = np.random.default_rng([seed, scenario.n_seeds, int(round(scenario.seed_sd * 1000)),
