@@ -343,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         (["--loader-workers"], {"type": int, "default": 0, "help": "data-loader worker processes"}),
         (["--streamed-from"], {"type": int, "default": None, "metavar": "SIDE",
                                "help": "read the images from random 16-bit PNGs of this long side instead of memory"}),
-        (["--precision"], {"choices": ["bf16", "fp32"], "default": "bf16",
-                           "help": "training precision (benchmark/precision.py)"}))
+        (["--precision"], {"choices": ["auto", "bf16", "fp32"], "default": "auto",
+                           "help": "training precision (benchmark/precision.py; auto: bf16 where native)"}))
     add("plan", cmd_plan, "capacity plan of the config's pretraining: parameters, FLOPs, GPU-hours, memory per "
         "GPU, loader cores, cache disk (measured on this CPU; no data or weights read)",
         (["--gpu"], {"choices": ["H100", "H200"], "default": "H100", "help": "the GPU the estimates are for"}),

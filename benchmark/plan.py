@@ -143,12 +143,15 @@ def run_measure(spec: dict) -> dict:
 
 
 def cached_measure(spec: dict, cache: Path, measure=run_measure) -> dict:
-    """``measure(spec)``, kept in ``cache`` by the spec, the torch version and the procedure."""
+    """``measure(spec)``, kept in ``cache`` by the spec, the torch version, the procedure and
+    the precision the trainer runs in on this CPU."""
     import torch
 
     from benchmark.plan_measure import PROCEDURE
+    from benchmark.precision import DEFAULT_PRECISION, resolve_precision
 
-    key = hashlib.sha256(json.dumps([spec, torch.__version__, PROCEDURE], sort_keys=True,
+    precision = resolve_precision(DEFAULT_PRECISION, torch.device("cpu"))
+    key = hashlib.sha256(json.dumps([spec, torch.__version__, PROCEDURE, precision], sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]
     known = json.loads(cache.read_text()) if cache.exists() else {}
     if key not in known:

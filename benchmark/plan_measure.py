@@ -16,13 +16,14 @@ optimizer, every loss term on:
   side and bit depth (``StreamedImages``: decode, fit to the model input) through the
   model's augmentations, with every view it needs, and collated;
 - ``step_seconds`` at batch 2 and at 4 (else 3), each shape's second step, under the
-  trainer's CPU precision (bf16 autocast, math attention): this machine's speed, for the
-  CPU presets' time prediction;
+  trainer's CPU precision (``auto``: bf16 autocast with math attention where this CPU has
+  bf16 in hardware, else fp32): this machine's speed, for the CPU presets' time prediction;
 - at batches 2, 3 and 4 without gradient checkpointing and 2 and 3 with it, the resident
   memory a step adds above the weights and Adam's moments: ``forward_bytes`` at the end of
   the forward pass (autocast's weight copies and the activations kept for the backward:
   linear in the batch, the part the plan extrapolates) and ``step_bytes`` at the step's
-  peak (gradients and the optimizer's temporaries too), with the fused attention kernel
+  peak (gradients and the optimizer's temporaries too), in bf16 autocast (what the paper
+  presets run in on a GPU, whatever this CPU's own precision), with the fused attention kernel
   (O(n) memory, as flash attention on a GPU; the math kernel would store every attention
   matrix).
 
@@ -44,7 +45,7 @@ from pathlib import Path
 
 MEMORY_BATCHES = (2, 3, 4)  # the plan fits a line on 2 and 3 and checks it at 4
 TIME_BATCHES = (2, 4, 3)  # 2, and the larger of 4 and 3 that fits this machine's memory
-PROCEDURE = 1  # the steps above; the plan's cached measurements are keyed by it
+PROCEDURE = 2  # the steps above; the plan's cached measurements are keyed by it
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
@@ -132,7 +133,7 @@ def measure(spec: dict) -> dict:
         gc.collect()
         _release_and_reset_peak()
         before = _status("VmRSS")
-        with precision_context(cpu, DEFAULT_PRECISION, math_attention=False):
+        with precision_context(cpu, "bf16", math_attention=False):
             loss = model.training_loss(b | {"step": 10**9, "epoch": 1})["loss"]
             forward = _status("VmHWM") - before
             loss.backward()

@@ -1,5 +1,6 @@
-"""Precision and CPU kernel choices: bf16 autocast (the default, on GPU and on CPU) or
-plain fp32 for training and the fine-tune's predictions, and the layouts and kernels a
+"""Precision and CPU kernel choices: bf16 autocast or plain fp32 for training and the
+fine-tune's predictions (``auto``, the default: bf16 where the device multiplies bf16 in
+hardware, fp32 elsewhere), and the layouts and kernels a
 model runs faster with on a CPU (``prefer_fast_cpu_kernels``: channels-last convolutions
 everywhere, fp32 depthwise convolutions under bf16), and the fused Adam/AdamW update
 (``fused_where_supported``) training and the fine-tune use.
@@ -7,7 +8,8 @@ everywhere, fp32 depthwise convolutions under bf16), and the fused Adam/AdamW up
 Autocast keeps the weights, the optimizer state and the loss reductions in fp32 and runs
 matrix products in bf16. On a CPU with AVX-512 BF16 (or AMX) a bf16 matrix product is
 2 to 3x faster than fp32 (``python -m benchmark.perf.precision``); on a CPU without it
-PyTorch emulates bf16 and ``fp32`` is the faster setting.
+PyTorch emulates bf16, and a tiny preset trains 3 to 5x slower in bf16 than in fp32 (a
+Xeon with AVX-512 but no BF16: tiny CLIP 14 against 60 to 65 samples/s): hence ``auto``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,30 @@ import torch
 import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-PRECISIONS = ("bf16", "fp32")
-DEFAULT_PRECISION = "bf16"  # the schema's default for pretrain.precision and finetune.precision
+PRECISIONS = ("auto", "bf16", "fp32")
+DEFAULT_PRECISION = "auto"  # the schema's default for pretrain.precision and finetune.precision
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products in hardware: a CUDA GPU that supports
+    bf16, or a CPU with AVX-512 BF16 or AMX tiles. (oneDNN's own check also says yes on a
+    plain AVX-512 CPU, where it emulates bf16; hence the instruction sets.)"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(check() for check in checks if check is not None)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision that runs: ``bf16`` or ``fp32`` as given, and ``auto`` as bf16 where
+    ``native_bf16(device)``, else fp32. Ledgers and fine-tune records keep the resolved one."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 class _CpuBf16:
@@ -47,7 +71,7 @@ class _CpuBf16:
 def precision_context(device: torch.device, precision: str, math_attention: bool = True):
     """The context that applies ``precision`` to a model's computation: a training step's
     forward, loss and backward (pretraining and fine-tune), and the fine-tune's predictions.
-    bf16 is autocast; fp32 is nothing. On a CPU in bf16, attention
+    bf16 is autocast; fp32 is nothing; auto is either (``resolve_precision``). On a CPU in bf16, attention
     (``scaled_dot_product_attention``: timm's and Hugging Face's blocks, and open_clip's
     through ``nn.MultiheadAttention``) runs PyTorch's math kernel, the same function as
     the fused one: the fused kernel's bf16 CPU backward is several times slower than the
@@ -55,9 +79,7 @@ def precision_context(device: torch.device, precision: str, math_attention: bool
     keeps the fused kernel, for that measurement only). Run the backward inside it too:
     with activation checkpointing the backward recomputes forward blocks, which must pick
     the same kernels (checkpointing restores the autocast state, not the attention kernel)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-    if precision == "fp32":
+    if resolve_precision(precision, device) == "fp32":
         return nullcontext()
     if device.type == "cpu":
         return _CpuBf16(math_attention)
@@ -79,7 +101,7 @@ def fp32_depthwise_convolutions(model: nn.Module, device: torch.device, precisio
     (``benchmark/perf/precision.py``). Each such convolution gets a subclass of its own class
     whose forward leaves autocast; weights and state-dict keys are unchanged. Returns how
     many changed."""
-    if device.type != "cpu" or precision != "bf16":
+    if device.type != "cpu" or resolve_precision(precision, device) != "bf16":
         return 0
     changed = 0
     for module in model.modules():

@@ -42,7 +42,7 @@ TABLE_COLUMNS = ["dataset", "task", "protocol", "fraction", "model", "metric", "
 CHANCE_NOTE = "pretraining ended at chance"  # begins the note of such a model's rows (the wide tables mark them)
 NOT_TRAINED_HERE = "external checkpoint, not trained under this benchmark's budget"  # the note of such rows
 BUDGET_COLUMNS = ["model", "method", "preset", "seed", "trained_here", "samples_seen", "optimizer_steps", "batch_size",
-                  "grad_accum", "processes", "wall_seconds", "device", "device_seconds", "flops", "params_total",
+                  "grad_accum", "processes", "wall_seconds", "device", "precision", "device_seconds", "flops", "params_total",
                   "params_trainable", "peak_memory_bytes", "image_text_term", "image_text_final", "image_text_chance",
                   "image_text_floor", "at_chance"]
 

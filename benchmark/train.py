@@ -57,6 +57,7 @@ from benchmark.precision import (
     fused_where_supported,
     precision_context,
     prefer_fast_cpu_kernels,
+    resolve_precision,
 )
 from benchmark.presets import TrainSettings
 from benchmark.registry import build_model
@@ -250,7 +251,7 @@ class RunOptions:
     grad_accum: int = 1
     gather_negatives: bool = True
     grad_checkpointing: bool = False
-    precision: str = DEFAULT_PRECISION  # bf16 autocast or fp32 (benchmark/precision.py)
+    precision: str = DEFAULT_PRECISION  # auto, bf16 autocast or fp32 (benchmark/precision.py)
     image_memory_gib: float = 8.0  # the config's images.memory_gib
     loader_workers: int = 4  # the config's images.loader_workers (used when images are streamed)
 
@@ -363,6 +364,8 @@ def pretrain(*, method: str, preset: str, context: dict, manifest: pd.DataFrame,
     seeded permutation), the control whose zero-shot must sit at chance. ``aligned_mlo``:
     the align-mlo table (image_id, png), which a model asking for ``mlo_view`` needs."""
     device, ranks = _start(seed, threads, options)
+    # the precision that runs here: the resume fingerprint and the ledger keep it
+    options = replace(options, precision=resolve_precision(options.precision, device))
     model = build_model(method, preset, **context)
     if "mlo_view" in model.batch_needs and aligned_mlo is None:
         raise BenchmarkError(f"pretrain: {method} trains on MLO views aligned to the CC orientation: give "

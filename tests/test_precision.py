@@ -12,6 +12,7 @@ from benchmark.precision import (
     fp32_depthwise_convolutions,
     precision_context,
     prefer_fast_cpu_kernels,
+    resolve_precision,
 )
 from benchmark.registry import build_model
 from models.encoders import image_backbone
@@ -130,6 +131,23 @@ def test_finetune_with_activation_checkpointing_recomputes_under_the_same_kernel
     model.set_grad_checkpointing(True)
     images = torch.randint(0, 256, (8, 1, 96, 96), dtype=torch.uint8)
     y = np.arange(8) % 2
-    history = finetune(model, images, y, images, y, 2, steps=2, batch_size=4, lr=1e-4, weight_decay=0.0,
-                       eval_every=2, patience=1, seed=0, precision="bf16").history
-    assert np.isfinite(history[-1]["loss"])
+    result = finetune(model, images, y, images, y, 2, steps=2, batch_size=4, lr=1e-4, weight_decay=0.0,
+                      eval_every=2, patience=1, seed=0, precision="bf16")
+    assert np.isfinite(result.history[-1]["loss"]) and result.precision == "bf16"
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, "fp32"), (True, False, "bf16"),
+                                                        (False, True, "bf16")])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_in_hardware(monkeypatch, avx512_bf16, amx, expected):
+    """Emulated bf16 (a CPU with AVX-512 but without its BF16 extension) trains 3 to 5x slower
+    than fp32, so ``auto`` (the default) takes fp32 there, and explicit settings stay as given."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
+    with precision_context(cpu, "auto"):
+        product = torch.randn(4, 4) @ torch.randn(4, 4)
+    assert product.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_precision("fp16", cpu)

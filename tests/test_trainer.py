@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
 from benchmark.distributed import Ranks
 from benchmark.errors import BenchmarkError
+from benchmark.precision import resolve_precision
 from benchmark.registry import available_models
 from benchmark.train import (
     RunOptions,
@@ -149,6 +151,8 @@ def test_streamed_images_with_loader_workers_train_the_same_weights(prepared, tm
     assert not ledgers["memory"]["images_streamed"] and ledgers["memory"]["loader_workers"] == 0
     assert ledgers["streamed"]["images_streamed"] and ledgers["streamed"]["loader_workers"] == 2
     assert ledgers["memory"]["final_loss"] == ledgers["streamed"]["final_loss"]
+    # the config leaves precision at auto; the ledger keeps the precision that ran here
+    assert ledgers["memory"]["precision"] == resolve_precision("auto", torch.device("cpu"))
     a, b = weights["memory"], weights["streamed"]
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 

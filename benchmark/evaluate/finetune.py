@@ -27,6 +27,7 @@ from benchmark.precision import (
     fused_where_supported,
     precision_context,
     prefer_fast_cpu_kernels,
+    resolve_precision,
 )
 from benchmark.stats import balanced_accuracy, macro_auc
 
@@ -47,6 +48,7 @@ class FinetuneResult:
     history: list[dict]  # one entry per validation: step, loss, val_auc, val_bacc
     best_step: int  # the step of the kept state
     val_scores: np.ndarray  # (n_val, n_classes) class probabilities of the kept state
+    precision: str  # the precision that ran: bf16 or fp32 (``auto`` resolved on this device)
 
 
 @torch.no_grad()
@@ -85,6 +87,7 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     device = model_device(model)
+    precision = resolve_precision(precision, device)
     classifier = Classifier(model, n_classes).to(device)
     prefer_fast_cpu_kernels(classifier, device, precision)
     params = [p for p in classifier.parameters()]
@@ -115,4 +118,4 @@ def finetune(model: nn.Module, train_u8: torch.Tensor | StreamedImages, y_train:
                 if since_best >= patience:
                     break
     classifier.load_state_dict(best)
-    return FinetuneResult(classifier.eval(), history, best_step, best_scores)
+    return FinetuneResult(classifier.eval(), history, best_step, best_scores, precision)

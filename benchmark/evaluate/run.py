@@ -227,12 +227,12 @@ def run_finetune(config: dict, checkpoint: Path, model_name: str, seed: int, tas
                 eval_every=cfg["eval_every"], patience=cfg["patience"], seed=seed, precision=cfg["precision"])
         except ValueError as exc:
             raise BenchmarkError(f"finetune {model_name} {task.key} fraction {fraction} draw {draw}: {exc}") from None
-        scores = np.concatenate([result.val_scores, predict(result.classifier, test_u8, precision=cfg["precision"])])
+        scores = np.concatenate([result.val_scores, predict(result.classifier, test_u8, precision=result.precision)])
         write_predictions(Path(out), evaluated, scores, task=task, protocol="finetune", fraction=fraction,
                           model=model_name, seed=seed, draw=draw)
         Path(out).with_suffix(".json").write_text(json.dumps(
             {"train_images": len(train), "val_images": len(val), "steps_run": result.history[-1]["step"],
-             "best_step": result.best_step, "history": result.history}, indent=2) + "\n")
+             "best_step": result.best_step, "precision": result.precision, "history": result.history}, indent=2) + "\n")
         print(f"finetune {model_name} {task.key} @ {fraction:g} draw {draw}: {len(train)} images, "
               f"best step {result.best_step}")
 

@@ -15,8 +15,8 @@ pretraining does above ``images.memory_gib``), then measures, in one run:
   against the card's dense bf16 peak (a table below; unknown cards print n/a).
 
 Paper presets build with random weights (no weights needed); on a GPU they run with
-gradient checkpointing where the preset asks for it. Steps run under ``--precision`` (bf16
-autocast by default, as the trainer; ``benchmark/precision.py``).
+gradient checkpointing where the preset asks for it. Steps run under ``--precision`` (``auto`` by
+default, as the trainer: bf16 autocast where the device has it natively; ``benchmark/precision.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.images import StreamedImages, image_hw
 from benchmark.data.tokenizer import train_tokenizer
-from benchmark.precision import DEFAULT_PRECISION, precision_context, prefer_fast_cpu_kernels
+from benchmark.precision import (
+    DEFAULT_PRECISION,
+    precision_context,
+    prefer_fast_cpu_kernels,
+    resolve_precision,
+)
 from benchmark.registry import build_model
 from benchmark.train import PretrainDataset, model_collate
 
@@ -103,6 +108,7 @@ def bench_train(model_name: str, preset: str, steps: int, batch: int | None, tok
     if preset == "paper" and device.type == "cuda":
         model.set_grad_checkpointing(True)
     model.to(device).train()
+    precision = resolve_precision(precision, device)
     prefer_fast_cpu_kernels(model, device, precision)
     if not channels_last:  # PyTorch's default layout, for benchmark/perf/precision.py's comparison only
         model.to(memory_format=torch.contiguous_format)
