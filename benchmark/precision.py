@@ -8,8 +8,8 @@ everywhere, fp32 depthwise convolutions under bf16), and the fused Adam/AdamW up
 Autocast keeps the weights, the optimizer state and the loss reductions in fp32 and runs
 matrix products in bf16. On a CPU with AVX-512 BF16 (or AMX) a bf16 matrix product is
 2 to 3x faster than fp32 (``python -m benchmark.perf.precision``); on a CPU without it
-PyTorch emulates bf16, and a tiny preset trains 3 to 5x slower in bf16 than in fp32 (a
-Xeon with AVX-512 but no BF16: tiny CLIP 14 against 60 to 65 samples/s): hence ``auto``.
+PyTorch emulates bf16, and the tiny presets train 1.5 to 2.4x slower in bf16 than in fp32
+(a Xeon with AVX-512 but not its BF16 extension, docs/performance.md): hence ``auto``.
 """
 
 from __future__ import annotations

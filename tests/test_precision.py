@@ -139,7 +139,7 @@ def test_finetune_with_activation_checkpointing_recomputes_under_the_same_kernel
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, "fp32"), (True, False, "bf16"),
                                                         (False, True, "bf16")])
 def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_in_hardware(monkeypatch, avx512_bf16, amx, expected):
-    """Emulated bf16 (a CPU with AVX-512 but without its BF16 extension) trains 3 to 5x slower
+    """Emulated bf16 (a CPU with AVX-512 but without its BF16 extension) trains about 2x slower
     than fp32, so ``auto`` (the default) takes fp32 there, and explicit settings stay as given."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)

@@ -5,8 +5,8 @@ default NCHW layout, measured in the same run.
 
     python -m benchmark.perf.precision [--threads 1 2] [--steps 8]
 
-For each model and thread count it prints training samples/s in each setting and today's
-ratio to each, and the default run's pretraining time for one seed at the measured rates
+For each model and thread count it prints training samples/s in each setting and the bf16
+trainer's ratio to each, and the default run's pretraining time for one seed at the measured rates
 (``pretrain.samples_seen`` over samples/s, summed over the methods). A single matrix
 product of the tiny ViT's MLP shape is timed first, as the bound on what bf16 can give.
 """
@@ -64,9 +64,9 @@ def main() -> None:
     print(f"\ntraining seconds of one seed of the default run ({DEFAULT_SAMPLES} samples per method, "
           f"{', '.join(args.models)}), excluding start-up:")
     for threads in args.threads:
-        today = totals[(threads, "bf16")]
-        print(f"  {threads} thread(s): today {today:.0f} s; " + ", ".join(
-            f"{key} {totals[(threads, key)]:.0f} s ({totals[(threads, key)] / today:.2f}x)" for key in alternatives))
+        bf16 = totals[(threads, "bf16")]
+        print(f"  {threads} thread(s): bf16 {bf16:.0f} s; " + ", ".join(
+            f"{key} {totals[(threads, key)]:.0f} s ({totals[(threads, key)] / bf16:.2f}x)" for key in alternatives))
 
 
 if __name__ == "__main__":
