@@ -51,7 +51,11 @@ def test_two_gloo_ranks_equal_one_process_on_the_global_batch(model, tokenizer, 
     result = json.loads(out.read_text())
     assert result["world"] == 2 and result["params_compared"] > 10 and not result["params_mismatched"]
     assert abs(result["loss"] - result["ref_loss"]) < 1e-5
-    assert result["grad_max_abs_diff"] < 1e-5 < result["grad_max_abs"]
+    # relative to the largest gradient: summing in another order moves each gradient by a few
+    # fp32 ulps of its size (GLAM: 1.2e-5 at a largest gradient of 10.1 on a Xeon without
+    # AVX-512 BF16); a lost negative or a wrong gather moves them by orders of magnitude more
+    assert result["grad_max_abs_diff"] < 1e-5 * max(1.0, result["grad_max_abs"])
+    assert result["grad_max_abs"] > 1e-5
 
 
 @pytest.mark.slow
