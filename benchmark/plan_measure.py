@@ -46,6 +46,7 @@ from pathlib import Path
 MEMORY_BATCHES = (2, 3, 4)  # the plan fits a line on 2 and 3 and checks it at 4
 TIME_BATCHES = (2, 4, 3)  # 2, and the larger of 4 and 3 that fits this machine's memory
 PROCEDURE = 2  # the steps above; the plan's cached measurements are keyed by it
+MEMORY_PRECISION = "bf16"  # the memory steps': what the paper presets train in on a GPU
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
@@ -95,6 +96,7 @@ def measure(spec: dict) -> dict:
         fused_where_supported,
         precision_context,
         prefer_fast_cpu_kernels,
+        resolve_precision,
     )
     from benchmark.registry import build_model
     from benchmark.train import PretrainDataset, model_collate
@@ -120,8 +122,8 @@ def measure(spec: dict) -> dict:
     def batch(size: int) -> dict:
         return collate([data[(0, i)] for i in range(size)])
 
-    def step(b: dict, math_attention: bool) -> None:
-        with precision_context(cpu, DEFAULT_PRECISION, math_attention):
+    def step(b: dict, math_attention: bool, precision: str = DEFAULT_PRECISION) -> None:
+        with precision_context(cpu, precision, math_attention):
             loss = model.training_loss(b | {"step": 10**9, "epoch": 1})["loss"]  # every loss term on
             loss.backward()
         optimizer.step()
@@ -133,7 +135,7 @@ def measure(spec: dict) -> dict:
         gc.collect()
         _release_and_reset_peak()
         before = _status("VmRSS")
-        with precision_context(cpu, "bf16", math_attention=False):
+        with precision_context(cpu, MEMORY_PRECISION, math_attention=False):
             loss = model.training_loss(b | {"step": 10**9, "epoch": 1})["loss"]
             forward = _status("VmHWM") - before
             loss.backward()
@@ -173,8 +175,14 @@ def measure(spec: dict) -> dict:
         result["resident_bytes"] = _status("VmRSS")
         return result
     batches = {size: batch(size) for size in MEMORY_BATCHES}
-    if "3" not in result["step_seconds"]:  # a new shape's first step keeps one-off buffers
-        step(batches[3], math_attention=False)
+    # A shape's first step in a precision keeps one-off buffers (kernels, caches): warm each
+    # shape the memory steps use in their precision, unless a timed step already did.
+    timed_in_memory_precision = resolve_precision(DEFAULT_PRECISION, cpu) == MEMORY_PRECISION
+    for size in MEMORY_BATCHES:
+        if size == 4 and "4" not in result["step_seconds"]:
+            continue  # too large for this machine: its memory check is skipped below
+        if not (timed_in_memory_precision and str(size) in result["step_seconds"]):
+            step(batches[size], math_attention=False, precision=MEMORY_PRECISION)
     _return_freed_memory()
     for checkpointed, suffix in ((False, ""), (True, "_checkpointed")):
         model.set_grad_checkpointing(checkpointed)
