@@ -25,7 +25,9 @@ optimizer, every loss term on:
   peak (gradients and the optimizer's temporaries too), in bf16 autocast (what the paper
   presets run in on a GPU, whatever this CPU's own precision), with the fused attention kernel
   (O(n) memory, as flash attention on a GPU; the math kernel would store every attention
-  matrix).
+  matrix) and the CPU kernels the trainer picks for bf16 (``prefer_fast_cpu_kernels``).
+  Where the timed steps ran in fp32, each batch shape first takes one unmeasured bf16 step:
+  a shape's first step in a precision keeps one-off buffers that would bend the line.
 
 A step that would take more than four fifths of the memory available (judged from the
 batch-2 step's growth, then from the fit) is not run, and ``skipped`` says so: Mammo-CLIP's
@@ -45,7 +47,7 @@ from pathlib import Path
 
 MEMORY_BATCHES = (2, 3, 4)  # the plan fits a line on 2 and 3 and checks it at 4
 TIME_BATCHES = (2, 4, 3)  # 2, and the larger of 4 and 3 that fits this machine's memory
-PROCEDURE = 2  # the steps above; the plan's cached measurements are keyed by it
+PROCEDURE = 3  # the steps above; the plan's cached measurements are keyed by it
 MEMORY_PRECISION = "bf16"  # the memory steps': what the paper presets train in on a GPU
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
@@ -178,6 +180,7 @@ def measure(spec: dict) -> dict:
     # A shape's first step in a precision keeps one-off buffers (kernels, caches): warm each
     # shape the memory steps use in their precision, unless a timed step already did.
     timed_in_memory_precision = resolve_precision(DEFAULT_PRECISION, cpu) == MEMORY_PRECISION
+    prefer_fast_cpu_kernels(model, cpu, MEMORY_PRECISION)  # the kernels a bf16 trainer runs (fp32 timing had others)
     for size in MEMORY_BATCHES:
         if size == 4 and "4" not in result["step_seconds"]:
             continue  # too large for this machine: its memory check is skipped below
