@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,6 @@ import yaml
 from benchmark.data.captions import embed_sentences, join_sentences
 from benchmark.data.synth import write_embed, write_rsna
 from benchmark.data.tokenizer import train_tokenizer
-
-
-def pytest_configure(config):
-    """Under pytest-xdist (``-n 2`` in pyproject.toml) each worker's in-process PyTorch work
-    uses one thread: two workers of two threads each on a 2-core machine would make
-    OpenMP's spinning threads wait for each other. Subprocesses keep their own settings."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-
-        torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 # One EMBED-like record: the fields captions need (tests vary density and BI-RADS).
